@@ -1,0 +1,298 @@
+"""The canonical in-memory shape of every event, and its JSON form.
+
+Every layer (JSON replay files, the Avro codec, the Faust worker, the ClickHouse sink) converts to and
+from this one shape, so the ledger sees the same values whatever the transport:
+
+- an event is a ``dict`` keyed by the contract's field names (section 4 and 6 of the billing rules);
+- money is ``Decimal`` with exactly 6 fractional digits (micro-dollars), never a float;
+- timestamps are timezone-aware UTC ``datetime`` at millisecond precision;
+- ``quantities`` is ``dict[str, int]``; optional fields are present with value ``None``.
+
+Validation here is structural (types, required fields, non-negative numbers); whether an event makes
+sense for an account (unknown product, unopened account, budget above the tier) is the ledger's call.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+MICRO = Decimal("0.000001")
+ZERO = Decimal("0.000000")
+
+# Input event type -> {field: kind}. Kinds: "str", "money", "money?" (nullable), "time", "bool",
+# "int>=0", "quantities", "str?" (optional), "contract", "billing_model?", "period".
+COMMON_FIELDS = {"type": "str", "event_id": "str", "account_id": "str", "timestamp": "time"}
+INPUT_FIELDS: dict[str, dict[str, str]] = {
+    "usage": {"product": "str", "quantities": "quantities", "requests": "requests"},
+    "account_opened": {
+        "created_at": "time",
+        "contract": "contract",
+        "billing_model": "billing_model?",
+    },
+    "payment_method_added": {"payment_method_id": "str"},
+    "payment_method_removed": {"payment_method_id": "str"},
+    "credits_purchased": {
+        "amount": "money>0",
+        "payment_id": "str",
+        "receipt_url": "str?",
+        "top_up_request_id": "str?",
+    },
+    "payment_failed": {"payment_id": "str", "reason": "str", "top_up_request_id": "str?"},
+    "invoice_paid": {"invoice_id": "str", "amount": "money>0"},
+    "auto_top_up_configured": {
+        "enabled": "bool",
+        "minimum_balance": "money",
+        "top_up_amount": "money>0",
+    },
+    "budget_set": {"monthly_budget": "money?"},
+    "close_period": {"period": "period"},
+}
+# close_period may be broadcast (account_id empty: every account of the partition).
+TOPIC_OF_TYPE = {
+    "usage": "usage",
+    "credits_purchased": "payments",
+    "payment_failed": "payments",
+    "payment_method_added": "payments",
+    "payment_method_removed": "payments",
+    "invoice_paid": "payments",
+    "account_opened": "accounts",
+    "auto_top_up_configured": "accounts",
+    "budget_set": "accounts",
+    "close_period": "control",
+}
+
+# Output event type -> its own fields (besides event_id, account_id, timestamp, type,
+# cause_event_id and snapshot, which every output event has).
+OUTPUT_FIELDS: dict[str, dict[str, str]] = {
+    "usage_paused": {"reason": "str"},  # budget_reached | credits_exhausted | top_up_failed
+    "usage_resumed": {"reason": "str"},  # the pause reason lifted last
+    "account_suspended": {"reason": "str"},  # free_credit_exhausted
+    "account_reinstated": {"reason": "str"},  # payment_method_added
+    "top_up_requested": {"amount": "money", "top_up_request_id": "str"},
+    "credits_applied": {
+        "amount": "money",
+        "payment_id": "str?",
+        "invoice_id": "str?",
+        "receipt_url": "str?",
+        "applied_to_outstanding": "money",
+        "applied_to_credit": "money",
+    },
+    "tier_changed": {"from_tier": "str?", "to_tier": "str"},  # from_tier null: account opened
+    "rate_limits_changed": {"rpm_limit": "int", "tpm_limit": "int"},
+    "budget_changed": {"monthly_budget": "money?", "reason": "str"},  # tier_default | customer
+    "invoice_issued": {"invoice_id": "str", "period": "period", "amount": "money"},
+    "command_rejected": {"reason": "str", "rejected_type": "str"},
+}
+OUTPUT_TYPES = tuple(OUTPUT_FIELDS)
+OUTPUT_COMMON_FIELDS = ("event_id", "account_id", "timestamp", "type", "cause_event_id", "snapshot")
+
+# The account after a change (section 6): field -> kind.
+SNAPSHOT_FIELDS: dict[str, str] = {
+    "account_id": "str",
+    "billing_model": "str",  # prepaid | postpaid
+    "contract": "str",  # self_serve | enterprise
+    "status": "str",  # active | paused | suspended
+    "pause_reasons": "list[str]",  # sorted
+    "credit_balance": "money",
+    "outstanding_balance": "money",
+    "month_to_date_spend": "money",
+    "open_period": "period",
+    "lifetime_spend": "money",
+    "lifetime_credits_purchased": "money",
+    "tier": "str",  # "0".."4" | "enterprise"
+    "monthly_budget": "money?",
+    "rpm_limit": "int",
+    "tpm_limit": "int",
+    "has_payment_method": "bool",
+    "auto_top_up": "auto_top_up",  # {enabled: bool, minimum_balance: money, top_up_amount: money}
+    "pending_top_up_request_id": "str?",
+}
+
+# One record per usage event, as the ledger rated it (topic billing.usage-rated; the analytics
+# source for spend, invoices and over-limit usage). Not an account-state event.
+RATED_USAGE_FIELDS: dict[str, str] = {
+    "event_id": "str",
+    "account_id": "str",
+    "timestamp": "time",
+    "product": "str",
+    "quantities": "quantities",
+    "requests": "int",
+    "cost": "money",
+    "billed_period": "period",  # the month the cost was charged to
+    "late": "bool",  # its own month was already closed
+    "over_limit": "bool",  # served while the account was paused or suspended
+    "billing_model": "str",
+    "tier": "str",
+}
+MONEY_SNAPSHOT_FIELDS = (
+    "credit_balance",
+    "outstanding_balance",
+    "month_to_date_spend",
+    "lifetime_spend",
+    "lifetime_credits_purchased",
+)
+
+
+class InvalidEvent(ValueError):
+    """An input that cannot be processed; ``reason`` is what a person must fix."""
+
+    def __init__(self, reason: str, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+def to_money(value: Any, field: str = "amount") -> Decimal:
+    """Exact decimal with 6 fractional digits; strings/ints/Decimals only (a float is refused)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise InvalidEvent(f"{field} must be a decimal string like \"12.50\", not {value!r}", field)
+    try:
+        amount = Decimal(value) if not isinstance(value, Decimal) else value
+    except (InvalidOperation, TypeError):
+        raise InvalidEvent(f"{field} must be a decimal string like \"12.50\", got {value!r}",
+                           field) from None
+    if not amount.is_finite():
+        raise InvalidEvent(f"{field} must be a finite amount, got {value!r}", field)
+    quantized = amount.quantize(MICRO, rounding=ROUND_HALF_EVEN)
+    if quantized != amount:
+        raise InvalidEvent(f"{field}={value} has more than 6 fractional digits", field)
+    return quantized
+
+
+def parse_time(value: Any, field: str = "timestamp") -> datetime:
+    """ISO-8601 (with Z or offset) or a datetime -> aware UTC datetime truncated to milliseconds."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidEvent(f"{field}={value!r} is not an ISO-8601 time like "
+                               "2026-01-31T12:00:00.000Z", field) from None
+    else:
+        raise InvalidEvent(f"{field} must be an ISO-8601 string, got {value!r}", field)
+    if moment.tzinfo is None:
+        raise InvalidEvent(f"{field}={value!r} has no time zone; use UTC with a trailing Z", field)
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def format_time(moment: datetime) -> str:
+    """UTC, millisecond precision, trailing Z: 2026-01-31T12:00:00.000Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _check_period(value: Any, field: str) -> str:
+    if not (isinstance(value, str) and len(value) == 7 and value[4] == "-"
+            and value[:4].isdigit() and value[5:].isdigit() and 1 <= int(value[5:]) <= 12):
+        raise InvalidEvent(f"{field} must be a month like 2026-01, got {value!r}", field)
+    return value
+
+
+def _normalize_field(kind: str, field: str, value: Any) -> Any:
+    optional = kind.endswith("?")
+    if value is None:
+        if optional:
+            return None
+        raise InvalidEvent(f"missing required field {field!r}", field)
+    kind = kind.rstrip("?")
+    if kind == "str":
+        if not isinstance(value, str) or not value:
+            raise InvalidEvent(f"{field} must be a non-empty string, got {value!r}", field)
+        return value
+    if kind in ("money", "money>0"):
+        amount = to_money(value, field)
+        if amount < 0 or (kind == "money>0" and amount == 0):
+            bound = "greater than zero" if kind == "money>0" else "zero or more"
+            raise InvalidEvent(f"{field} must be {bound}, got {amount}", field)
+        return amount
+    if kind == "time":
+        return parse_time(value, field)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise InvalidEvent(f"{field} must be true or false, got {value!r}", field)
+        return value
+    if kind == "requests":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidEvent(f"requests must be a whole number >= 0, got {value!r}", field)
+        return value
+    if kind == "quantities":
+        if not isinstance(value, dict) or not value:
+            raise InvalidEvent("quantities must be a non-empty map of meter -> count", field)
+        for meter, count in value.items():
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise InvalidEvent(f"quantities.{meter} must be a whole number, got {count!r}",
+                                   f"quantities.{meter}")
+            if count < 0:
+                raise InvalidEvent(f"quantities.{meter} is negative ({count}); usage "
+                                   "quantities must be >= 0", f"quantities.{meter}")
+        return dict(value)
+    if kind == "contract":
+        if value not in ("self_serve", "enterprise"):
+            raise InvalidEvent(f"contract must be self_serve or enterprise, got {value!r}", field)
+        return value
+    if kind == "billing_model":
+        if value not in ("prepaid", "postpaid"):
+            raise InvalidEvent(f"billing_model must be prepaid or postpaid, got {value!r}", field)
+        return value
+    if kind == "period":
+        return _check_period(value, field)
+    raise AssertionError(f"unknown field kind {kind}")
+
+
+DEFAULTS = {"requests": 1}
+
+
+def normalize_input(raw: dict[str, Any]) -> dict[str, Any]:
+    """Validate an input event's structure and return it in canonical form.
+
+    Raises :class:`InvalidEvent` naming the first bad field. Unknown extra fields are ignored (so
+    producers may add fields before the schema does, as Avro's reader would).
+    """
+    if not isinstance(raw, dict):
+        raise InvalidEvent(f"an event must be a JSON object, got {type(raw).__name__}")
+    event_type = raw.get("type")
+    fields = INPUT_FIELDS.get(event_type) if isinstance(event_type, str) else None
+    if fields is None:
+        raise InvalidEvent(f"unknown event type {event_type!r}; expected one of "
+                           + ", ".join(sorted(INPUT_FIELDS)), "type")
+    event: dict[str, Any] = {"type": event_type}
+    for field in ("event_id", "timestamp"):
+        event[field] = _normalize_field(COMMON_FIELDS[field], field, raw.get(field))
+    account_id = raw.get("account_id")
+    if event_type == "close_period" and account_id in (None, ""):
+        event["account_id"] = ""
+    else:
+        event["account_id"] = _normalize_field("str", "account_id", account_id)
+    for field, kind in fields.items():
+        value = raw.get(field, DEFAULTS.get(field))
+        event[field] = _normalize_field(kind, field, value)
+    return event
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Canonical form -> plain JSON values: money as strings, times as ISO-8601 with Z."""
+    if isinstance(value, dict):
+        return {key: to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def dumps(event: dict[str, Any]) -> bytes:
+    """One JSON line (without newline) for an event or snapshot in canonical form."""
+    return orjson.dumps(to_jsonable(event), default=_json_default)

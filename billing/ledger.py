@@ -1,0 +1,572 @@
+"""The credit ledger: every billing rule, as one pure state machine.
+
+``apply(state, event)`` takes an account's state (or ``None`` before it is opened) and one input
+event in canonical form (see :mod:`billing.events`) and returns the state after it, the output events
+it caused and, for usage, the rated usage record. It does no I/O and reads no clock: the same state
+and event always give the same result, which is what lets the Faust worker, the replay oracle and
+the tests share it. Nothing else in the project decides money.
+
+Reading order follows the billing rules (section 5): opening an account, usage, payments,
+configuration, month close; then :meth:`Ledger._settle`, which re-derives tier, limits, budget,
+top-up, suspension and pause after every change and emits what changed.
+
+Invariants (checked by the property tests):
+- money is conserved: ``credit_balance - outstanding_balance == free credit + purchases +
+  invoice payments - lifetime spend`` after every event;
+- a duplicate ``event_id`` (within the dedup horizon) changes nothing and emits nothing;
+- every output ``event_id`` is derived from the account, its cause and its type, so reprocessing
+  yields the same ids. Month-close outputs are derived from the account and the month alone, so
+  they are the same whether the close came from the watermark, a timer or a ``close_period``.
+
+State is updated in place and returned; every check that can fail (unknown product, unopened
+account) runs before the first change, so a rejected event leaves the state untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from billing.config import ENTERPRISE_TIER, BillingConfig, Tier
+from billing.events import ZERO, InvalidEvent
+from billing.pricebook import PriceBook
+
+PREPAID, POSTPAID = "prepaid", "postpaid"
+SELF_SERVE, ENTERPRISE = "self_serve", "enterprise"
+BUDGET_REACHED, CREDITS_EXHAUSTED, TOP_UP_FAILED = "budget_reached", "credits_exhausted", "top_up_failed"
+WATERMARK_CAUSE_PREFIX = "watermark:"
+
+
+@dataclass(slots=True)
+class AccountState:
+    """One account's ledger. Money fields are ``Decimal`` with 6 fractional digits.
+
+    ``tier``, ``rpm_limit``, ``tpm_limit``, ``monthly_budget``, ``suspended`` and ``pause_reasons``
+    are the values last published on ``billing.account-state``; :meth:`Ledger._settle` recomputes
+    them after every event and emits an output for each that changed.
+    """
+
+    account_id: str
+    contract: str
+    billing_model: str
+    open_period: str  # oldest month not yet closed
+    current_period: str  # month of the latest event seen (>= open_period): month-to-date spend
+    tier: str
+    rpm_limit: int
+    tpm_limit: int
+    monthly_budget: Decimal | None
+    credit_balance: Decimal = ZERO
+    outstanding_balance: Decimal = ZERO
+    lifetime_spend: Decimal = ZERO
+    lifetime_credits_purchased: Decimal = ZERO
+    lifetime_invoice_payments: Decimal = ZERO
+    free_credit_granted: Decimal = ZERO
+    customer_budget: Decimal | None = None  # None: follow the tier's maximum
+    payment_methods: list[str] = field(default_factory=list)
+    auto_top_up_enabled: bool = False
+    auto_top_up_minimum: Decimal = ZERO
+    auto_top_up_amount: Decimal = ZERO
+    pending_top_up_request_id: str | None = None
+    top_up_failed: bool = False  # blocks new requests until a purchase or a re-configuration
+    top_ups_requested: int = 0  # sequence for deterministic top_up_request_ids
+    suspended: bool = False
+    pause_reasons: tuple[str, ...] = ()
+    month_spend: dict[str, Decimal] = field(default_factory=dict)  # unclosed month -> spend
+    month_unpaid: dict[str, Decimal] = field(default_factory=dict)  # unclosed month -> unpaid
+    invoices: dict[str, Decimal] = field(default_factory=dict)  # open invoice -> unpaid, oldest 1st
+    recent_event_ids: dict[str, int] = field(default_factory=dict)  # event_id -> event time (ms)
+    last_event_ms: int = 0
+
+    @property
+    def has_payment_method(self) -> bool:
+        return bool(self.payment_methods)
+
+    @property
+    def status(self) -> str:
+        if self.suspended:
+            return "suspended"
+        return "paused" if self.pause_reasons else "active"
+
+    @property
+    def month_to_date_spend(self) -> Decimal:
+        return self.month_spend.get(self.current_period, ZERO)
+
+
+class Transition(NamedTuple):
+    """What one input event did: the state after it, its output events, its rated usage."""
+
+    state: AccountState | None
+    outputs: list[dict[str, Any]]
+    rated_usage: dict[str, Any] | None = None
+
+
+# -- calendar helpers: periods are "YYYY-MM" strings, which sort chronologically -------------
+
+def period_of(moment: datetime) -> str:
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def next_period(period: str) -> str:
+    year, month = int(period[:4]), int(period[5:])
+    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def period_start(period: str) -> datetime:
+    return datetime(int(period[:4]), int(period[5:]), 1, tzinfo=UTC)
+
+
+def to_millis(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+class _Emitter:
+    """Collects the output events of one transition, giving each a deterministic id."""
+
+    __slots__ = ("account_id", "outputs", "seen_ids")
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        self.outputs: list[dict[str, Any]] = []
+        self.seen_ids: set[str] = set()
+
+    def emit(self, id_prefix: str, cause_event_id: str, timestamp: datetime, event_type: str,
+             **fields: Any) -> None:
+        event_id = f"{id_prefix}:{event_type}"
+        number = 1
+        while event_id in self.seen_ids:
+            number += 1
+            event_id = f"{id_prefix}:{event_type}:{number}"
+        self.seen_ids.add(event_id)
+        self.outputs.append({"event_id": event_id, "account_id": self.account_id,
+                             "timestamp": timestamp, "type": event_type,
+                             "cause_event_id": cause_event_id, **fields})
+
+
+class _Cause(NamedTuple):
+    """Who caused a change: the id prefix of its outputs, the cause's event id and time."""
+
+    id_prefix: str
+    event_id: str
+    timestamp: datetime
+
+
+class Ledger:
+    """The billing rules with their configuration and price book bound once."""
+
+    def __init__(self, config: BillingConfig, pricebook: PriceBook) -> None:
+        self.config = config
+        self.pricebook = pricebook
+        self._horizon_ms = int(config.dedup_horizon.total_seconds() * 1000)
+        self._close_after: dict[str, datetime] = {}  # period -> when the watermark closes it
+
+    # -- entry point ---------------------------------------------------------------------
+
+    def apply(self, state: AccountState | None, event: dict[str, Any]) -> Transition:
+        """Apply one canonical input event to an account's state (``None`` if never opened).
+
+        Raises :class:`InvalidEvent` for input that must go to the dead-letter topic (unopened
+        account, unknown product or meter); the state is then unchanged.
+        """
+        event_type = event["type"]
+        if state is None:
+            if event_type != "account_opened":
+                raise InvalidEvent(f"account {event['account_id']!r} was never opened "
+                                   "(no account_opened event for it)", "account_id")
+            return self._open(event)
+        if event["event_id"] in state.recent_event_ids:
+            return Transition(state, [])
+        cost = self.pricebook.rate(event["product"], event["quantities"]) \
+            if event_type == "usage" else ZERO
+        emitter = _Emitter(state.account_id)
+        timestamp: datetime = event["timestamp"]
+        self._close_months_before(state, timestamp, emitter)
+        event_period = period_of(timestamp)
+        if event_period > state.current_period:
+            state.current_period = event_period
+        cause = _Cause(f"{state.account_id}:{event['event_id']}", event["event_id"], timestamp)
+        rated = None
+        if event_type == "usage":
+            rated = self._usage(state, event, cost)
+        else:
+            getattr(self, f"_{event_type}")(state, event, cause, emitter)
+        self._settle(state, cause, emitter)
+        self._remember(state, event["event_id"], timestamp)
+        return Transition(state, self._with_snapshot(state, emitter), rated)
+
+    def close_through(self, state: AccountState, period: str, cause_event_id: str,
+                      timestamp: datetime) -> Transition:
+        """Close every open month of ``state`` up to and including ``period``.
+
+        Used for the watermark (by replay and by the worker's broadcast ``close_period``) and for
+        ``close_period`` commands; closing an already closed month does nothing.
+        """
+        emitter = _Emitter(state.account_id)
+        while state.open_period <= period:
+            self._close_month(state, cause_event_id, timestamp, emitter)
+        return Transition(state, self._with_snapshot(state, emitter))
+
+    def watermark_close_time(self, period: str) -> datetime:
+        """When the event-time watermark closes ``period``: start of the next month + grace."""
+        moment = self._close_after.get(period)
+        if moment is None:
+            moment = period_start(next_period(period)) + self.config.close_grace
+            self._close_after[period] = moment
+        return moment
+
+    # -- opening an account --------------------------------------------------------------
+
+    def _open(self, event: dict[str, Any]) -> Transition:
+        config = self.config
+        contract, requested = event["contract"], event["billing_model"]
+        if contract == SELF_SERVE:
+            model = PREPAID if event["created_at"] >= config.prepaid_cutover else POSTPAID
+        else:
+            model = requested or PREPAID
+        period = period_of(event["timestamp"])
+        tier = config.enterprise if contract == ENTERPRISE else config.tiers[0]
+        state = AccountState(
+            account_id=event["account_id"], contract=contract, billing_model=model,
+            open_period=period, current_period=period, tier=tier.name,
+            rpm_limit=tier.rpm_limit, tpm_limit=tier.tpm_limit, monthly_budget=tier.budget_max)
+        if contract == SELF_SERVE:
+            state.credit_balance = state.free_credit_granted = config.free_credit
+        emitter = _Emitter(state.account_id)
+        cause = _Cause(f"{state.account_id}:{event['event_id']}", event["event_id"],
+                       event["timestamp"])
+        emitter.emit(*cause, "tier_changed", from_tier=None, to_tier=tier.name)
+        emitter.emit(*cause, "rate_limits_changed", rpm_limit=tier.rpm_limit,
+                     tpm_limit=tier.tpm_limit)
+        if tier.budget_max is not None:
+            emitter.emit(*cause, "budget_changed", monthly_budget=tier.budget_max,
+                         reason="tier_default")
+        if requested is not None and requested != model:
+            emitter.emit(*cause, "command_rejected", rejected_type="account_opened",
+                         reason=f"a self-serve account's billing model follows its sign-up date: "
+                                f"{model}, not the requested {requested}")
+        self._settle(state, cause, emitter)
+        self._remember(state, event["event_id"], event["timestamp"])
+        return Transition(state, self._with_snapshot(state, emitter))
+
+    def _account_opened(self, state: AccountState, event: dict[str, Any], cause: _Cause,
+                        emitter: _Emitter) -> None:
+        emitter.emit(*cause, "command_rejected", rejected_type="account_opened",
+                     reason=f"account {state.account_id} is already open")
+
+    # -- usage ---------------------------------------------------------------------------
+
+    def _usage(self, state: AccountState, event: dict[str, Any], cost: Decimal) -> dict[str, Any]:
+        """Charge one usage event. Usage in flight is always charged, even while paused."""
+        own_period = period_of(event["timestamp"])
+        late = own_period < state.open_period
+        billed_period = state.current_period if late else own_period
+        over_limit = state.suspended or bool(state.pause_reasons)
+        if state.billing_model == PREPAID:
+            state.credit_balance -= cost
+        else:
+            from_credit = min(cost, max(state.credit_balance, ZERO))
+            state.credit_balance -= from_credit
+            accrued = cost - from_credit
+            if accrued:
+                state.outstanding_balance += accrued
+                state.month_unpaid[billed_period] = \
+                    state.month_unpaid.get(billed_period, ZERO) + accrued
+        state.month_spend[billed_period] = state.month_spend.get(billed_period, ZERO) + cost
+        state.lifetime_spend += cost
+        return {
+            "event_id": event["event_id"], "account_id": state.account_id,
+            "timestamp": event["timestamp"], "product": event["product"],
+            "quantities": event["quantities"], "requests": event["requests"], "cost": cost,
+            "billed_period": billed_period, "late": late, "over_limit": over_limit,
+            "billing_model": state.billing_model, "tier": state.tier,
+        }
+
+    # -- payments ------------------------------------------------------------------------
+
+    def _credits_purchased(self, state: AccountState, event: dict[str, Any], cause: _Cause,
+                           emitter: _Emitter) -> None:
+        """Credits pay what is owed first (oldest invoice first), the rest becomes credit."""
+        amount: Decimal = event["amount"]
+        state.lifetime_credits_purchased += amount
+        to_outstanding = min(amount, state.outstanding_balance)
+        self._pay_outstanding(state, to_outstanding)
+        state.credit_balance += amount - to_outstanding
+        if event["top_up_request_id"] is not None \
+                and event["top_up_request_id"] == state.pending_top_up_request_id:
+            state.pending_top_up_request_id = None
+        state.top_up_failed = False
+        emitter.emit(*cause, "credits_applied", amount=amount, payment_id=event["payment_id"],
+                     invoice_id=None, receipt_url=event["receipt_url"],
+                     applied_to_outstanding=to_outstanding,
+                     applied_to_credit=amount - to_outstanding)
+
+    @staticmethod
+    def _pay_outstanding(state: AccountState, amount: Decimal) -> None:
+        """Settle ``amount`` of the outstanding balance, oldest charge first: issued invoices,
+        then the unclosed months' charges. Both are keyed so that sorting is chronological."""
+        state.outstanding_balance -= amount
+        for owed in (state.invoices, state.month_unpaid):
+            for key in sorted(owed):
+                if not amount:
+                    return
+                paid = min(amount, owed[key])
+                amount -= paid
+                if paid == owed[key]:
+                    del owed[key]
+                else:
+                    owed[key] -= paid
+
+    def _payment_failed(self, state: AccountState, event: dict[str, Any], cause: _Cause,
+                        emitter: _Emitter) -> None:
+        """A failed auto top-up blocks further requests; other failed payments change nothing."""
+        if event["top_up_request_id"] is not None \
+                and event["top_up_request_id"] == state.pending_top_up_request_id:
+            state.pending_top_up_request_id = None
+            state.top_up_failed = True
+
+    def _invoice_paid(self, state: AccountState, event: dict[str, Any], cause: _Cause,
+                      emitter: _Emitter) -> None:
+        invoice_id, amount = event["invoice_id"], event["amount"]
+        unpaid = state.invoices.get(invoice_id)
+        if unpaid is None or amount > unpaid:
+            reason = (f"invoice {invoice_id} is not open (unknown or already settled)"
+                      if unpaid is None else
+                      f"payment {amount} exceeds the {unpaid} still unpaid on invoice {invoice_id}")
+            emitter.emit(*cause, "command_rejected", rejected_type="invoice_paid", reason=reason)
+            return
+        if amount == unpaid:
+            del state.invoices[invoice_id]
+        else:
+            state.invoices[invoice_id] = unpaid - amount
+        state.outstanding_balance -= amount
+        state.lifetime_invoice_payments += amount
+        emitter.emit(*cause, "credits_applied", amount=amount, payment_id=None,
+                     invoice_id=invoice_id, receipt_url=None, applied_to_outstanding=amount,
+                     applied_to_credit=ZERO)
+
+    def _payment_method_added(self, state: AccountState, event: dict[str, Any], cause: _Cause,
+                              emitter: _Emitter) -> None:
+        if event["payment_method_id"] not in state.payment_methods:
+            state.payment_methods = sorted([*state.payment_methods, event["payment_method_id"]])
+
+    def _payment_method_removed(self, state: AccountState, event: dict[str, Any], cause: _Cause,
+                                emitter: _Emitter) -> None:
+        method = event["payment_method_id"]
+        if method not in state.payment_methods:
+            emitter.emit(*cause, "command_rejected", rejected_type="payment_method_removed",
+                         reason=f"payment method {method} is not on file")
+            return
+        state.payment_methods = [known for known in state.payment_methods if known != method]
+
+    # -- account settings ----------------------------------------------------------------
+
+    def _auto_top_up_configured(self, state: AccountState, event: dict[str, Any], cause: _Cause,
+                                emitter: _Emitter) -> None:
+        reason = None
+        if state.billing_model != PREPAID:
+            reason = "auto top-up applies to prepaid accounts only; this account is postpaid"
+        elif event["enabled"] and not state.has_payment_method:
+            reason = "auto top-up needs a payment method on file"
+        if reason:
+            emitter.emit(*cause, "command_rejected", rejected_type="auto_top_up_configured",
+                         reason=reason)
+            return
+        state.auto_top_up_enabled = event["enabled"]
+        state.auto_top_up_minimum = event["minimum_balance"]
+        state.auto_top_up_amount = event["top_up_amount"]
+        state.top_up_failed = False
+
+    def _budget_set(self, state: AccountState, event: dict[str, Any], cause: _Cause,
+                    emitter: _Emitter) -> None:
+        budget: Decimal | None = event["monthly_budget"]
+        maximum = self._tier(state).budget_max
+        if budget is not None and maximum is not None and budget > maximum:
+            emitter.emit(*cause, "command_rejected", rejected_type="budget_set",
+                         reason=f"monthly budget {budget} is above the tier {state.tier} "
+                                f"maximum of {maximum}")
+            return
+        state.customer_budget = budget
+
+    # -- month close ---------------------------------------------------------------------
+
+    def _close_period(self, state: AccountState, event: dict[str, Any], cause: _Cause,
+                      emitter: _Emitter) -> None:
+        while state.open_period <= event["period"]:
+            self._close_month(state, cause.event_id, cause.timestamp, emitter)
+
+    def _close_months_before(self, state: AccountState, timestamp: datetime,
+                             emitter: _Emitter) -> None:
+        """An event past a month's close time proves the watermark passed it: close it first.
+
+        The watermark is the largest usage time seen; an account's own event beyond a month's
+        close time means the watermark is beyond it too. Closing here keeps an account's invoice
+        independent of how the pipeline interleaves other accounts.
+        """
+        while timestamp >= self.watermark_close_time(state.open_period):
+            period = state.open_period
+            self._close_month(state, WATERMARK_CAUSE_PREFIX + period,
+                              self.watermark_close_time(period), emitter)
+
+    def _close_month(self, state: AccountState, cause_event_id: str, timestamp: datetime,
+                     emitter: _Emitter) -> None:
+        """Close the oldest open month: invoice its unpaid postpaid charges, reset its spend."""
+        period = state.open_period
+        cause = _Cause(f"{state.account_id}:close:{period}", cause_event_id, timestamp)
+        state.month_spend.pop(period, None)
+        unpaid = state.month_unpaid.pop(period, ZERO)
+        if state.billing_model == POSTPAID and unpaid > 0:
+            invoice_id = f"inv-{state.account_id}-{period}"
+            state.invoices[invoice_id] = unpaid
+            emitter.emit(*cause, "invoice_issued", invoice_id=invoice_id, period=period,
+                         amount=unpaid)
+        state.open_period = next_period(period)
+        if state.current_period < state.open_period:
+            state.current_period = state.open_period
+        self._settle(state, cause, emitter)
+
+    # -- derived state: tier, limits, budget, top-up, suspension, pause -----------------
+
+    def _tier(self, state: AccountState) -> Tier:
+        return self.config.tier_named(state.tier)
+
+    def _earned_tier(self, state: AccountState) -> Tier:
+        """The tier the account qualifies for now; never below the one it already has."""
+        config = self.config
+        if state.contract == ENTERPRISE:
+            return config.enterprise
+        earned = config.tiers[0]
+        if state.has_payment_method:
+            qualifying = max(state.lifetime_spend, state.lifetime_credits_purchased)
+            for tier in config.tiers[1:]:
+                if qualifying >= tier.qualifying_amount:
+                    earned = tier
+        current = self._tier(state)
+        return earned if config.tiers.index(earned) > config.tiers.index(current) else current
+
+    def _settle(self, state: AccountState, cause: _Cause, emitter: _Emitter) -> None:
+        """Re-derive everything that depends on balances and settings; emit what changed."""
+        tier = self._earned_tier(state)
+        if tier.name != state.tier:
+            emitter.emit(*cause, "tier_changed", from_tier=state.tier, to_tier=tier.name)
+            state.tier = tier.name
+        rpm_limit = tier.rpm_limit
+        if state.contract == SELF_SERVE and not state.has_payment_method:
+            rpm_limit = self.config.no_payment_method_rpm
+        if (rpm_limit, tier.tpm_limit) != (state.rpm_limit, state.tpm_limit):
+            state.rpm_limit, state.tpm_limit = rpm_limit, tier.tpm_limit
+            emitter.emit(*cause, "rate_limits_changed", rpm_limit=rpm_limit,
+                         tpm_limit=tier.tpm_limit)
+        budget = tier.budget_max if state.customer_budget is None else (
+            state.customer_budget if tier.budget_max is None
+            else min(state.customer_budget, tier.budget_max))
+        if budget != state.monthly_budget:
+            state.monthly_budget = budget
+            set_by_customer = state.customer_budget is not None and budget == state.customer_budget
+            emitter.emit(*cause, "budget_changed", monthly_budget=budget,
+                         reason="customer" if set_by_customer else "tier_default")
+        self._maybe_request_top_up(state, cause, emitter)
+        self._update_suspension(state, cause, emitter)
+        self._update_pause(state, cause, emitter)
+
+    def _maybe_request_top_up(self, state: AccountState, cause: _Cause,
+                              emitter: _Emitter) -> None:
+        if (state.billing_model == PREPAID and state.auto_top_up_enabled
+                and state.has_payment_method and not state.top_up_failed
+                and state.pending_top_up_request_id is None
+                and state.credit_balance <= state.auto_top_up_minimum):
+            state.top_ups_requested += 1
+            request_id = f"topup-{state.account_id}-{state.top_ups_requested}"
+            state.pending_top_up_request_id = request_id
+            emitter.emit(*cause, "top_up_requested", amount=state.auto_top_up_amount,
+                         top_up_request_id=request_id)
+
+    def _update_suspension(self, state: AccountState, cause: _Cause, emitter: _Emitter) -> None:
+        """Self-serve accounts without a payment method are suspended when credit runs out;
+        only adding a payment method reinstates them."""
+        if state.suspended and state.has_payment_method:
+            state.suspended = False
+            emitter.emit(*cause, "account_reinstated", reason="payment_method_added")
+        elif (not state.suspended and state.contract == SELF_SERVE
+              and not state.has_payment_method and state.credit_balance <= 0):
+            state.suspended = True
+            emitter.emit(*cause, "account_suspended", reason="free_credit_exhausted")
+
+    def _pause_reasons(self, state: AccountState) -> tuple[str, ...]:
+        reasons = []
+        if state.monthly_budget is not None and state.month_to_date_spend >= state.monthly_budget:
+            reasons.append(BUDGET_REACHED)
+        if state.billing_model == PREPAID and state.credit_balance <= 0:
+            if state.top_up_failed:
+                reasons.append(TOP_UP_FAILED)
+            elif (state.pending_top_up_request_id is None
+                  or state.credit_balance <= -state.auto_top_up_amount):
+                reasons.append(CREDITS_EXHAUSTED)
+        return tuple(sorted(reasons))
+
+    def _update_pause(self, state: AccountState, cause: _Cause, emitter: _Emitter) -> None:
+        """``usage_paused`` for each new reason; ``usage_resumed`` when none is left (and the
+        account is not suspended, which ``account_reinstated`` announces instead)."""
+        reasons = self._pause_reasons(state)
+        if reasons == state.pause_reasons:
+            return
+        previous, state.pause_reasons = state.pause_reasons, reasons
+        for reason in reasons:
+            if reason not in previous:
+                emitter.emit(*cause, "usage_paused", reason=reason)
+        if not reasons and not state.suspended:
+            emitter.emit(*cause, "usage_resumed", reason=",".join(previous))
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _remember(self, state: AccountState, event_id: str, timestamp: datetime) -> None:
+        """Record an event id for dedup; forget ids older than the horizon (by event time)."""
+        millis = to_millis(timestamp)
+        seen = state.recent_event_ids
+        seen[event_id] = millis
+        if millis > state.last_event_ms:
+            state.last_event_ms = millis
+            cutoff = millis - self._horizon_ms
+            while seen:
+                oldest_id = next(iter(seen))
+                if seen[oldest_id] >= cutoff:
+                    break
+                del seen[oldest_id]
+
+    def _with_snapshot(self, state: AccountState, emitter: _Emitter) -> list[dict[str, Any]]:
+        if emitter.outputs:
+            shared = snapshot(state)
+            for output in emitter.outputs:
+                output["snapshot"] = shared
+        return emitter.outputs
+
+
+def snapshot(state: AccountState) -> dict[str, Any]:
+    """The account as published in every output event (section 6)."""
+    return {
+        "account_id": state.account_id,
+        "billing_model": state.billing_model,
+        "contract": state.contract,
+        "status": state.status,
+        "pause_reasons": list(state.pause_reasons),
+        "credit_balance": state.credit_balance,
+        "outstanding_balance": state.outstanding_balance,
+        "month_to_date_spend": state.month_to_date_spend,
+        "open_period": state.current_period,
+        "lifetime_spend": state.lifetime_spend,
+        "lifetime_credits_purchased": state.lifetime_credits_purchased,
+        "tier": state.tier,
+        "monthly_budget": state.monthly_budget,
+        "rpm_limit": state.rpm_limit,
+        "tpm_limit": state.tpm_limit,
+        "has_payment_method": state.has_payment_method,
+        "auto_top_up": {
+            "enabled": state.auto_top_up_enabled,
+            "minimum_balance": state.auto_top_up_minimum,
+            "top_up_amount": state.auto_top_up_amount,
+        },
+        "pending_top_up_request_id": state.pending_top_up_request_id,
+    }
+
+
+__all__ = ["ENTERPRISE_TIER", "AccountState", "Ledger", "Transition", "snapshot"]

@@ -1,0 +1,48 @@
+"""The Avro contracts: one ``.avsc`` value schema per topic, named after its ``settings.Topics`` field.
+
+The files are the source of truth for producers and consumers in any language; this module only
+finds and reads them, so the codec, the compatibility tests and the registry all see the same text.
+
+- ``<kind>.avsc``           the current schema of topic kind ``<kind>`` (a record, or a union of
+                            records when the topic carries several event types);
+- ``previous/<kind>.avsc``  the last released version: a new schema must read data written with it
+                            (backward compatibility, checked by ``tests/test_schema_compat.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SCHEMA_DIR = Path(__file__).resolve().parent
+PREVIOUS_DIR = SCHEMA_DIR / "previous"
+NAMESPACE = "ai.inference.billing"
+
+# The attribute names of settings.Topics, in the same order.
+TOPIC_KINDS = (
+    "usage",
+    "payments",
+    "accounts",
+    "control",
+    "account_state",
+    "dead_letter",
+    "usage_rated",
+)
+
+
+def schema_path(kind: str, *, previous: bool = False) -> Path:
+    """Where the (current or previous released) schema of a topic kind lives."""
+    if kind not in TOPIC_KINDS:
+        raise KeyError(f"unknown topic kind {kind!r}; expected one of {', '.join(TOPIC_KINDS)}")
+    return (PREVIOUS_DIR if previous else SCHEMA_DIR) / f"{kind}.avsc"
+
+
+def load_schema(kind: str, *, previous: bool = False) -> Any:
+    """The schema of a topic kind as parsed JSON (a record dict or a list of record dicts)."""
+    return json.loads(schema_path(kind, previous=previous).read_text())
+
+
+def schema_text(kind: str) -> str:
+    """The current schema as compact JSON: the text registered with a schema registry."""
+    return json.dumps(load_schema(kind), separators=(",", ":"))
