@@ -23,8 +23,10 @@ def _register() -> None:
 
     for module_name, attribute in (
         ("billing.replay", "replay_command"),
+        ("billing.workload", "generate_command"),
         ("billing.stack.cli", "stack"),
         ("billing.produce", "produce_command"),
+        ("billing.deadletter", "deadletter"),
         ("streams.cli", "worker_command"),
         ("sinks.cli", "sink_group"),
     ):
@@ -38,3 +40,7 @@ def _register() -> None:
 
 
 _register()
+
+
+if __name__ == "__main__":
+    main()

@@ -57,11 +57,44 @@ class Settings:
     replication_factor: int
     schema_registry_url: str | None
     topics: Topics = field(default_factory=Topics)
+    # Downloaded tools of the local stack (Maven repo, Kafka jars); None means data_dir. Kept apart
+    # so a test session's throw-away data_dir reuses jars that were downloaded once.
+    cache_dir: Path | None = None
+
+    def to_env(self) -> dict[str, str]:
+        """The ``BILLING_*`` variables that reproduce these settings in a child process."""
+        env = {
+            "BILLING_DATA_DIR": str(self.data_dir),
+            "BILLING_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "BILLING_KAFKA_PORT": str(self.kafka_port),
+            "BILLING_KAFKA_CONTROLLER_PORT": str(self.kafka_controller_port),
+            "BILLING_CLICKHOUSE_URL": self.clickhouse_url,
+            "BILLING_CLICKHOUSE_PORT": str(self.clickhouse_port),
+            "BILLING_CLICKHOUSE_HTTP_PORT": str(self.clickhouse_http_port),
+            "BILLING_PARTITIONS": str(self.partitions),
+            "BILLING_REPLICATION_FACTOR": str(self.replication_factor),
+        }
+        if self.schema_registry_url:
+            env["BILLING_SCHEMA_REGISTRY_URL"] = self.schema_registry_url
+        for name, variable in TOPIC_VARIABLES:
+            env[variable] = getattr(self.topics, name)
+        return env
 
     @property
     def uses_local_kafka(self) -> bool:
         """True when the bootstrap servers are the local stack's (so ``billing stack`` manages it)."""
         return self.kafka_bootstrap == f"127.0.0.1:{self.kafka_port}"
+
+
+TOPIC_VARIABLES = (
+    ("usage", "BILLING_TOPIC_USAGE"),
+    ("payments", "BILLING_TOPIC_PAYMENTS"),
+    ("accounts", "BILLING_TOPIC_ACCOUNTS"),
+    ("control", "BILLING_TOPIC_CONTROL"),
+    ("account_state", "BILLING_TOPIC_ACCOUNT_STATE"),
+    ("dead_letter", "BILLING_TOPIC_DEAD_LETTER"),
+    ("usage_rated", "BILLING_TOPIC_USAGE_RATED"),
+)
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int = 1, high: int = 65535) -> int:
@@ -96,21 +129,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"BILLING_CLICKHOUSE_URL={clickhouse_url!r} must start with clickhouse:// "
             "(a server, native protocol) or chdb:// (embedded, a directory path)"
         )
-    topics = Topics(
-        **{
-            name: env[var]
-            for name, var in (
-                ("usage", "BILLING_TOPIC_USAGE"),
-                ("payments", "BILLING_TOPIC_PAYMENTS"),
-                ("accounts", "BILLING_TOPIC_ACCOUNTS"),
-                ("control", "BILLING_TOPIC_CONTROL"),
-                ("account_state", "BILLING_TOPIC_ACCOUNT_STATE"),
-                ("dead_letter", "BILLING_TOPIC_DEAD_LETTER"),
-                ("usage_rated", "BILLING_TOPIC_USAGE_RATED"),
-            )
-            if env.get(var)
-        }
-    )
+    topics = Topics(**{name: env[var] for name, var in TOPIC_VARIABLES if env.get(var)})
     return Settings(
         data_dir=data_dir,
         kafka_bootstrap=bootstrap,
@@ -123,4 +142,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         replication_factor=_int(env, "BILLING_REPLICATION_FACTOR", 1, high=16),
         schema_registry_url=env.get("BILLING_SCHEMA_REGISTRY_URL") or None,
         topics=topics,
+        cache_dir=Path(env["BILLING_CACHE_DIR"]).expanduser().resolve()
+        if env.get("BILLING_CACHE_DIR")
+        else None,
     )
