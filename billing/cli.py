@@ -29,6 +29,9 @@ def _register() -> None:
         ("billing.deadletter", "deadletter"),
         ("streams.cli", "worker_command"),
         ("sinks.cli", "sink_group"),
+        ("sinks.cli", "sql_command"),
+        ("sinks.cli", "invoice_command"),
+        ("sinks.cli", "reconcile_command"),
     ):
         try:
             module = importlib.import_module(module_name)

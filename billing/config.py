@@ -59,8 +59,9 @@ class BillingConfig:
         if len(self.tiers) < 2:
             raise ConfigError("tiers: need at least tier 0 (no payment method) and tier 1")
         amounts = [tier.qualifying_amount for tier in self.tiers[1:]]
-        if amounts != sorted(amounts):
-            raise ConfigError("tiers: qualifying_amount must not decrease from one tier to the next")
+        if any(lower >= higher for lower, higher in zip(amounts, amounts[1:], strict=False)):
+            raise ConfigError("tiers: qualifying_amount must increase from one tier to the next "
+                              "(a tier with the same amount as the one below is unreachable)")
         if len({tier.name for tier in self.tiers}) != len(self.tiers):
             raise ConfigError("tiers: names must be unique")
         if self.free_credit < 0 or self.close_grace < timedelta(0):
@@ -144,6 +145,8 @@ def config_from_mapping(data: dict[str, Any], source: str = "config") -> Billing
         options["tiers"] = tuple(_tier(item, f"tiers[{index}]")
                                  for index, item in enumerate(data["tiers"]))
     if "enterprise" in data:
+        if not isinstance(data["enterprise"], dict):
+            raise ConfigError(f"{source}: enterprise must be a mapping of tier settings")
         options["enterprise"] = _tier({"name": ENTERPRISE_TIER, **data["enterprise"]}, "enterprise")
     if "no_payment_method_rpm" in data:
         options["no_payment_method_rpm"] = _int(data["no_payment_method_rpm"],

@@ -104,13 +104,27 @@ class Transition(NamedTuple):
 
 # -- calendar helpers: periods are "YYYY-MM" strings, which sort chronologically -------------
 
+import os
+MULT = int(os.environ.get('MULT', '64'))
+_PERIODS: dict[int, str] = {}  # year * 100 + month -> "YYYY-MM": formatting is slow, months few
+
+
 def period_of(moment: datetime) -> str:
-    return f"{moment.year:04d}-{moment.month:02d}"
+    key = moment.year * 100 + moment.month
+    period = _PERIODS.get(key)
+    if period is None:
+        period = _PERIODS[key] = f"{moment.year:04d}-{moment.month:02d}"
+    return period
 
 
 def next_period(period: str) -> str:
     year, month = int(period[:4]), int(period[5:])
     return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def previous_period(period: str) -> str:
+    year, month = int(period[:4]), int(period[5:])
+    return f"{year - (month == 1):04d}-{(month - 2) % 12 + 1:02d}"
 
 
 def period_start(period: str) -> datetime:
@@ -160,6 +174,15 @@ class Ledger:
         self.pricebook = pricebook
         self._horizon_ms = int(config.dedup_horizon.total_seconds() * 1000)
         self._close_after: dict[str, datetime] = {}  # period -> when the watermark closes it
+        # Tier lookups run after every event: by name, and the rank of each self-serve tier, so
+        # neither a linear search nor tuple.index (dataclass __eq__ field by field) is needed.
+        self._tier_by_name = {tier.name: tier for tier in config.tiers}
+        self._tier_by_name[config.enterprise.name] = config.enterprise
+        self._tier_rank = {tier.name: rank for rank, tier in enumerate(config.tiers)
+                           if tier.name != config.enterprise.name}
+        # account -> dedup ids forgotten since its dict was last compacted (see _remember); a
+        # speed hint only: whatever it says, the remembered ids are the same.
+        self._forgotten: dict[str, int] = {}
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -181,18 +204,21 @@ class Ledger:
             if event_type == "usage" else ZERO
         emitter = _Emitter(state.account_id)
         timestamp: datetime = event["timestamp"]
-        self._close_months_before(state, timestamp, emitter)
+        if timestamp >= self.watermark_close_time(state.open_period):
+            self._close_months_before(state, timestamp, emitter)
         event_period = period_of(timestamp)
         if event_period > state.current_period:
             state.current_period = event_period
         cause = _Cause(f"{state.account_id}:{event['event_id']}", event["event_id"], timestamp)
         rated = None
         if event_type == "usage":
-            rated = self._usage(state, event, cost)
+            rated = self._usage(state, event, cost, event_period)
         else:
             getattr(self, f"_{event_type}")(state, event, cause, emitter)
         self._settle(state, cause, emitter)
         self._remember(state, event["event_id"], timestamp)
+        if not emitter.outputs:  # most usage changes nothing that is published
+            return Transition(state, emitter.outputs, rated)
         return Transition(state, self._with_snapshot(state, emitter), rated)
 
     def close_through(self, state: AccountState, period: str, cause_event_id: str,
@@ -206,6 +232,10 @@ class Ledger:
         while state.open_period <= period:
             self._close_month(state, cause_event_id, timestamp, emitter)
         return Transition(state, self._with_snapshot(state, emitter))
+
+    def closable_through(self, watermark: datetime) -> str:
+        """The latest month whose close time the watermark has reached (all before it too)."""
+        return previous_period(period_of(watermark - self.config.close_grace))
 
     def watermark_close_time(self, period: str) -> datetime:
         """When the event-time watermark closes ``period``: start of the next month + grace."""
@@ -256,9 +286,10 @@ class Ledger:
 
     # -- usage ---------------------------------------------------------------------------
 
-    def _usage(self, state: AccountState, event: dict[str, Any], cost: Decimal) -> dict[str, Any]:
-        """Charge one usage event. Usage in flight is always charged, even while paused."""
-        own_period = period_of(event["timestamp"])
+    def _usage(self, state: AccountState, event: dict[str, Any], cost: Decimal,
+               own_period: str) -> dict[str, Any]:
+        """Charge one usage event (``own_period``: the month of its timestamp). Usage in flight is
+        always charged, even while paused."""
         late = own_period < state.open_period
         billed_period = state.current_period if late else own_period
         over_limit = state.suspended or bool(state.pause_reasons)
@@ -428,21 +459,24 @@ class Ledger:
     # -- derived state: tier, limits, budget, top-up, suspension, pause -----------------
 
     def _tier(self, state: AccountState) -> Tier:
-        return self.config.tier_named(state.tier)
+        return self._tier_by_name[state.tier]
 
     def _earned_tier(self, state: AccountState) -> Tier:
         """The tier the account qualifies for now; never below the one it already has."""
         config = self.config
         if state.contract == ENTERPRISE:
             return config.enterprise
-        earned = config.tiers[0]
-        if state.has_payment_method:
+        tiers = config.tiers
+        current = self._tier_rank[state.tier]
+        if state.payment_methods and current + 1 < len(tiers):
             qualifying = max(state.lifetime_spend, state.lifetime_credits_purchased)
-            for tier in config.tiers[1:]:
-                if qualifying >= tier.qualifying_amount:
-                    earned = tier
-        current = self._tier(state)
-        return earned if config.tiers.index(earned) > config.tiers.index(current) else current
+            # Qualifying amounts never decrease (BillingConfig checks it), so when the next tier is
+            # out of reach so is every tier above it: one comparison in the common case.
+            if qualifying >= tiers[current + 1].qualifying_amount:
+                for rank in range(len(tiers) - 1, current, -1):  # the highest reached
+                    if qualifying >= tiers[rank].qualifying_amount:
+                        return tiers[rank]
+        return tiers[current]
 
     def _settle(self, state: AccountState, cause: _Cause, emitter: _Emitter) -> None:
         """Re-derive everything that depends on balances and settings; emit what changed."""
@@ -451,7 +485,7 @@ class Ledger:
             emitter.emit(*cause, "tier_changed", from_tier=state.tier, to_tier=tier.name)
             state.tier = tier.name
         rpm_limit = tier.rpm_limit
-        if state.contract == SELF_SERVE and not state.has_payment_method:
+        if state.contract == SELF_SERVE and not state.payment_methods:
             rpm_limit = self.config.no_payment_method_rpm
         if (rpm_limit, tier.tpm_limit) != (state.rpm_limit, state.tpm_limit):
             state.rpm_limit, state.tpm_limit = rpm_limit, tier.tpm_limit
@@ -465,8 +499,12 @@ class Ledger:
             set_by_customer = state.customer_budget is not None and budget == state.customer_budget
             emitter.emit(*cause, "budget_changed", monthly_budget=budget,
                          reason="customer" if set_by_customer else "tier_default")
-        self._maybe_request_top_up(state, cause, emitter)
-        self._update_suspension(state, cause, emitter)
+        # The guards skip calls that cannot change anything in the common case (auto top-up off;
+        # not suspended and a payment method on file): this runs after every usage event.
+        if state.auto_top_up_enabled:
+            self._maybe_request_top_up(state, cause, emitter)
+        if state.suspended or not state.payment_methods:
+            self._update_suspension(state, cause, emitter)
         self._update_pause(state, cause, emitter)
 
     def _maybe_request_top_up(self, state: AccountState, cause: _Cause,
@@ -493,16 +531,21 @@ class Ledger:
             emitter.emit(*cause, "account_suspended", reason="free_credit_exhausted")
 
     def _pause_reasons(self, state: AccountState) -> tuple[str, ...]:
-        reasons = []
-        if state.monthly_budget is not None and state.month_to_date_spend >= state.monthly_budget:
-            reasons.append(BUDGET_REACHED)
+        """The reasons, sorted: budget_reached < credits_exhausted < top_up_failed, so adding
+        them in that order needs no sort."""
+        budget = state.monthly_budget
+        over_budget = budget is not None \
+            and state.month_spend.get(state.current_period, ZERO) >= budget  # month_to_date_spend
+        credit = None
         if state.billing_model == PREPAID and state.credit_balance <= 0:
             if state.top_up_failed:
-                reasons.append(TOP_UP_FAILED)
+                credit = TOP_UP_FAILED
             elif (state.pending_top_up_request_id is None
                   or state.credit_balance <= -state.auto_top_up_amount):
-                reasons.append(CREDITS_EXHAUSTED)
-        return tuple(sorted(reasons))
+                credit = CREDITS_EXHAUSTED
+        if credit is None:
+            return (BUDGET_REACHED,) if over_budget else ()
+        return (BUDGET_REACHED, credit) if over_budget else (credit,)
 
     def _update_pause(self, state: AccountState, cause: _Cause, emitter: _Emitter) -> None:
         """``usage_paused`` for each new reason; ``usage_resumed`` when none is left (and the
@@ -520,18 +563,34 @@ class Ledger:
     # -- bookkeeping ---------------------------------------------------------------------
 
     def _remember(self, state: AccountState, event_id: str, timestamp: datetime) -> None:
-        """Record an event id for dedup; forget ids older than the horizon (by event time)."""
-        millis = to_millis(timestamp)
+        """Record an event id for dedup; forget ids older than the horizon (by event time).
+
+        Ids are forgotten from the front of the dict. CPython iterates a dict from its first slot,
+        stepping over deleted ones until the dict next grows, so finding the oldest id would cost
+        O(ids forgotten lately): ~10 µs an event for a busy account. Rebuilding the dict in place
+        (same ids, same order) once sqrt(64 x its size) ids were forgotten keeps both costs small.
+        """
+        millis = int(timestamp.timestamp() * 1000)  # to_millis, inlined: once per event
         seen = state.recent_event_ids
         seen[event_id] = millis
         if millis > state.last_event_ms:
             state.last_event_ms = millis
             cutoff = millis - self._horizon_ms
-            while seen:
-                oldest_id = next(iter(seen))
-                if seen[oldest_id] >= cutoff:
+            stale = []
+            for oldest_id, oldest_millis in seen.items():  # oldest first
+                if oldest_millis >= cutoff:
                     break
-                del seen[oldest_id]
+                stale.append(oldest_id)
+            if stale:
+                for oldest_id in stale:
+                    del seen[oldest_id]
+                forgotten = self._forgotten.get(state.account_id, 0) + len(stale)
+                if forgotten * forgotten > MULT * len(seen):
+                    live = seen.copy()
+                    seen.clear()
+                    seen.update(live)
+                    forgotten = 0
+                self._forgotten[state.account_id] = forgotten
 
     def _with_snapshot(self, state: AccountState, emitter: _Emitter) -> list[dict[str, Any]]:
         if emitter.outputs:

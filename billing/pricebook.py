@@ -59,6 +59,9 @@ def _price(value: Any, where: str) -> Decimal:
 
 def pricebook_from_mapping(data: dict[str, Any], source: str = "price book") -> PriceBook:
     """Validate a parsed price book (see section 2 of the billing rules)."""
+    unknown = set(data) - {"currency", "products"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown keys {sorted(unknown)}; known: currency, products")
     if data.get("currency", "USD") != "USD":
         raise ConfigError(f"{source}: currency must be USD, got {data.get('currency')!r}")
     products = data.get("products")

@@ -35,7 +35,7 @@ from faust.types import TP, EventT
 from billing.codec import decode_input, encode
 from billing.deadletter import make_dead_letter
 from billing.events import TOPIC_OF_TYPE, InvalidEvent
-from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, Transition, next_period, period_of
+from billing.ledger import WATERMARK_CAUSE_PREFIX, AccountState, Ledger, Transition
 from billing.ledger import to_millis as millis_of
 from billing.settings import Settings
 from streams.merge import KIND_RANK, EventTimeMerger
@@ -54,6 +54,7 @@ class WorkerOptions:
     stall_timeout: float = 5.0  # idle seconds after which an input with unread data is passed over
     tick_interval: float = 0.1  # how often buffered events are re-checked without new input
     session_timeout: float = 30.0
+    producer_linger: float = 0.005  # seconds
     web_port: int | None = None  # Faust's web server (metrics); None: disabled
     worker_name: str = "worker"
 
@@ -61,6 +62,18 @@ class WorkerOptions:
 def partition_of(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), as every producer of the input topics uses."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class _Batch:
+    """What one release of a partition has changed so far, written back at its end."""
+
+    __slots__ = ("clock", "clock_key", "partition", "states")
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.states: dict[bytes, AccountState] = {}
+        self.clock_key = f"partition-{partition}".encode()
+        self.clock: dict[str, Any] | None = None
 
 
 class LedgerWorker:
@@ -83,6 +96,10 @@ class LedgerWorker:
             broker_heartbeat_interval=min(3.0, options.session_timeout / 4),
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
+            # Batch what one burst of events produces (changelog, outputs, rated usage): with
+            # Faust's default of 0 every record is its own request and throughput collapses.
+            producer_linger=options.producer_linger,
+            producer_max_batch_size=256 * 1024,
             web_enabled=options.web_port is not None,
             web_port=options.web_port or 6066,
             web_bind="127.0.0.1",
@@ -182,14 +199,29 @@ class LedgerWorker:
         return may_skip
 
     async def _release(self, partition: int) -> None:
-        for event, canonical in self.merger.release(partition, self._may_skip(partition)):
-            # Table writes go to the changelog partition of the "current event": make it the
-            # event being applied (same partition number as the one that woke us, by design).
-            token = _current_event.set(weakref.ref(event))
-            try:
-                await self._apply(event, canonical)
-            finally:
-                _current_event.reset(token)
+        """Apply what the merge releases for ``partition``, as one batch.
+
+        Each account's state is read from the table once per batch and written back once at
+        the end (one changelog record instead of one per event), and the batch's offsets are
+        acknowledged only after that write, so a crash can only make Faust redeliver them.
+        """
+        released = list(self.merger.release(partition, self._may_skip(partition)))
+        if not released:
+            return
+        # Table writes go to the changelog partition of the "current event": make it one of
+        # the batch's events (all have this partition number, by co-partitioning).
+        token = _current_event.set(weakref.ref(released[-1][0]))
+        try:
+            batch = _Batch(partition)
+            for event, canonical in released:
+                await self._apply(event, canonical, batch)
+            for key, state in batch.states.items():
+                self.accounts[key] = dump_state(state)
+            if batch.clock is not None:
+                self.clock[batch.clock_key] = orjson.dumps(batch.clock)
+        finally:
+            _current_event.reset(token)
+        for event, _ in released:
             event.ack()
 
     def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
@@ -200,15 +232,20 @@ class LedgerWorker:
 
     # -- the ledger ------------------------------------------------------------------------
 
-    async def _apply(self, event: EventT, canonical: dict[str, Any]) -> None:
-        partition = event.message.partition
+    def _state(self, key: bytes, batch: _Batch) -> AccountState | None:
+        state = batch.states.get(key)
+        if state is None:
+            stored = self.accounts.get(key)
+            state = load_state(stored) if stored else None
+        return state
+
+    async def _apply(self, event: EventT, canonical: dict[str, Any], batch: _Batch) -> None:
         if canonical["type"] == "close_period" and not canonical["account_id"]:
-            await self._close_partition(partition, canonical["period"], canonical["event_id"],
+            await self._close_partition(batch, canonical["period"], canonical["event_id"],
                                         canonical["timestamp"])
             return
         key = canonical["account_id"].encode()
-        stored = self.accounts.get(key)
-        state = load_state(stored) if stored else None
+        state = self._state(key, batch)
         if state is not None and canonical["event_id"] in state.recent_event_ids:
             return  # a duplicate changes nothing and emits nothing
         try:
@@ -216,48 +253,55 @@ class LedgerWorker:
         except InvalidEvent as error:
             await self._send_dead_letter(event, error.reason, error.field)
             return
-        self.accounts[key] = dump_state(transition.state)
+        assert transition.state is not None
+        batch.states[key] = transition.state
         await self._publish(key, transition)
         if canonical["type"] == "usage":
-            await self._advance_watermark(partition, canonical["timestamp"])
+            await self._advance_watermark(batch, canonical["timestamp"])
 
     async def _publish(self, key: bytes, transition: Transition) -> None:
+        """Send outputs now (``force``: not Faust's publish-on-commit attachments, which hold
+        every message until the commit and then send them one by one). The producer is flushed
+        before each offset commit either way, so nothing is committed before it is sent."""
         for output in transition.outputs:
-            await self.account_state.send(key=key, value=encode("account_state", output))
+            await self.account_state.send(key=key, value=encode("account_state", output),
+                                          force=True)
         if transition.rated_usage is not None:
-            await self.usage_rated.send(key=key, value=encode("usage_rated",
-                                                              transition.rated_usage))
+            await self.usage_rated.send(key=key, force=True,
+                                        value=encode("usage_rated", transition.rated_usage))
 
-    async def _close_partition(self, partition: int, period: str, cause_event_id: str,
+    async def _close_partition(self, batch: _Batch, period: str, cause_event_id: str,
                                timestamp: datetime) -> None:
         """A broadcast close: close ``period`` for every account this partition owns."""
         partitions = self.settings.partitions
-        for key in list(self.accounts.keys()):
-            if partition_of(key, partitions) != partition:
+        for key in set(self.accounts.keys()) | set(batch.states):
+            if partition_of(key, partitions) != batch.partition:
                 continue
-            state = load_state(self.accounts[key])
-            if state.open_period > period:
+            state = self._state(key, batch)
+            if state is None or state.open_period > period:
                 continue
             transition = self.ledger.close_through(state, period, cause_event_id, timestamp)
-            self.accounts[key] = dump_state(transition.state)
+            batch.states[key] = state
             await self._publish(key, transition)
 
     # -- the watermark -------------------------------------------------------------------
 
-    async def _advance_watermark(self, partition: int, usage_time: datetime) -> None:
-        """Track this partition's largest usage time; broadcast each month close it passes."""
-        clock_key = f"partition-{partition}".encode()
-        stored = self.clock.get(clock_key)
-        clock = orjson.loads(stored) if stored else {"watermark_ms": 0,
-                                                     "next_close": period_of(usage_time)}
+    async def _advance_watermark(self, batch: _Batch, usage_time: datetime) -> None:
+        """Track this partition's largest usage time; broadcast the close of every month whose
+        close time it passed (one ``close_period`` closes that month and all before it)."""
+        if batch.clock is None:
+            stored = self.clock.get(batch.clock_key)
+            batch.clock = orjson.loads(stored) if stored else {"watermark_ms": 0,
+                                                               "closed_through": None}
+        clock = batch.clock
         usage_ms = millis_of(usage_time)
         if usage_ms <= clock["watermark_ms"]:
             return
         clock["watermark_ms"] = usage_ms
-        while usage_time >= self.ledger.watermark_close_time(clock["next_close"]):
-            await self._broadcast_close(clock["next_close"])
-            clock["next_close"] = next_period(clock["next_close"])
-        self.clock[clock_key] = orjson.dumps(clock)
+        closable = self.ledger.closable_through(usage_time)
+        if clock["closed_through"] is None or closable > clock["closed_through"]:
+            clock["closed_through"] = closable
+            await self._broadcast_close(closable)
 
     async def _broadcast_close(self, period: str) -> None:
         close = {"type": "close_period", "event_id": WATERMARK_CAUSE_PREFIX + period,
@@ -265,7 +309,7 @@ class LedgerWorker:
                  "period": period}
         value = encode("control", close)
         for partition in range(self.settings.partitions):
-            await self.control.send(key=b"", value=value, partition=partition)
+            await self.control.send(key=b"", value=value, partition=partition, force=True)
         log.info("watermark_close_broadcast period=%s partitions=%d", period,
                  self.settings.partitions)
 
@@ -276,6 +320,7 @@ class LedgerWorker:
         log.warning("dead_letter topic=%s partition=%d offset=%d reason=%r", message.topic,
                     message.partition, message.offset, reason)
         await self.dead_letter.send(
+            force=True,
             key=message.key,
             value=make_dead_letter(reason=reason, field=field, key=message.key,
                                    value=message.value, topic=message.topic,
