@@ -1,0 +1,95 @@
+"""Every kind of bad input, sent through the real broker, lands in the dead-letter topic with a
+reason a person can act on, while the good events before and after it are billed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+from billing.codec import Codec, encode
+from billing.deadletter import read_dead_letters
+from billing.events import normalize_input
+from billing.settings import Settings
+from streams.observe import table_snapshots
+from tests.integration.pipeline import WorkerProcess, isolated, publish
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def event(event_type: str, event_id: str, minutes: int, **fields: Any) -> dict[str, Any]:
+    return normalize_input({"type": event_type, "event_id": event_id, "account_id": "acct-1",
+                            "timestamp": START + timedelta(minutes=minutes), **fields})
+
+
+def usage(event_id: str, minutes: int, **fields: Any) -> dict[str, Any]:
+    return event("usage", event_id, minutes, **{
+        "product": "llama-v3p1-8b", "quantities": {"input_tokens": 1_000_000}, **fields})
+
+
+def raw_usage(event_id: str, **fields: Any) -> bytes:
+    """A usage record the schema carries but the rules refuse (no validation on this path)."""
+    return encode("usage", {**usage(event_id, 5), **fields})
+
+
+# (what is wrong, topic kind, key, value bytes, words the reason must contain)
+BAD_INPUTS: list[tuple[str, str, bytes, bytes, str]] = [
+    ("random bytes", "usage", b"acct-1", b"\xff\xfe\x00garbage", "not Avro"),
+    ("JSON instead of Avro", "payments", b"acct-1", b'{"type": "credits_purchased"}',
+     "looks like JSON"),
+    ("truncated Avro", "usage", b"acct-1", raw_usage("t-1")[:9], "not Avro"),
+    ("a union branch the topic does not have", "accounts", b"acct-1", b"\x0a\x02x", "schema"),
+    ("a negative quantity", "usage", b"acct-1",
+     raw_usage("neg-1", quantities={"input_tokens": -5}), "negative"),
+    ("a missing (empty) required field", "usage", b"acct-1", raw_usage("empty-1", product=""),
+     "product"),
+    ("an unknown product", "usage", b"acct-1", raw_usage("p-1", product="gpt-17"),
+     "unknown product"),
+    ("an unknown meter", "usage", b"acct-1",
+     raw_usage("m-1", quantities={"thinking_tokens": 3}), "unknown meter"),
+    ("an account never opened", "usage", b"acct-404",
+     raw_usage("ghost-1", account_id="acct-404"), "never opened"),
+    ("a key that is not the account id", "usage", b"acct-2", raw_usage("key-1"),
+     "differs from account_id"),
+]
+
+
+def test_bad_input_is_dead_lettered_and_good_input_billed(stack: Settings, tmp_path: Path) -> None:
+    settings, app_id = isolated(stack, "deadletter")
+    publish(settings, [
+        event("account_opened", "open-1", 0, created_at=START, contract="self_serve"),
+        usage("good-before", 1),
+    ])
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    for _, kind, key, value, _ in BAD_INPUTS:
+        producer.send(getattr(settings.topics, kind), key=key, value=value)
+    producer.flush()
+    producer.close()
+    publish(settings, [usage("good-after", 10)])
+
+    worker = WorkerProcess(settings, app_id, tmp_path / "worker.log").start()
+    try:
+        worker.wait_drained(timeout=300)
+    finally:
+        worker.stop()
+
+    letters = [entry.letter for entry in read_dead_letters(settings, Codec(settings.topics))]
+    assert len(letters) == len(BAD_INPUTS), [letter["reason"] for letter in letters]
+    for what, kind, key, value, words in BAD_INPUTS:
+        matching = [letter for letter in letters if letter["value"] == value]
+        assert matching, f"{what}: not in the dead-letter topic"
+        letter = matching[0]
+        assert words in letter["reason"], f"{what}: reason {letter['reason']!r}"
+        assert letter["topic"] == getattr(settings.topics, kind) and letter["key"] == key
+        assert letter["offset"] >= 0 and letter["worker"]
+
+    snapshot = table_snapshots(settings, app_id)["acct-1"]
+    # $1 free credit, two good usages of 1M llama tokens at $0.20 each.
+    assert snapshot["lifetime_spend"] == Decimal("0.400000")
+    assert snapshot["credit_balance"] == Decimal("0.600000")
