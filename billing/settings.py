@@ -76,6 +76,8 @@ class Settings:
         }
         if self.schema_registry_url:
             env["BILLING_SCHEMA_REGISTRY_URL"] = self.schema_registry_url
+        if self.cache_dir is not None:
+            env["BILLING_CACHE_DIR"] = str(self.cache_dir)
         for name, variable in TOPIC_VARIABLES:
             env[variable] = getattr(self.topics, name)
         return env
