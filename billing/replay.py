@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from billing.config import load_config
 from billing.config_files import ConfigError
 from billing.events import InvalidEvent, dumps, normalize_input
-from billing.ledger import WATERMARK_CAUSE_PREFIX, AccountState, Ledger, period_of, snapshot
+from billing.ledger import WATERMARK_CAUSE_PREFIX, AccountState, Ledger, next_period, snapshot
 from billing.pricebook import load_pricebook
 
 
@@ -42,40 +43,41 @@ class Replay:
 
     ledger: Ledger
     accounts: dict[str, AccountState] = field(default_factory=dict)
-    oldest_open_period: str | None = None  # oldest month the watermark has not closed
+    closed_through: str | None = None  # latest month the watermark has closed for everyone
+    next_close_time: datetime | None = None  # when the watermark closes the month after it
 
     def apply(self, event: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """Apply one event; return its output events and rated usage. Raises InvalidEvent."""
-        outputs: list[dict[str, Any]] = []
-        if event["type"] == "usage":
-            outputs.extend(self._advance_watermark(event))
+        """Apply one event; return its output events and rated usage. Raises InvalidEvent.
+
+        Like the worker, only usage that was applied moves the watermark: a usage event that is
+        dead-lettered (unknown product, unopened account) closes nothing.
+        """
         if event["type"] == "close_period" and not event["account_id"]:
-            for state in self.accounts.values():
-                outputs.extend(self.ledger.close_through(state, event["period"], event["event_id"],
-                                                         event["timestamp"]).outputs)
-            return outputs, None
+            return self._close_everyone(event["period"], event["event_id"],
+                                        event["timestamp"]), None
         transition = self.ledger.apply(self.accounts.get(event["account_id"]), event)
         if transition.state is not None:
             self.accounts[event["account_id"]] = transition.state
-        outputs.extend(transition.outputs)
-        return outputs, transition.rated_usage
+        # Most usage does not move the watermark past a close time: test that inline.
+        if transition.rated_usage is not None and (
+                self.next_close_time is None or event["timestamp"] >= self.next_close_time):
+            closable = self.ledger.closable_through(event["timestamp"])
+            if self.closed_through is None or closable > self.closed_through:
+                self.closed_through = closable
+                self.next_close_time = self.ledger.watermark_close_time(next_period(closable))
+                return [*transition.outputs, *self._close_everyone(
+                    closable, WATERMARK_CAUSE_PREFIX + closable,
+                    self.ledger.watermark_close_time(closable))], transition.rated_usage
+        return transition.outputs, transition.rated_usage
 
-    def _advance_watermark(self, usage: dict[str, Any]) -> list[dict[str, Any]]:
-        if self.oldest_open_period is None:
-            self.oldest_open_period = period_of(usage["timestamp"])
+    def _close_everyone(self, period: str, cause_event_id: str,
+                        timestamp: datetime) -> list[dict[str, Any]]:
+        """Close ``period`` (and any month before it still open) for every account."""
         outputs: list[dict[str, Any]] = []
-        close_time = self.ledger.watermark_close_time
-        while usage["timestamp"] >= close_time(self.oldest_open_period):
-            period = self.oldest_open_period
-            for state in self.accounts.values():
-                if state.open_period <= period:
-                    outputs.extend(self.ledger.close_through(
-                        state, period, WATERMARK_CAUSE_PREFIX + period, close_time(period)).outputs)
-            self.oldest_open_period = min(
-                (state.open_period for state in self.accounts.values()),
-                default=period_of(usage["timestamp"]))
-            if self.oldest_open_period <= period:  # nothing older left open anywhere
-                self.oldest_open_period = period_of(usage["timestamp"])
+        for state in self.accounts.values():
+            if state.open_period <= period:
+                outputs.extend(self.ledger.close_through(state, period, cause_event_id,
+                                                         timestamp).outputs)
         return outputs
 
     def snapshots(self) -> dict[str, dict[str, Any]]:
@@ -126,7 +128,7 @@ def run_replay(replay: Replay, lines: Iterable[tuple[int, bytes]], events_out: I
 
 
 def _open_output(path: str | None) -> IO[bytes]:
-    return sys.stdout.buffer if path in (None, "-") else open(path, "wb")  # noqa: SIM115
+    return sys.stdout.buffer if path in (None, "-") else open(path, "wb")
 
 
 @click.command("replay")
