@@ -2,7 +2,7 @@
 
 The package is split by what each part owns:
 
-- ``billing.ledger``    the billing rules: a pure state machine, no I/O (the only place money is decided)
+- ``billing.ledger``    the billing rules: a pure state machine, no I/O (it alone decides money)
 - ``billing.replay``    the offline oracle: the same rules over a JSON-lines file
 - ``billing.stack``     the local Kafka (KRaft) + ClickHouse stack the project starts itself
 - ``streams``           the Faust worker: Kafka in, ledger, Kafka out

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ class BillingConfig:
         if len(self.tiers) < 2:
             raise ConfigError("tiers: need at least tier 0 (no payment method) and tier 1")
         amounts = [tier.qualifying_amount for tier in self.tiers[1:]]
-        if any(lower >= higher for lower, higher in zip(amounts, amounts[1:], strict=False)):
+        if any(lower >= higher for lower, higher in pairwise(amounts)):
             raise ConfigError("tiers: qualifying_amount must increase from one tier to the next "
                               "(a tier with the same amount as the one below is unreachable)")
         if len({tier.name for tier in self.tiers}) != len(self.tiers):

@@ -84,7 +84,7 @@ class Settings:
 
     @property
     def uses_local_kafka(self) -> bool:
-        """True when the bootstrap servers are the local stack's (so ``billing stack`` manages it)."""
+        """True when the bootstrap servers are the local stack's (``billing stack`` runs it)."""
         return self.kafka_bootstrap == f"127.0.0.1:{self.kafka_port}"
 
 

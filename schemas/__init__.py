@@ -1,12 +1,12 @@
-"""The Avro contracts: one ``.avsc`` value schema per topic, named after its ``settings.Topics`` field.
+"""The Avro contracts: one ``.avsc`` value schema per topic, named after its ``Topics`` field.
 
 The files are the source of truth for producers and consumers in any language; this module only
 finds and reads them, so the codec, the compatibility tests and the registry all see the same text.
 
 - ``<kind>.avsc``           the current schema of topic kind ``<kind>`` (a record, or a union of
                             records when the topic carries several event types);
-- ``previous/<kind>.avsc``  the last released version: a new schema must read data written with it
-                            (backward compatibility, checked by ``tests/test_schema_compat.py``).
+- ``previous/<kind>.avsc``  the last released version, which the current one must stay compatible
+                            with as :data:`COMPATIBILITY` says (``tests/test_schema_compat.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,21 @@ TOPIC_KINDS = (
     "dead_letter",
     "usage_rated",
 )
+
+# Evolution policy: what ``<kind>.avsc`` must keep with ``previous/<kind>.avsc`` (Confluent's names,
+# so a registry can enforce the same with PUT /config/<topic>-value). BACKWARD: the new schema reads
+# old data, so the reader upgrades first; on input topics the billing worker is the only reader.
+# FULL: old readers also read new data, because other teams read the output topics and upgrade on
+# their own schedule; a new output type is therefore a coordinated, announced change.
+COMPATIBILITY = {
+    "usage": "BACKWARD",
+    "payments": "BACKWARD",
+    "accounts": "BACKWARD",
+    "control": "BACKWARD",
+    "account_state": "FULL",
+    "dead_letter": "FULL",
+    "usage_rated": "FULL",
+}
 
 
 def schema_path(kind: str, *, previous: bool = False) -> Path:

@@ -1,0 +1,9 @@
+-- Daily spend per product for one account over a date range, from the spend_daily rollup (fast,
+-- for dashboards; see sinks/README.md on how it is kept free of duplicates).
+-- Params: account_id, first_day, last_day (YYYY-MM-DD).
+SELECT day, product, sum(cost) AS cost, sum(requests) AS requests, sum(events) AS events
+FROM spend_daily
+WHERE account_id = %(account_id)s
+  AND day >= toDate(%(first_day)s) AND day <= toDate(%(last_day)s)
+GROUP BY day, product
+ORDER BY day, product;

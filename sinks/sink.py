@@ -1,0 +1,331 @@
+"""The ClickHouse sink: billing.account-state and billing.usage-rated into ClickHouse tables.
+
+Delivery is at least once, and queries still see each event once:
+
+- offsets are committed only after the batch's rows are in ClickHouse (auto-commit is off), so a
+  crash or an outage loses nothing: the uncommitted tail is read again;
+- what is read again collapses: every table is a ReplacingMergeTree keyed on the event id (read
+  with ``FINAL``), and rated usage already stored is not inserted again so the summing rollups do
+  not count it twice (:mod:`sinks.dedup`);
+- when ClickHouse is down the sink holds its position and retries with capped exponential
+  backoff, logging a warning per attempt; it never skips ahead;
+- a message that cannot be decoded is logged, counted and skipped (its offset is committed with
+  the batch): bad input is dead-lettered upstream, so one here is a bug to look at, not a reason
+  to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from billing import codec
+from billing.settings import Settings
+from billing.stack.logfmt import log_event
+from sinks.clickhouse import ClickHouseError, ClickHouseWriter
+from sinks.dedup import first_of_each_event, new_rated_usage
+from sinks.rows import (
+    ACCOUNT_STATE_COLUMNS,
+    ACCOUNT_STATE_TABLE,
+    RATED_USAGE_COLUMNS,
+    RATED_USAGE_TABLE,
+    rows_for_account_state,
+    rows_for_rated_usage,
+)
+
+log = logging.getLogger("sinks.sink")
+
+GROUP_ID = "billing-clickhouse-sink"
+Decode = Callable[[str, bytes], dict[str, Any]]
+
+
+class Consumer(Protocol):
+    """The part of ``kafka.KafkaConsumer`` the sink uses (a fake stands in for it in tests)."""
+
+    def subscribe(self, topics: Any = (), pattern: Any = None, listener: Any = None) -> None: ...
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> Mapping[Any, list]: ...
+    def commit(self, offsets: Any = None) -> None: ...
+    def assignment(self) -> set[TopicPartition]: ...
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    def beginning_offsets(self, partitions: list[TopicPartition]
+                          ) -> dict[TopicPartition, int]: ...
+    def committed(self, partition: TopicPartition) -> int | None: ...
+    def close(self, autocommit: bool = True) -> None: ...
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """Batching and retry policy, validated at construction."""
+
+    batch_rows: int = 5000
+    batch_seconds: float = 1.0
+    retry_initial_seconds: float = 0.5
+    retry_max_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.batch_rows < 1 or self.batch_seconds <= 0:
+            raise ValueError("batch_rows must be >= 1 and batch_seconds > 0")
+        if not 0 < self.retry_initial_seconds <= self.retry_max_seconds:
+            raise ValueError("need 0 < retry_initial_seconds <= retry_max_seconds")
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry ``attempt`` (0-based): doubling, capped."""
+        return min(self.retry_initial_seconds * 2 ** min(attempt, 30), self.retry_max_seconds)
+
+
+@dataclass
+class SinkStats:
+    """Counters for progress output and tests."""
+
+    messages: int = 0
+    rows_written: int = 0
+    duplicates_dropped: int = 0
+    undecodable: int = 0
+    batches: int = 0
+    retries: int = 0
+
+
+class Route(NamedTuple):
+    """Where one topic's messages go: the codec's topic kind, the table and its columns, how a
+    decoded event becomes a row, and which of a batch's rows still need inserting."""
+
+    kind: str
+    table: str
+    columns: tuple[str, ...]
+    to_row: Callable[[dict[str, Any], Any], tuple[Any, ...]]
+    unique: Callable[[ClickHouseWriter, list[tuple[Any, ...]]], list[tuple[Any, ...]]]
+
+
+ROUTES = {
+    "usage_rated": Route(
+        "usage_rated", RATED_USAGE_TABLE, RATED_USAGE_COLUMNS,
+        lambda event, _record: rows_for_rated_usage([event])[0],
+        new_rated_usage,
+    ),
+    "account_state": Route(
+        "account_state", ACCOUNT_STATE_TABLE, ACCOUNT_STATE_COLUMNS,
+        lambda event, record: rows_for_account_state([event],
+                                                     [(record.partition, record.offset)])[0],
+        lambda _writer, rows: first_of_each_event(rows),
+    ),
+}
+
+
+@dataclass
+class _Batch:
+    rows: dict[Route, list[tuple[Any, ...]]] = field(default_factory=dict)
+    next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    messages: int = 0
+    started: float = 0.0
+
+
+class ClickHouseSink:
+    """Consumes the sink topics in a consumer group and writes them to ClickHouse in batches."""
+
+    def __init__(self, consumer: Consumer, writer: ClickHouseWriter,
+                 topic_kinds: Mapping[str, str], decode: Decode,
+                 config: SinkConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._consumer = consumer
+        self._writer = writer
+        self._routes = {topic: ROUTES[kind] for topic, kind in topic_kinds.items()}
+        self._decode = decode
+        self.config = config or SinkConfig()
+        self._clock = clock
+        self._stop = threading.Event()
+        self._batch = _Batch()
+        self._committed: dict[TopicPartition, int] = {}
+        self.stats = SinkStats()
+        consumer.subscribe(topics=list(self._routes), listener=_Listener(self))
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, on_progress: Callable[[SinkStats, dict[TopicPartition, int]], None]
+            | None = None, progress_seconds: float = 5.0) -> None:
+        """Consume until :meth:`stop`; report lag every ``progress_seconds``; flush at the end."""
+        next_report = self._clock() + progress_seconds
+        while not self._stop.is_set():
+            self.step()
+            if self._clock() >= next_report:
+                self._report(on_progress)
+                next_report = self._clock() + progress_seconds
+        self.flush()
+
+    def _report(self, on_progress: Callable[[SinkStats, dict[TopicPartition, int]], None]
+                | None) -> None:
+        try:
+            lag = self.lag()
+        except KafkaError as error:
+            log_event(log, "sink.lag_unavailable", logging.WARNING, error=str(error))
+            return
+        log_event(log, "sink.progress", rows_written=self.stats.rows_written,
+                  undecodable=self.stats.undecodable,
+                  lag={f"{tp.topic}[{tp.partition}]": n for tp, n in lag.items()})
+        if on_progress is not None:
+            on_progress(self.stats, lag)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish (safe from a signal handler or another thread); a retry in
+        progress gives up at once, leaving its batch uncommitted."""
+        self._stop.set()
+
+    def step(self) -> int:
+        """Poll once and flush if the batch is full or old enough; returns rows written."""
+        batch, config = self._batch, self.config
+        wait = (config.batch_seconds if not batch.messages
+                else max(0.0, batch.started + config.batch_seconds - self._clock()))
+        self._accept(self._consumer.poll(timeout_ms=int(wait * 1000),
+                                         max_records=config.batch_rows - batch.messages))
+        batch = self._batch
+        if batch.messages and (batch.messages >= config.batch_rows
+                               or self._clock() >= batch.started + config.batch_seconds):
+            return self.flush()
+        return 0
+
+    def _accept(self, polled: Mapping[TopicPartition, list[Any]]) -> None:
+        batch = self._batch
+        for tp, records in polled.items():
+            route = self._routes[tp.topic]
+            for record in records:
+                if not batch.messages:
+                    batch.started = self._clock()
+                batch.messages += 1
+                batch.next_offsets[tp] = record.offset + 1
+                try:
+                    row = route.to_row(self._decode(route.kind, record.value), record)
+                except Exception as error:  # a bad message must not stop the sink
+                    self.stats.undecodable += 1
+                    log_event(log, "sink.undecodable", logging.WARNING, topic=tp.topic,
+                              partition=tp.partition, offset=record.offset,
+                              error=f"{type(error).__name__}: {error}")
+                    continue
+                batch.rows.setdefault(route, []).append(row)
+        self.stats.messages += sum(len(records) for records in polled.values())
+
+    # -- writing and committing -------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write the batch (retrying while ClickHouse is down), then commit its offsets.
+
+        Returns the rows inserted. If :meth:`stop` is called while retrying, returns 0 without
+        committing: the batch is read again by whoever consumes the partitions next.
+        """
+        batch = self._batch
+        if not batch.messages:
+            return 0
+        before = self.stats.rows_written
+        pending = sum(map(len, batch.rows.values()))
+        if self._retry("sink.insert_failed", lambda: self._write(batch), rows=pending) is None:
+            return 0
+        if self._retry("sink.commit_failed", lambda: self._commit(batch)) is None:
+            return 0
+        self._batch = _Batch()
+        self.stats.batches += 1
+        return self.stats.rows_written - before
+
+    def _write(self, batch: _Batch) -> bool:
+        for route, rows in batch.rows.items():
+            if not rows:
+                continue
+            unique = route.unique(self._writer, rows)
+            self.stats.rows_written += self._writer.insert(route.table, route.columns, unique)
+            self.stats.duplicates_dropped += len(rows) - len(unique)
+            # Done with this table: a retry after a later table failed must not insert it again.
+            batch.rows[route] = []
+        return True
+
+    def _commit(self, batch: _Batch) -> bool:
+        offsets = {tp: OffsetAndMetadata(offset, "", -1)
+                   for tp, offset in batch.next_offsets.items()}
+        try:
+            self._consumer.commit(offsets=offsets)
+        except CommitFailedError as error:
+            # The group gave the partitions to another member (or to this one anew): it reads
+            # from the last commit and the rows already written collapse as duplicates.
+            log_event(log, "sink.commit_rejected", logging.WARNING, error=str(error))
+            return False
+        self._committed.update(batch.next_offsets)
+        return True
+
+    def _retry(self, event: str, action: Callable[[], Any], **fields: Any) -> Any:
+        """``action()`` until it succeeds; None if the sink is stopped first. Holds the position:
+        nothing is committed and nothing is dropped while retrying."""
+        attempt = 0
+        while True:
+            try:
+                return action()
+            except (ClickHouseError, KafkaError) as error:
+                delay = self.config.backoff(attempt)
+                attempt += 1
+                self.stats.retries += 1
+                log_event(log, event, logging.WARNING, attempt=attempt, retry_in_s=delay,
+                          error=str(error), **fields)
+                if self._stop.wait(delay):
+                    return None
+
+    # -- partitions and lag -------------------------------------------------------------------
+
+    def _on_revoked(self) -> None:
+        """The group takes partitions away: drop what is buffered, unwritten and uncommitted; the
+        next owner reads it from the last commit."""
+        if self._batch.messages:
+            log_event(log, "sink.batch_dropped_on_rebalance", messages=self._batch.messages)
+        self._batch = _Batch()
+        self._committed.clear()
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Messages per assigned partition not yet written to ClickHouse (end offset minus the
+        committed offset)."""
+        partitions = sorted(self._consumer.assignment())
+        if not partitions:
+            return {}
+        ends = self._consumer.end_offsets(partitions)
+        unknown = [tp for tp in partitions if tp not in self._committed]
+        for tp in unknown:
+            committed = self._consumer.committed(tp)
+            if committed is not None:
+                self._committed[tp] = committed
+        missing = [tp for tp in unknown if tp not in self._committed]
+        if missing:
+            self._committed.update(self._consumer.beginning_offsets(missing))
+        return {tp: max(ends[tp] - self._committed[tp], 0) for tp in partitions}
+
+    def close(self) -> None:
+        """Leave the group without committing anything beyond what was written."""
+        self._consumer.close(autocommit=False)
+
+
+def build_sink(settings: Settings, writer: ClickHouseWriter, config: SinkConfig | None = None,
+               group_id: str = GROUP_ID) -> ClickHouseSink:
+    """The sink over the configured Kafka, in consumer group ``billing-clickhouse-sink``."""
+    config = config or SinkConfig()
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        group_id=group_id,
+        client_id=GROUP_ID,
+        enable_auto_commit=False,  # offsets are committed after the insert, by the sink
+        auto_offset_reset="earliest",  # a new group loads everything the topics still hold
+        max_poll_records=config.batch_rows,
+    )
+    topic_kinds = {settings.topics.account_state: "account_state",
+                   settings.topics.usage_rated: "usage_rated"}
+    return ClickHouseSink(consumer, writer, topic_kinds, codec.decode, config)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, sink: ClickHouseSink) -> None:
+        self._sink = sink
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._sink._on_revoked()
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        """Nothing to do: positions start from the committed offsets."""

@@ -1,0 +1,163 @@
+"""Duplicates (the dedup horizon) and invalid input (dead letters leave the state unchanged)."""
+
+import copy
+from datetime import timedelta
+
+import pytest
+
+from billing.config import BillingConfig
+from billing.events import InvalidEvent, normalize_input
+from tests.ledger.builders import (
+    Events,
+    Run,
+    enterprise_postpaid,
+    ledger_view,
+    money,
+    prepaid_with_card,
+)
+
+# -- duplicates --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [
+    lambda ev: ev.usage("2"),
+    lambda ev: ev.purchase("5"),
+    lambda ev: ev.pm_added("pm-2"),
+    lambda ev: ev.pm_removed("pm-1"),
+    lambda ev: ev.budget("20"),
+    lambda ev: ev.budget("2000"),  # rejected the first time: the duplicate emits no rejection
+    lambda ev: ev.auto_top_up(minimum_balance="100"),
+    lambda ev: ev.close_period("2025-07"),
+], ids=["usage", "purchase", "pm_added", "pm_removed", "budget", "rejected_budget",
+        "auto_top_up", "close_period"])
+def test_duplicate_event_id_changes_nothing_and_emits_nothing(run, ev, make):
+    prepaid_with_card(run, ev, credit="10")
+    event = make(ev)
+    run(event)
+    before = copy.deepcopy(run.state())
+    transition = run(copy.deepcopy(event))
+    assert transition.outputs == []
+    assert transition.rated_usage is None
+    assert run.state() == before
+
+
+def test_duplicate_account_opened_is_ignored_not_rejected(run, ev):
+    opened = ev.opened()
+    run(opened)
+    run(ev.usage("0.5"))
+    before = copy.deepcopy(run.state())
+    assert run(copy.deepcopy(opened)).outputs == []
+    assert run.state() == before
+
+
+def test_duplicate_with_different_content_is_still_a_duplicate(run, ev):
+    prepaid_with_card(run, ev, credit="10")
+    run(ev.usage("2", event_id="u-1"))
+    assert run(ev.usage("7", event_id="u-1")).outputs == []
+    assert run.snap()["credit_balance"] == money("9")
+
+
+def test_same_event_id_for_another_account_is_not_a_duplicate(run):
+    a, b = Events("A"), Events("B")
+    for events in (a, b):
+        enterprise_postpaid(run, events)
+    run(a.usage("2", event_id="u-1"))
+    assert run(b.usage("3", event_id="u-1")).rated_usage is not None
+    assert run.snap("B")["lifetime_spend"] == money("3")
+
+
+def test_duplicate_within_the_seven_day_horizon_is_ignored(run, ev):
+    enterprise_postpaid(run, ev)
+    usage = ev.usage("2", event_id="u-1", at="2025-07-01T10:00:00Z")
+    run(usage)
+    run(ev.purchase("1", at="2025-07-08T10:00:00Z"))  # exactly 7 days later
+    assert run(copy.deepcopy(usage)).rated_usage is None
+    assert run.snap()["lifetime_spend"] == money("2")
+
+
+def test_after_the_horizon_the_event_id_is_forgotten(run, ev):
+    enterprise_postpaid(run, ev)
+    usage = ev.usage("2", event_id="u-1", at="2025-07-01T10:00:00Z")
+    run(usage)
+    run(ev.purchase("1", at="2025-07-08T10:00:00.001Z"))  # 7 days + 1 ms later
+    assert run(copy.deepcopy(usage)).rated_usage is not None
+    assert run.snap()["lifetime_spend"] == money("4")
+
+
+def test_dedup_horizon_is_configurable():
+    run, ev = Run(BillingConfig(dedup_horizon=timedelta(hours=1))), Events()
+    enterprise_postpaid(run, ev)
+    usage = ev.usage("2", event_id="u-1", at="2025-07-01T10:00:00Z")
+    run(usage)
+    run(ev.purchase("1", at="2025-07-01T11:00:00.001Z"))
+    assert run(copy.deepcopy(usage)).rated_usage is not None
+
+
+# -- invalid input ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("product", "quantities", "message"), [
+    ("gpt-9", {"input_tokens": 1}, "unknown product"),
+    ("llama-v3p1-8b", {"input_tokens": 1, "gpu_seconds": 5}, "unknown meter"),
+])
+def test_unknown_product_or_meter_raises_and_leaves_the_state_unchanged(run, ev, product,
+                                                                       quantities, message):
+    prepaid_with_card(run, ev, credit="10")
+    run(ev.usage("1", at="2025-07-20T00:00:00Z"))
+    before = copy.deepcopy(run.state())
+    # past July's close time: even the month close must not happen
+    event = ev.usage(product=product, quantities=quantities, at="2025-08-05T00:00:00Z")
+    with pytest.raises(InvalidEvent, match=message):
+        run(event)
+    assert run.state() == before
+    # and it is not remembered: re-driven after the price book is fixed it will be processed
+    assert event["event_id"] not in run.state().recent_event_ids
+
+
+@pytest.mark.parametrize("make", [
+    lambda ev: ev.usage("1"), lambda ev: ev.purchase("5"), lambda ev: ev.pm_added(),
+    lambda ev: ev.budget("10"), lambda ev: ev.close_period("2025-07"),
+    lambda ev: ev.invoice_paid("inv-x-2025-07", "1"),
+])
+def test_events_for_an_unopened_account_raise(run, make):
+    event = make(Events("ghost"))
+    with pytest.raises(InvalidEvent, match="never opened") as error:
+        run(event)
+    assert error.value.field == "account_id"
+    assert "ghost" not in run.states
+
+
+def test_invalid_event_for_one_account_leaves_others_alone(run, ev):
+    prepaid_with_card(run, ev, credit="10")
+    before = ledger_view(run.state())
+    with pytest.raises(InvalidEvent):
+        run(Events("ghost").usage("1"))
+    assert ledger_view(run.state()) == before
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"product": "llama-v3p1-8b", "quantities": {"input_tokens": -1}}, "negative"),
+    ({"product": "llama-v3p1-8b", "quantities": {"input_tokens": 1.5}}, "whole number"),
+    ({"product": "llama-v3p1-8b", "quantities": {}}, "non-empty"),
+    ({"quantities": {"input_tokens": 1}}, "missing required field 'product'"),
+])
+def test_structurally_bad_usage_is_refused_before_the_ledger(raw, message):
+    event = {"type": "usage", "event_id": "u", "account_id": "A",
+             "timestamp": "2025-07-01T00:00:00Z", **raw}
+    with pytest.raises(InvalidEvent, match=message):
+        normalize_input(event)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"type": "refund"}, "unknown event type"),
+    ({"type": "credits_purchased", "amount": 5.0, "payment_id": "p"}, "decimal string"),
+    ({"type": "credits_purchased", "amount": "0", "payment_id": "p"}, "greater than zero"),
+    ({"type": "credits_purchased", "amount": "1.0000001", "payment_id": "p"}, "6 fractional"),
+    ({"type": "budget_set", "monthly_budget": "-1"}, "zero or more"),
+    ({"type": "budget_set", "monthly_budget": None, "timestamp": "2025-07-01T00:00:00"},
+     "no time zone"),
+])
+def test_structurally_bad_events_are_refused(raw, message):
+    event = {"event_id": "e", "account_id": "A", "timestamp": "2025-07-01T00:00:00Z", **raw}
+    with pytest.raises(InvalidEvent, match=message):
+        normalize_input(event)

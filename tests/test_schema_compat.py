@@ -1,0 +1,232 @@
+"""The schemas keep the contract, and every change to them stays compatible with the last release.
+
+Evolution policy (``schemas.COMPATIBILITY``, docs/contracts.md): each ``schemas/<kind>.avsc`` must
+read data written with ``schemas/previous/<kind>.avsc`` (BACKWARD); on the output topics, which
+other teams read, the previous schema must also read data written with the new one (FULL). The
+checker is the ``avro`` package's ``ReaderWriterCompatibilityChecker``, the port of the Java
+implementation that schema registries use.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import avro.schema
+import fastavro
+import pytest
+from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+
+from billing.codec import record_name
+from billing.events import (
+    INPUT_FIELDS,
+    OUTPUT_COMMON_FIELDS,
+    OUTPUT_FIELDS,
+    RATED_USAGE_FIELDS,
+    SNAPSHOT_FIELDS,
+    TOPIC_OF_TYPE,
+)
+from schemas import (
+    COMPATIBILITY,
+    NAMESPACE,
+    PREVIOUS_DIR,
+    SCHEMA_DIR,
+    TOPIC_KINDS,
+    load_schema,
+)
+
+MONEY = {"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": 6}
+TIME = {"type": "long", "logicalType": "timestamp-millis"}
+# events.py field kind -> the Avro type that carries it (before null is added for optionals).
+AVRO_OF_KIND: dict[str, Any] = {
+    "str": "string", "contract": "string", "billing_model": "string", "period": "string",
+    "money": MONEY, "money>0": MONEY, "time": TIME, "bool": "boolean", "int": "long",
+    "requests": "long", "quantities": {"type": "map", "values": "long"},
+    "list[str]": {"type": "array", "items": "string"},
+}
+INPUT_COMMON = {"event_id": "str", "account_id": "str", "timestamp": "time"}
+
+
+def compatibility(reader: Any, writer: Any) -> bool:
+    """Whether data written with ``writer`` can be read with ``reader``."""
+    checker = ReaderWriterCompatibilityChecker()
+    result = checker.get_compatibility(avro.schema.parse(json.dumps(reader)),
+                                       avro.schema.parse(json.dumps(writer)))
+    return result.compatibility is SchemaCompatibilityType.compatible
+
+
+def allowed(new: Any, old: Any, level: str) -> bool:
+    """Whether replacing ``old`` by ``new`` keeps compatibility ``level`` (BACKWARD or FULL)."""
+    backward = compatibility(new, old)
+    return backward and compatibility(old, new) if level == "FULL" else backward
+
+
+def records(schema: Any) -> Iterator[dict[str, Any]]:
+    """Every record defined anywhere in a schema (nested ones included)."""
+    if isinstance(schema, list):
+        for branch in schema:
+            yield from records(branch)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "record":
+            yield schema
+            for field in schema["fields"]:
+                yield from records(field["type"])
+        else:
+            for key in ("items", "values"):
+                yield from records(schema.get(key))
+
+
+def record_by_name(kind: str) -> dict[str, dict[str, Any]]:
+    return {f"{NAMESPACE}.{record['name']}": record for record in records(load_schema(kind))}
+
+
+# --- the evolution policy ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", TOPIC_KINDS)
+def test_current_schema_keeps_its_compatibility_with_the_previous_release(kind: str) -> None:
+    assert allowed(load_schema(kind), load_schema(kind, previous=True), COMPATIBILITY[kind])
+
+
+def test_every_schema_has_a_policy_and_a_previous_release_and_nothing_else_is_there() -> None:
+    assert set(COMPATIBILITY) == set(TOPIC_KINDS)
+    assert sorted(path.stem for path in PREVIOUS_DIR.glob("*.avsc")) == sorted(TOPIC_KINDS)
+    assert sorted(path.stem for path in SCHEMA_DIR.glob("*.avsc")) == sorted(TOPIC_KINDS)
+
+
+def edited(kind: str, change: str) -> Any:
+    """The schema of a single-record topic after one kind of edit."""
+    schema = copy.deepcopy(load_schema(kind))
+    fields = schema["fields"]
+    required = next(field for field in fields if "default" not in field)
+    if change == "add an optional field":
+        fields.append({"name": "region", "type": ["null", "string"], "default": None, "doc": "d"})
+    elif change == "add a required field":
+        fields.append({"name": "region", "type": "string", "doc": "d"})
+    elif change == "remove a required field":
+        fields.remove(required)
+    elif change == "change a type":
+        required["type"] = "long"
+    elif change == "remove a field with a default":
+        schema["fields"] = [field for field in fields if "default" not in field]
+    return schema
+
+
+@pytest.mark.parametrize(("change", "backward", "full"), [
+    ("add an optional field", True, True),
+    ("remove a field with a default", True, True),
+    ("add a required field", False, False),  # new readers cannot fill it in for old data
+    ("remove a required field", True, False),  # old readers still need it
+    ("change a type", False, False),
+])
+@pytest.mark.parametrize("kind", ["usage", "dead_letter"])
+def test_the_checker_tells_allowed_changes_from_breaking_ones(
+    kind: str, change: str, backward: bool, full: bool
+) -> None:
+    new, old = edited(kind, change), load_schema(kind)
+    assert allowed(new, old, "BACKWARD") is backward
+    assert allowed(new, old, "FULL") is full
+
+
+def test_a_new_event_type_needs_readers_to_upgrade_first() -> None:
+    """Allowed on an input topic (the worker is upgraded first), refused on an output topic."""
+    def with_new_type(kind: str) -> list[dict[str, Any]]:
+        new = {"type": "record", "name": "Refund", "namespace": NAMESPACE, "doc": "d",
+               "fields": [{"name": "event_id", "type": "string", "doc": "d"}]}
+        return [*load_schema(kind), new]
+
+    assert allowed(with_new_type("payments"), load_schema("payments"), COMPATIBILITY["payments"])
+    state = load_schema("account_state")
+    assert not allowed(with_new_type("account_state"), state, COMPATIBILITY["account_state"])
+    assert not allowed(state[:-1], state, "BACKWARD")  # dropping a type breaks old data
+
+
+# --- the schemas say what the contract says ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", TOPIC_KINDS)
+def test_schema_parses_in_both_libraries(kind: str) -> None:
+    avro.schema.parse(json.dumps(load_schema(kind)))
+    fastavro.parse_schema(load_schema(kind))
+
+
+@pytest.mark.parametrize("kind", TOPIC_KINDS)
+def test_every_record_and_field_has_a_doc(kind: str) -> None:
+    for record in records(load_schema(kind)):
+        assert record.get("doc"), record["name"]
+        for field in record["fields"]:
+            assert field.get("doc"), f"{record['name']}.{field['name']}"
+
+
+@pytest.mark.parametrize("kind", TOPIC_KINDS)
+def test_no_floating_point_anywhere(kind: str) -> None:
+    text = json.dumps(load_schema(kind))
+    assert '"float"' not in text and '"double"' not in text
+
+
+@pytest.mark.parametrize("kind", TOPIC_KINDS)
+def test_optional_fields_are_null_first_with_a_null_default(kind: str) -> None:
+    for record in records(load_schema(kind)):
+        for field in record["fields"]:
+            if isinstance(field["type"], list):
+                assert field["type"][0] == "null" and field["default"] is None, field["name"]
+
+
+def assert_fields(record: dict[str, Any], kinds: dict[str, str]) -> None:
+    """The record has exactly these fields, in this order, each of the Avro type of its kind."""
+    assert [field["name"] for field in record["fields"]] == list(kinds)
+    for field in record["fields"]:
+        kind = kinds[field["name"]]
+        expected = AVRO_OF_KIND.get(kind.rstrip("?"))
+        if expected is None:
+            continue  # a nested record, checked on its own
+        assert field["type"] == (["null", expected] if kind.endswith("?") else expected), field
+
+
+@pytest.mark.parametrize("event_type", sorted(INPUT_FIELDS))
+def test_input_records_match_events_py(event_type: str) -> None:
+    record = record_by_name(TOPIC_OF_TYPE[event_type])[record_name(event_type)]
+    assert_fields(record, {**INPUT_COMMON, **INPUT_FIELDS[event_type]})
+
+
+def test_requests_defaults_to_one() -> None:
+    requests = next(f for f in load_schema("usage")["fields"] if f["name"] == "requests")
+    assert requests["default"] == 1
+
+
+def test_each_input_topic_carries_exactly_its_types() -> None:
+    for kind in ("usage", "payments", "accounts", "control"):
+        expected = {record_name(t) for t, topic in TOPIC_OF_TYPE.items() if topic == kind}
+        branches = load_schema(kind) if isinstance(load_schema(kind), list) else [load_schema(kind)]
+        assert {f"{NAMESPACE}.{branch['name']}" for branch in branches} == expected
+
+
+@pytest.mark.parametrize("event_type", sorted(OUTPUT_FIELDS))
+def test_output_records_match_events_py(event_type: str) -> None:
+    record = record_by_name("account_state")[record_name(event_type)]
+    common = {"event_id": "str", "account_id": "str", "timestamp": "time", "cause_event_id": "str"}
+    kinds = {**common, **OUTPUT_FIELDS[event_type], "snapshot": "snapshot"}
+    assert set(kinds) == {*OUTPUT_COMMON_FIELDS, *OUTPUT_FIELDS[event_type]} - {"type"}
+    assert_fields(record, kinds)
+
+
+def test_account_state_carries_the_eleven_output_types_and_a_snapshot() -> None:
+    branches = load_schema("account_state")
+    assert [f"{NAMESPACE}.{b['name']}" for b in branches] == [record_name(t) for t in OUTPUT_FIELDS]
+    by_name = record_by_name("account_state")
+    assert_fields(by_name[f"{NAMESPACE}.Snapshot"], SNAPSHOT_FIELDS)
+    auto_top_up = {"enabled": "bool", "minimum_balance": "money", "top_up_amount": "money"}
+    assert_fields(by_name[f"{NAMESPACE}.AutoTopUp"], auto_top_up)
+
+
+def test_rated_usage_matches_events_py() -> None:
+    assert_fields(load_schema("usage_rated"), RATED_USAGE_FIELDS)
+
+
+def test_dead_letter_keeps_the_original_bytes() -> None:
+    fields = {field["name"]: field["type"] for field in load_schema("dead_letter")["fields"]}
+    assert fields == {"key": ["null", "bytes"], "value": ["null", "bytes"], "topic": "string",
+                      "partition": "int", "offset": "long", "reason": "string",
+                      "field": ["null", "string"], "failed_at": TIME, "worker": "string"}
