@@ -32,6 +32,7 @@ def _register() -> None:
         ("sinks.cli", "sql_command"),
         ("sinks.cli", "invoice_command"),
         ("sinks.cli", "reconcile_command"),
+        ("billing.demo", "demo_command"),
     ):
         try:
             module = importlib.import_module(module_name)

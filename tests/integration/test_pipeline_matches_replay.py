@@ -1,8 +1,9 @@
 """The Kafka pipeline, fed a generated workload, ends where ``billing replay`` ends.
 
 Same final snapshots (read back from the table's changelog topic) and the same set of output event
-ids (read back from billing.account-state): once straight through, once with the worker stopped in
-the middle and restarted, so its table is recovered from the changelog.
+ids (read back from billing.account-state): once straight through on the production table store
+(RocksDB), once on the memory store with the worker stopped in the middle and restarted, so its
+whole table is recovered from the changelog topic.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def test_pipeline_matches_replay(stack: Any, workload: list[dict[str, Any]],
                                  tmp_path: Path) -> None:
     settings, app_id = isolated(stack, "straight")
     publish(settings, workload)
-    worker = WorkerProcess(settings, app_id, tmp_path / "worker.log").start()
+    worker = WorkerProcess(settings, app_id, tmp_path / "worker.log", store="rocksdb://").start()
     try:
         worker.wait_drained(timeout=900)
     finally:

@@ -1,0 +1,95 @@
+"""A private copy of the pipeline on a shared broker: its own topics, and the worker as a child.
+
+The end-to-end tests and ``billing demo`` both run the real ``billing worker`` against a broker
+that other runs use too. Each gets topics named ``<prefix>.<topic>`` and the app id
+``ledger-<prefix>`` (the consumer group and the changelog topics), so runs never read each other's
+events or state, and a re-run starts from empty topics.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from billing.settings import Settings, Topics
+from billing.stack.topics import ensure_topics
+from streams.observe import group_lag, wait_until
+
+
+def private_pipeline(settings: Settings, prefix: str) -> tuple[Settings, str]:
+    """Settings whose topics are ``<prefix>.<configured name>``, created on the broker, and the
+    matching app id ``ledger-<prefix>``."""
+    topics = Topics(**{name: f"{prefix}.{getattr(settings.topics, name)}"
+                       for name in Topics.__dataclass_fields__})
+    private = replace(settings, topics=topics)
+    ensure_topics(private)
+    return private, f"ledger-{prefix}"
+
+
+class WorkerExited(RuntimeError):
+    """The worker process ended while it was expected to run; the message ends with its log."""
+
+
+class WorkerProcess:
+    """``billing worker`` as a child process with the given settings and app id.
+
+    A child rather than a thread because the worker runs its own asyncio loop and Faust owns the
+    process's signals; as a separate process it also gets a core of its own. Its table store is
+    ``memory://`` by default (recovered from the changelog at each start; ``rocksdb://`` for the
+    production configuration) and its output goes to ``log_path``.
+    """
+
+    def __init__(self, settings: Settings, app_id: str, log_path: Path,
+                 store: str = "memory://") -> None:
+        self.settings, self.app_id, self.log_path, self.store = settings, app_id, log_path, store
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, **self.settings.to_env(), "BILLING_APP_ID": self.app_id,
+               "BILLING_TABLE_STORE": self.store, "BILLING_SESSION_TIMEOUT": "10"}
+        log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "billing.cli", "worker", "--loglevel", "info"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def check_running(self) -> None:
+        """Raise :class:`WorkerExited` (with the end of its log) if the worker has ended."""
+        if self.process is None or self.process.poll() is not None:
+            code = None if self.process is None else self.process.returncode
+            raise WorkerExited(f"the worker is not running (exit code {code}); "
+                               f"end of {self.log_path}:\n{self.log_tail()}")
+
+    def lag(self) -> int:
+        """Input messages the worker's consumer group has not committed yet."""
+        return group_lag(self.settings, self.app_id, self.settings.topics.inputs)
+
+    def wait_drained(self, timeout: float) -> None:
+        """Until the group has committed every input (twice in a row, a commit apart); raises
+        :class:`TimeoutError` with the lag and the log's end, or :class:`WorkerExited`."""
+        def drained() -> bool:
+            self.check_running()
+            return self.lag() == 0
+        try:
+            wait_until(drained, timeout, interval=1.0, what="the worker to drain its inputs")
+            wait_until(drained, 30, interval=4.0, what="the worker to stay drained")
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; lag={self.lag()}\n{self.log_tail()}") from None
