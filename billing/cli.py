@@ -1,7 +1,7 @@
-"""The ``billing`` command: one entry point, one sub-command group per concern.
+"""The ``billing`` command: one entry point, one sub-command per concern.
 
-Sub-commands live next to the code they drive and are registered here, so this file stays a table
-of contents.
+Sub-commands live next to the code they drive; this file only lists them, so it reads as the
+table of contents of what a user can run.
 """
 
 from __future__ import annotations
@@ -9,6 +9,14 @@ from __future__ import annotations
 import click
 
 from billing import __version__
+from billing.deadletter import deadletter
+from billing.demo import demo_command
+from billing.produce import produce_command
+from billing.replay import replay_command
+from billing.stack.cli import stack
+from billing.workload import generate_command
+from sinks.cli import invoice_command, reconcile_command, sink_group, sql_command
+from streams.cli import worker_command
 
 
 @click.group()
@@ -17,33 +25,9 @@ def main() -> None:
     """Usage-billing pipeline: ledger, replay oracle, local stack, worker and sink."""
 
 
-def _register() -> None:
-    """Attach sub-commands whose modules exist (each module exposes a click command or group)."""
-    import importlib
-
-    for module_name, attribute in (
-        ("billing.replay", "replay_command"),
-        ("billing.workload", "generate_command"),
-        ("billing.stack.cli", "stack"),
-        ("billing.produce", "produce_command"),
-        ("billing.deadletter", "deadletter"),
-        ("streams.cli", "worker_command"),
-        ("sinks.cli", "sink_group"),
-        ("sinks.cli", "sql_command"),
-        ("sinks.cli", "invoice_command"),
-        ("sinks.cli", "reconcile_command"),
-        ("billing.demo", "demo_command"),
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as missing:
-            if missing.name and module_name.startswith(missing.name):
-                continue
-            raise
-        main.add_command(getattr(module, attribute))
-
-
-_register()
+for command in (replay_command, stack, produce_command, deadletter, worker_command, sink_group,
+                sql_command, invoice_command, reconcile_command, generate_command, demo_command):
+    main.add_command(command)
 
 
 if __name__ == "__main__":
