@@ -1,15 +1,16 @@
 """The canonical in-memory shape of every event, and its JSON form.
 
-Every layer (JSON replay files, the Avro codec, the Faust worker, the ClickHouse sink) converts to and
-from this one shape, so the ledger sees the same values whatever the transport:
+Every layer (JSON replay files, the Avro codec, the Faust worker, the ClickHouse sink) converts to
+and from this one shape, so the ledger sees the same values whatever the transport:
 
 - an event is a ``dict`` keyed by the contract's field names (section 4 and 6 of the billing rules);
 - money is ``Decimal`` with exactly 6 fractional digits (micro-dollars), never a float;
 - timestamps are timezone-aware UTC ``datetime`` at millisecond precision;
 - ``quantities`` is ``dict[str, int]``; optional fields are present with value ``None``.
 
-Validation here is structural (types, required fields, non-negative numbers); whether an event makes
-sense for an account (unknown product, unopened account, budget above the tier) is the ledger's call.
+Validation here is structural (types, required fields, non-negative numbers); whether an event
+makes sense for an account (unknown product, unopened account, budget above the tier) is the
+ledger's call.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class InvalidEvent(ValueError):
 
 def to_money(value: Any, field: str = "amount") -> Decimal:
     """Exact decimal with 6 fractional digits; strings/ints/Decimals only (a float is refused)."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise InvalidEvent(f"{field} must be a decimal string like \"12.50\", not {value!r}", field)
     try:
         amount = Decimal(value) if not isinstance(value, Decimal) else value
@@ -186,7 +187,8 @@ def parse_time(value: Any, field: str = "timestamp") -> datetime:
 
 def format_time(moment: datetime) -> str:
     """UTC, millisecond precision, trailing Z: 2026-01-31T12:00:00.000Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 def _check_period(value: Any, field: str) -> str:

@@ -1,10 +1,10 @@
 """The credit ledger: every billing rule, as one pure state machine.
 
 ``apply(state, event)`` takes an account's state (or ``None`` before it is opened) and one input
-event in canonical form (see :mod:`billing.events`) and returns the state after it, the output events
-it caused and, for usage, the rated usage record. It does no I/O and reads no clock: the same state
-and event always give the same result, which is what lets the Faust worker, the replay oracle and
-the tests share it. Nothing else in the project decides money.
+event in canonical form (see :mod:`billing.events`) and returns the state after it, the output
+events it caused and, for usage, the rated usage record. It does no I/O and reads no clock: the
+same state and event always give the same result, which is what lets the Faust worker, the replay
+oracle and the tests share it. Nothing else in the project decides money.
 
 Reading order follows the billing rules (section 5): opening an account, usage, payments,
 configuration, month close; then :meth:`Ledger._settle`, which re-derives tier, limits, budget,
@@ -35,7 +35,8 @@ from billing.pricebook import PriceBook
 
 PREPAID, POSTPAID = "prepaid", "postpaid"
 SELF_SERVE, ENTERPRISE = "self_serve", "enterprise"
-BUDGET_REACHED, CREDITS_EXHAUSTED, TOP_UP_FAILED = "budget_reached", "credits_exhausted", "top_up_failed"
+BUDGET_REACHED, CREDITS_EXHAUSTED = "budget_reached", "credits_exhausted"
+TOP_UP_FAILED = "top_up_failed"
 WATERMARK_CAUSE_PREFIX = "watermark:"
 
 
@@ -203,9 +204,12 @@ class Ledger:
                          or self.watermark_close_time(state.open_period)):
             self._close_months_before(state, timestamp, emitter)
         event_period = period_of(timestamp)
-        if event_period > state.current_period:
-            state.current_period = event_period
         cause = (f"{state.account_id}:{event['event_id']}", event["event_id"], timestamp)
+        if event_period > state.current_period:
+            # The calendar month rolled over before this event: what depends on month-to-date
+            # spend (a budget pause) is re-derived at the event's time, before it is charged.
+            state.current_period = event_period
+            self._settle(state, cause, emitter)
         rated = None
         if event_type == "usage":
             rated = self._usage(state, event, cost, event_period)

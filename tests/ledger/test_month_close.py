@@ -179,11 +179,6 @@ def test_over_limit_after_the_watermark_closed_the_budget_month(run, ev):
     assert rated["over_limit"] is False
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Unsure: spec interpretation. In a new calendar month, before July's close time, the first "
-    "usage is flagged over_limit because the pause is re-derived only after charging it, although "
-    "month-to-date spend (and the pause) already rolled over with that very event; 1 h later the "
-    "same usage would not be flagged (see the test above)."))
 def test_first_usage_of_a_new_month_is_not_over_the_previous_months_budget(run, ev):
     prepaid_with_card(run, ev, credit="100")
     run(ev.budget("10"))
