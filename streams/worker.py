@@ -88,7 +88,7 @@ class LedgerWorker:
             options.app_id,
             broker=[f"kafka://{address}" for address in settings.kafka_bootstrap.split(",")],
             store=options.store,
-            datadir=str(settings.data_dir / "faust"),
+            datadir=str(settings.data_dir / "faust" / options.app_id),  # RocksDB files per app
             processing_guarantee=options.processing_guarantee,
             topic_partitions=settings.partitions,
             topic_replication_factor=settings.replication_factor,
@@ -216,13 +216,28 @@ class LedgerWorker:
             for event, canonical in released:
                 await self._apply(event, canonical, batch)
             for key, state in batch.states.items():
-                self.accounts[key] = dump_state(state)
+                await self._persist(self.accounts, key, dump_state(state), partition)
             if batch.clock is not None:
-                self.clock[batch.clock_key] = orjson.dumps(batch.clock)
+                await self._persist(self.clock, batch.clock_key, orjson.dumps(batch.clock),
+                                    partition)
         finally:
             _current_event.reset(token)
         for event, _ in released:
             event.ack()
+
+    @staticmethod
+    async def _persist(table: Any, key: bytes, value: bytes, partition: int) -> None:
+        """Write a table entry and send its changelog record before anything is acknowledged.
+
+        ``table[key] = value`` would queue the record in Faust's send-soon buffer, whose flush
+        (run before each offset commit) returns after 0.1 s without a send even when records are
+        still queued: under load an offset could be committed while its state change was not yet
+        produced, and a stop at that moment loses the change. Awaiting the send hands the record
+        to the Kafka producer, whose flush before the commit does wait for every record.
+        """
+        table.data[key] = value
+        await table.changelog_topic.send(key=key, value=value, partition=partition, force=True,
+                                         callback=table._on_changelog_sent)
 
     def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         for tp in revoked:
