@@ -84,11 +84,13 @@ class LedgerWorker:
         topics = settings.topics
         self.kind_of_topic = {getattr(topics, kind): kind for kind in
                               ("usage", "payments", "accounts", "control")}
+        datadir = settings.data_dir / "faust" / options.app_id  # RocksDB files, per app
+        datadir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             options.app_id,
             broker=[f"kafka://{address}" for address in settings.kafka_bootstrap.split(",")],
             store=options.store,
-            datadir=str(settings.data_dir / "faust" / options.app_id),  # RocksDB files per app
+            datadir=str(datadir),
             processing_guarantee=options.processing_guarantee,
             topic_partitions=settings.partitions,
             topic_replication_factor=settings.replication_factor,

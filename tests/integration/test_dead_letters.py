@@ -1,18 +1,22 @@
 """Every kind of bad input, sent through the real broker, lands in the dead-letter topic with a
-reason a person can act on, while the good events before and after it are billed."""
+reason a person can act on, while the good events before and after it are billed; after the
+cause is fixed, ``billing deadletter redrive`` sends it through again and it is billed."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from kafka import KafkaProducer
 
+import billing
 from billing.codec import Codec, encode
-from billing.deadletter import read_dead_letters
+from billing.deadletter import deadletter, read_dead_letters
 from billing.events import normalize_input
 from billing.settings import Settings
 from streams.observe import table_snapshots
@@ -60,7 +64,8 @@ BAD_INPUTS: list[tuple[str, str, bytes, bytes, str]] = [
 ]
 
 
-def test_bad_input_is_dead_lettered_and_good_input_billed(stack: Settings, tmp_path: Path) -> None:
+def test_bad_input_is_dead_lettered_and_good_input_billed(stack: Settings, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     settings, app_id = isolated(stack, "deadletter")
     publish(settings, [
         event("account_opened", "open-1", 0, created_at=START, contract="self_serve"),
@@ -93,3 +98,19 @@ def test_bad_input_is_dead_lettered_and_good_input_billed(stack: Settings, tmp_p
     # $1 free credit, two good usages of 1M llama tokens at $0.20 each.
     assert snapshot["lifetime_spend"] == Decimal("0.400000")
     assert snapshot["credit_balance"] == Decimal("0.600000")
+
+    # The fix: the price book learns the product. Re-driving that dead letter bills it.
+    book = json.loads((Path(billing.__file__).parent / "pricebook.default.json").read_text())
+    book["products"]["gpt-17"] = {"input_tokens": "1.00"}
+    (tmp_path / "pricebook.json").write_text(json.dumps(book))
+    monkeypatch.setenv("BILLING_PRICEBOOK", str(tmp_path / "pricebook.json"))
+    redriven = CliRunner().invoke(deadletter, ["redrive", "--reason-contains", "unknown product"],
+                                  env=settings.to_env())
+    assert redriven.exit_code == 0, redriven.output
+    worker.start()
+    try:
+        worker.wait_drained(timeout=300)
+    finally:
+        worker.stop()
+    snapshot = table_snapshots(settings, app_id)["acct-1"]
+    assert snapshot["lifetime_spend"] == Decimal("1.400000")  # + 1M gpt-17 tokens at $1.00
