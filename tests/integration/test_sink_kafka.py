@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from billing import codec
 from billing.settings import Settings
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter, open_writer
 from sinks.sink import ClickHouseSink, SinkConfig, build_sink
-from streams.observe import wait_until
+from streams.observe import group_lag, wait_until
 from tests.integration.pipeline import isolated
 from tests.test_sink_samples import ledger_run
 
@@ -39,19 +39,6 @@ def produce(settings: Settings, topic: str, messages: list[tuple[str, bytes]]) -
         producer.flush()
     finally:
         producer.close()
-
-
-def committed_lag(settings: Settings, group: str, topics: tuple[str, ...]) -> int:
-    """Messages in ``topics`` past ``group``'s committed offsets (all partitions)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
-                             enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, partition) for topic in topics
-                      for partition in consumer.partitions_for_topic(topic) or ()]
-        ends = consumer.end_offsets(partitions)
-        return sum(end - (consumer.committed(tp) or 0) for tp, end in ends.items())
-    finally:
-        consumer.close(autocommit=False)
 
 
 def run_until(sink: ClickHouseSink, done: Any, timeout: float = 120) -> None:
@@ -104,7 +91,7 @@ def test_sink_writes_each_event_once_and_commits(stack: Settings) -> None:
     assert writer.query("SELECT sum(cost) FROM spend_daily") == [(expected_cost,)]
     assert writer.query("SELECT sum(cost) FROM spend_monthly") == [(expected_cost,)]
     assert second.stats.rows_written == 0
-    assert committed_lag(settings, group, topics) == 0
+    assert group_lag(settings, group, topics) == 0
     writer.close()
 
 
