@@ -217,29 +217,28 @@ class LedgerWorker:
             batch = _Batch(partition)
             for event, canonical in released:
                 await self._apply(event, canonical, batch)
-            for key, state in batch.states.items():
-                await self._persist(self.accounts, key, dump_state(state), partition)
+            written = [self._persist(self.accounts, key, dump_state(state), partition)
+                       for key, state in batch.states.items()]
             if batch.clock is not None:
-                await self._persist(self.clock, batch.clock_key, orjson.dumps(batch.clock),
-                                    partition)
+                written.append(self._persist(self.clock, batch.clock_key,
+                                             orjson.dumps(batch.clock), partition))
+            await asyncio.gather(*written)
         finally:
             _current_event.reset(token)
         for event, _ in released:
             event.ack()
 
     @staticmethod
-    async def _persist(table: Any, key: bytes, value: bytes, partition: int) -> None:
-        """Write a table entry and send its changelog record before anything is acknowledged.
+    def _persist(table: Any, key: bytes, value: bytes, partition: int) -> Any:
+        """Write a table entry and its changelog record; return the record's delivery future.
 
-        ``table[key] = value`` would queue the record in Faust's send-soon buffer, whose flush
-        (run before each offset commit) returns after 0.1 s without a send even when records are
-        still queued: under load an offset could be committed while its state change was not yet
-        produced, and a stop at that moment loses the change. Awaiting the send hands the record
-        to the Kafka producer, whose flush before the commit does wait for every record.
+        The batch's events are acknowledged only once every record is delivered. With plain
+        ``table[key] = value`` they could be acknowledged while the record still sat in Faust's
+        send-soon buffer, whose flush before an offset commit returns after 0.1 s even when
+        records are still queued: a stop at that moment committed the offset and lost the change.
         """
         table.data[key] = value
-        await table.changelog_topic.send(key=key, value=value, partition=partition, force=True,
-                                         callback=table._on_changelog_sent)
+        return table.send_changelog(partition, key, value)
 
     def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         for tp in revoked:
