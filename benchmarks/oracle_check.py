@@ -22,12 +22,12 @@ from pathlib import Path
 
 import orjson
 
-from billing.events import normalize_input
+from billing.events import normalize_input, to_jsonable
 from billing.settings import load_settings
-from billing.workload import generate
+from billing.workload import generate, write_jsonl
 from streams.observe import output_events, table_snapshots
 from streams.process import WorkerProcess, private_pipeline
-from tests.integration.pipeline import in_merge_order, publish, write_jsonl
+from tests.integration.pipeline import in_merge_order, publish
 
 
 def main() -> int:
@@ -42,7 +42,8 @@ def main() -> int:
     events = in_merge_order([normalize_input(event) for event in generate(
         accounts=args.accounts, events=args.events, seed=2026,
         start=datetime(2026, 1, 1, tzinfo=UTC))])
-    source = write_jsonl(args.workdir / "workload.jsonl", events)
+    source = args.workdir / "workload.jsonl"
+    write_jsonl(source, (to_jsonable(event) for event in events), total=len(events))
     print(f"generated {len(events):,} events in {time.perf_counter() - started:.0f} s", flush=True)
 
     started = time.perf_counter()

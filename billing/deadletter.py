@@ -17,11 +17,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from billing.codec import Codec, CodecError, default_codec
 from billing.produce import PRODUCER_CONFIG
 from billing.settings import Settings, load_settings
+from billing.topic_reader import read_topic
 
 
 def make_dead_letter(
@@ -74,23 +75,8 @@ class Entry:
 
 def read_dead_letters(settings: Settings, codec: Codec) -> Iterator[Entry]:
     """Every message of the dead-letter topic, from the beginning to the end as of now."""
-    topic = settings.topics.dead_letter
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                             enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            return
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        end = consumer.end_offsets(partitions)
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for tp, records in consumer.poll(timeout_ms=1000).items():
-                for record in records:
-                    if record.offset < end[tp]:
-                        yield read_entry(codec, tp.partition, record.offset, record.value)
-    finally:
-        consumer.close()
+    for record in read_topic(settings, settings.topics.dead_letter):
+        yield read_entry(codec, record.partition, record.offset, record.value)
 
 
 def read_entry(codec: Codec, partition: int, offset: int, value: bytes | None) -> Entry:

@@ -52,9 +52,6 @@ class EventTimeMerger:
         queue = group.queues.setdefault(source, deque())
         queue.append(((event_time_ms, self.rank[source], offset), item))
 
-    def pending(self) -> int:
-        return sum(group.size() for group in self._groups.values())
-
     def partitions_with_pending(self) -> list[int]:
         return [partition for partition, group in self._groups.items() if group.size()]
 
@@ -81,9 +78,6 @@ class EventTimeMerger:
                 heapq.heappop(heads)
             yield item
 
-    def drop_partition(self, partition: int) -> list[Any]:
+    def drop_partition(self, partition: int) -> None:
         """Forget a revoked partition's buffer (its events will be redelivered unacked)."""
-        group = self._groups.pop(partition, None)
-        if group is None:
-            return []
-        return [item for queue in group.queues.values() for _, item in queue]
+        self._groups.pop(partition, None)

@@ -7,7 +7,7 @@ changelog topic (last record per key), so snapshots can be rebuilt from Kafka al
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -16,6 +16,7 @@ from kafka.errors import CoordinatorNotAvailableError
 from billing.codec import decode
 from billing.ledger import snapshot
 from billing.settings import Settings
+from billing.topic_reader import read_topic
 from streams.state_store import load_state
 
 
@@ -52,47 +53,18 @@ def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def read_topic(settings: Settings, topic: str, idle_timeout_ms: int = 3000
-               ) -> Iterator[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) of ``topic`` from the beginning to its current end."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=idle_timeout_ms,
-                             isolation_level="read_committed")
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        remaining = {tp for tp in partitions if ends[tp] > 0}
-        while remaining:
-            batch = consumer.poll(timeout_ms=idle_timeout_ms)
-            if not batch:
-                remaining = {tp for tp in remaining if consumer.position(tp) < ends[tp]}
-                if remaining:
-                    continue
-                break
-            for tp, records in batch.items():
-                for record in records:
-                    yield record.key, record.value
-                if consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-    finally:
-        consumer.close()
-
-
 def table_snapshots(settings: Settings, app_id: str) -> dict[str, dict[str, Any]]:
     """The accounts as the worker's table holds them (last changelog record per key)."""
     latest: dict[bytes, bytes | None] = {}
-    for key, value in read_topic(settings, changelog_topic(app_id)):
-        if key is not None:
-            latest[key] = value
+    for record in read_topic(settings, changelog_topic(app_id)):
+        if record.key is not None:
+            latest[record.key] = record.value
     return {key.decode(): snapshot(load_state(value))
             for key, value in sorted(latest.items()) if value is not None}
 
 
 def output_events(settings: Settings) -> list[dict[str, Any]]:
     """Every event on the account-state topic, decoded."""
-    return [decode("account_state", value)
-            for _, value in read_topic(settings, settings.topics.account_state)
-            if value is not None]
+    return [decode("account_state", record.value)
+            for record in read_topic(settings, settings.topics.account_state)
+            if record.value is not None]

@@ -7,19 +7,18 @@ them too); ``WorkerProcess`` is re-exported here for the tests that import it fr
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
 from kafka import KafkaProducer
 
 from billing.codec import encode
-from billing.events import TOPIC_OF_TYPE, dumps
+from billing.events import TOPIC_OF_TYPE
 from billing.ledger import to_millis
 from billing.settings import Settings
 from streams.merge import KIND_RANK
 from streams.process import WorkerProcess, private_pipeline
 
-__all__ = ["WorkerProcess", "in_merge_order", "isolated", "publish", "write_jsonl"]
+__all__ = ["WorkerProcess", "in_merge_order", "isolated", "publish"]
 
 
 def isolated(settings: Settings, label: str) -> tuple[Settings, str]:
@@ -46,7 +45,3 @@ def publish(settings: Settings, events: list[dict[str, Any]]) -> None:
     finally:
         producer.close()
 
-
-def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
-    path.write_bytes(b"".join(dumps(event) + b"\n" for event in events))
-    return path
