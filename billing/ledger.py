@@ -25,7 +25,7 @@ account) runs before the first change, so a rejected event leaves the state unto
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -130,8 +130,15 @@ def period_start(period: str) -> datetime:
     return datetime(int(period[:4]), int(period[5:]), 1, tzinfo=UTC)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
+
+
 def to_millis(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    """Milliseconds since the epoch, exactly (integer arithmetic; a naive time is taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // MILLISECOND
 
 
 class _Emitter:
@@ -574,7 +581,7 @@ class Ledger:
         size) ids were forgotten balances the scan against the rebuild (50,000 events/s there;
         see BENCHMARKS.md).
         """
-        millis = int(timestamp.timestamp() * 1000)  # to_millis, inlined: once per event
+        millis = to_millis(timestamp)
         seen = state.recent_event_ids
         seen[event_id] = millis
         if millis > state.last_event_ms:

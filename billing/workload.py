@@ -53,6 +53,7 @@ import orjson
 from tqdm import tqdm
 
 from billing.config import BillingConfig
+from billing.ledger import EPOCH, to_millis
 from billing.pricebook import PriceBook, load_pricebook
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -74,7 +75,6 @@ ENTERPRISE_KINDS = (ENTERPRISE_POSTPAID, ENTERPRISE_PREPAID)
 
 SECOND_MS, MINUTE_MS, HOUR_MS, DAY_MS = 1_000, 60_000, 3_600_000, 86_400_000
 MICROS = 1_000_000  # money is handled as integer micro-dollars here, never as a float
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Relative usage by UTC hour (American and European working days overlap around 14-17 UTC), and
 # weekend days in tenths of a weekday.
@@ -154,13 +154,6 @@ INVOICE_PAYER_PERCENT = 35  # postpaid accounts paying half their invoice in the
 INVOICE_PAYMENT_DELAY_MS = 90 * MINUTE_MS  # after the month start: the close (1 h grace) is past
 INITIAL_COHORT_MS = 5 * MINUTE_MS
 BAD_PRODUCT = "unreleased-model-v0"
-
-
-def to_millis(moment: datetime) -> int:
-    """Milliseconds since the epoch, exactly (naive datetimes are taken as UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
 def month_after(moment: datetime) -> datetime:
