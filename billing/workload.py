@@ -16,7 +16,15 @@ month so the watermark closes the month at +1 h and ``invoice_paid`` for it can 
   methods, failed card payments and ``invoice_paid`` for the previous month (unknown invoices: the
   ledger rejects them, which is the point) and, after the month closes, for the month just invoiced;
 - usage from the price book's products with heavy-tailed activity per account, a diurnal and weekly
-  cycle, token counts from hundreds to tens of thousands and GPU seconds for deployments;
+  cycle, token counts per request from hundreds to tens of thousands and GPU seconds for
+  deployments;
+- money in proportion (``SPEND_PER_ACTIVITY``): each account spends a planned amount a month, set
+  against what its kind buys, whatever the number of events asked for. A usage event is a gateway's
+  batch of requests, sized so the account's events add up to that spend: fewer events per account,
+  bigger batches. Over a month a good third of manual prepaid customers run out and are paused
+  (most buy again), auto top-up accounts top up several times (some payments fail), free-credit-only
+  accounts use up their $1 and are suspended, busy accounts cross spend tiers, and postpaid invoices
+  run from a few dollars (self-serve) to thousands (enterprise);
 - ~0.5 % exact re-sends (same bytes, up to 30 s later), ~0.2 % late usage (event time up to 3 h
   behind its arrival), and, on request, a fraction of invalid lines for dead-letter tests.
 
@@ -44,6 +52,7 @@ import random
 from bisect import bisect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -74,7 +83,10 @@ DEFAULT_MIX: Mapping[str, int] = {
 ENTERPRISE_KINDS = (ENTERPRISE_POSTPAID, ENTERPRISE_PREPAID)
 
 SECOND_MS, MINUTE_MS, HOUR_MS, DAY_MS = 1_000, 60_000, 3_600_000, 86_400_000
+MONTH_MS = 30 * DAY_MS  # the unit of SPEND_PER_ACTIVITY
 MICROS = 1_000_000  # money is handled as integer micro-dollars here, never as a float
+CENTS = 10_000  # micros
+PER_MILLE = 1_000  # the unit of an account's usage scale
 
 # Relative usage by UTC hour (American and European working days overlap around 14-17 UTC), and
 # weekend days in tenths of a weekday.
@@ -105,6 +117,14 @@ class _Table:
         index = bisect(self.cumulative, rand() * self.total)
         return self.lows[index] + int(rand() * self.spans[index])
 
+    def mean(self) -> Fraction:
+        """The exact mean of :meth:`draw`."""
+        previous, total = 0, Fraction(0)
+        for running, low, span in zip(self.cumulative, self.lows, self.spans, strict=True):
+            total += (running - previous) * (low + Fraction(span - 1, 2))
+            previous = running
+        return total / self.total
+
 
 def _choice(*weighted: tuple[int, int]) -> _Table:
     """A table of exact values: (weight, value) pairs."""
@@ -113,6 +133,11 @@ def _choice(*weighted: tuple[int, int]) -> _Table:
 
 def _dollars(*weighted: tuple[int, int]) -> _Table:
     return _choice(*((weight, dollars * MICROS) for weight, dollars in weighted))
+
+
+def _cents(*buckets: tuple[int, int, int]) -> _Table:
+    """Amounts uniform in whole cents: (weight, low, high) in cents."""
+    return _Table(*((weight, low * CENTS, high * CENTS) for weight, low, high in buckets))
 
 
 INPUT_TOKENS = _Table((15, 50, 300), (25, 300, 1_000), (30, 1_000, 4_000), (20, 4_000, 16_000),
@@ -127,6 +152,18 @@ METER_TABLES = {"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS,
 REQUESTS = _Table((60, 1, 1), (30, 2, 5), (10, 6, 20))
 ACTIVITY = _choice((40, 1), (30, 3), (18, 10), (9, 30), (3, 100))  # relative usage per account
 ENTERPRISE_ACTIVITY = 4
+# Usage spend per month per unit of activity, by kind: an account's monthly spend is its activity
+# times a draw of this, heavy-tailed like activity. Sized against what each kind pays: manual
+# prepaid customers start with $5-$250 (STARTER_CREDITS), auto top-ups bring $20-$100, the tiers
+# are at $50 and $500, enterprise contracts buy thousands and the free credit is $1.
+SPEND_PER_ACTIVITY: Mapping[str, _Table] = {
+    SELF_SERVE_PREPAID: _cents((1, 200, 600)),
+    SELF_SERVE_AUTO_TOP_UP: _cents((1, 400, 1_200)),
+    GRANDFATHERED_POSTPAID: _cents((1, 300, 1_000)),
+    ENTERPRISE_POSTPAID: _cents((1, 4_000, 12_000)),
+    ENTERPRISE_PREPAID: _cents((1, 4_000, 12_000)),
+    FREE_CREDIT_ONLY: _cents((1, 30, 150)),
+}
 
 STARTER_CREDITS = _dollars((20, 5), (25, 10), (20, 20), (10, 25), (12, 50), (8, 100), (5, 250))
 REFILL_CREDITS = _dollars((20, 10), (30, 20), (25, 50), (15, 100), (7, 250), (3, 500))
@@ -187,7 +224,7 @@ def _half_even(numerator: int, denominator: int) -> int:
 class _Product:
     """A product's meters with prices as integers, so the shadow rates exactly like the ledger."""
 
-    __slots__ = ("meters", "name", "scale")
+    __slots__ = ("mean_cost", "meters", "name", "scale")
 
     def __init__(self, name: str, prices: Mapping[str, Any]) -> None:
         self.name = name
@@ -200,16 +237,29 @@ class _Product:
                         None if meter == CACHED_INPUT else METER_TABLES.get(meter, OTHER_UNITS),
                         meter == CACHED_INPUT and not alone)
                        for meter, price in prices.items()]
+        self.mean_cost = self._mean_cost()
+
+    def _mean_cost(self) -> Fraction:
+        """Expected micros of one usage event at scale 1 (how :meth:`_Workload._usage` draws)."""
+        total = Fraction(0)
+        for _, price, table, optional in self.meters:
+            if table is None:  # 1 + a uniform share of an input token count
+                quantity = (1 + INPUT_TOKENS.mean()) / 2
+                quantity *= Fraction(CACHED_INPUT_PERCENT, 100) if optional else 1
+            else:
+                quantity = table.mean()
+            total += quantity * price
+        return total / self.scale
 
 
 class _Account:
     """What the generator knows of one account: its plan and a shadow of the ledger's balances."""
 
     __slots__ = ("accrued", "auto_amount", "auto_enabled", "auto_minimum", "balance", "budget",
-                 "contract", "id", "kind", "open_ms", "payment_methods", "pending_top_up",
-                 "prepaid", "product_cumulative", "product_total", "products", "purchase_due",
-                 "spend", "spend_period", "suspended", "top_up_failed", "top_ups_requested",
-                 "weight")
+                 "contract", "id", "kind", "mean_cost", "open_ms", "payment_methods",
+                 "pending_top_up", "prepaid", "product_cumulative", "product_total", "products",
+                 "purchase_due", "spend", "spend_per_activity", "spend_period", "suspended",
+                 "top_up_failed", "top_ups_requested", "usage_scale", "weight")
 
     def __init__(self, account_id: str, kind: str) -> None:
         self.id = account_id
@@ -221,6 +271,9 @@ class _Account:
         self.products: list[_Product] = []
         self.product_cumulative: list[int] = []
         self.product_total = 0
+        self.mean_cost = Fraction(0)  # of a usage event at scale 1, micros
+        self.spend_per_activity = 0  # micros a month
+        self.usage_scale = PER_MILLE  # usage event size, in thousandths of one at scale 1
         self.balance = 0  # credit_balance, micros
         self.payment_methods: set[str] = set()
         self.auto_enabled = False
@@ -278,12 +331,13 @@ class _Workload:
         self.active: list[_Account] = []  # opened accounts, usage drawn by weight
         self.active_cumulative: list[int] = []
         self.postpaid: list[_Account] = []
-        for index, kind in enumerate(self._kinds(accounts, mix)):
-            self._plan(index, kind)
+        population = [self._plan(index, kind)
+                      for index, kind in enumerate(self._kinds(accounts, mix))]
         self.slots_left = events - len(self.heap)  # usage events still to come
         if self.slots_left < accounts:
             raise ValueError(f"{events} events are too few for {accounts} accounts: their "
                              f"account settings alone take {len(self.heap)}")
+        self._size_usage(population)
         self.owed = 0  # usage slots given up to unplanned events (answers, refills, re-sends)
         self.next_close_ms = to_millis(month_after(start)) + INVOICE_PAYMENT_DELAY_MS
 
@@ -313,12 +367,13 @@ class _Workload:
         """A planning time in [low, high) (low when the range is empty)."""
         return low + int(self.plan_random() * max(high - low, 0))
 
-    def _plan(self, index: int, kind: str) -> None:
+    def _plan(self, index: int, kind: str) -> _Account:
         """One account's sign-up and settings: everything about it that does not react to usage."""
         rand = self.plan_random
         account = _Account(f"acct-{index:06d}", kind)
         enterprise = kind in ENTERPRISE_KINDS
         account.weight = ACTIVITY.draw(rand) * (ENTERPRISE_ACTIVITY if enterprise else 1)
+        account.spend_per_activity = SPEND_PER_ACTIVITY[kind].draw(rand)
         self._pick_products(account, enterprise)
         start, end = self.start_ms, self.end_ms
         new_customer = kind in (SELF_SERVE_PREPAID, SELF_SERVE_AUTO_TOP_UP, FREE_CREDIT_ONLY)
@@ -343,6 +398,7 @@ class _Workload:
             model = "prepaid" if created >= self.cutover_ms else "postpaid"
         self._push(opened, self._opened, account, (created, model))
         self._plan_settings(account, kind, opened, end)
+        return account
 
     def _pick_products(self, account: _Account, enterprise: bool) -> None:
         rand = self.plan_random
@@ -357,6 +413,9 @@ class _Workload:
         for weight in weights:
             account.product_total += weight
             account.product_cumulative.append(account.product_total)
+        account.mean_cost = sum((weight * product.mean_cost
+                                 for weight, product in zip(weights, chosen, strict=True)),
+                                Fraction(0)) / account.product_total
 
     def _plan_settings(self, account: _Account, kind: str, opened: int, end: int) -> None:
         rand, between = self.plan_random, self._between
@@ -407,6 +466,24 @@ class _Workload:
             if rand() < 0.6:
                 self._push(between(removed + HOUR_MS, removed + 3 * DAY_MS),
                            self._payment_method_added, account, f"pm-{account.id}-2")
+
+    def _size_usage(self, population: list[_Account]) -> None:
+        """Size each account's usage events so that its spend over the span is about its planned
+        monthly spend (activity x spend per activity), whatever the number of events asked for.
+
+        An account gets a share of the usage slots proportional to activity x time open, so one
+        of its events should cost spend_per_activity x (activity-time of all accounts) / (slots x
+        a month). The scale multiplies an event's token counts (or GPU seconds) and its requests,
+        which keeps tokens per request as the tables draw them; it never shrinks an event below
+        what the tables draw (nor sizes one of an account whose products are all free).
+        """
+        exposure = sum(account.weight * (self.end_ms - account.open_ms) for account in population)
+        per_activity = Fraction(exposure, self.slots_left * MONTH_MS)
+        for account in population:
+            if account.mean_cost:
+                target = account.spend_per_activity * per_activity
+                account.usage_scale = max(PER_MILLE,
+                                          round(PER_MILLE * target / account.mean_cost))
 
     # -- scheduling ----------------------------------------------------------------------
 
@@ -495,26 +572,28 @@ class _Workload:
 
     def _usage(self, account: _Account, at_ms: int) -> tuple[dict[str, Any], int]:
         """A usage event of one of the account's products, and its exact cost in micros."""
-        rand = self.random
+        rand, scale = self.random, account.usage_scale
         product = account.products[bisect(account.product_cumulative,
                                           rand() * account.product_total)]
         quantities: dict[str, int] = {}
-        cost = 0
+        cost, input_tokens = 0, 0  # input_tokens: as drawn, before the scale
         for meter, price, table, optional in product.meters:
             if optional and rand() * 100 >= CACHED_INPUT_PERCENT:
                 continue
             if table is None:
-                quantity = 1 + int(rand() * (quantities.get("input_tokens")
-                                             or INPUT_TOKENS.draw(rand)))
+                quantity = 1 + int(rand() * (input_tokens or INPUT_TOKENS.draw(rand)))
             else:
                 quantity = table.draw(rand)
+                if meter == "input_tokens":
+                    input_tokens = quantity
+            quantity = quantity * scale // PER_MILLE
             quantities[meter] = quantity
             cost += quantity * price
         self.event_count += 1
         event = {"type": "usage", "event_id": f"{self.event_prefix}{self.event_count:09d}",
                  "timestamp": self._time(at_ms), "account_id": account.id,
                  "product": product.name, "quantities": quantities,
-                 "requests": REQUESTS.draw(rand)}
+                 "requests": REQUESTS.draw(rand) * scale // PER_MILLE}
         return event, _half_even(cost, product.scale)
 
     def _bad(self, at_ms: int) -> dict[str, Any]:

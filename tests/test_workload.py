@@ -11,6 +11,7 @@ import io
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -163,20 +164,25 @@ def test_the_population_has_every_kind_in_roughly_the_default_shares(month: list
 
 def test_usage_uses_the_price_books_products_and_meters_with_realistic_sizes(
         month: list[bytes]) -> None:
+    """An event is a gateway's batch of requests: big, but each request is of a real size."""
     products = load_pricebook().products
-    tokens, gpu_seconds, requests = [], [], []
+    tokens_per_request, gpu_seconds, requests = [], [], []
     for line in month:
         event = orjson.loads(line)
         if event["type"] != "usage":
             continue
         assert set(event["quantities"]) <= set(products[event["product"]])
-        tokens += [count for meter, count in event["quantities"].items() if "tokens" in meter]
-        gpu_seconds += [event["quantities"]["gpu_seconds"]] if "gpu_seconds" in event[
-            "quantities"] else []
+        tokens = sum(count for meter, count in event["quantities"].items() if "tokens" in meter)
+        if "gpu_seconds" in event["quantities"]:
+            gpu_seconds.append(event["quantities"]["gpu_seconds"])
+        else:
+            tokens_per_request.append(tokens / event["requests"])
         requests.append(event["requests"])
-    assert min(requests) >= 1 and max(requests) <= 20
+    assert min(requests) >= 1 and sorted(requests)[len(requests) // 2] > 20
     assert gpu_seconds and min(gpu_seconds) >= 30
-    assert max(tokens) >= 10_000 and sorted(tokens)[len(tokens) // 2] >= 100
+    tokens_per_request.sort()
+    assert 500 <= tokens_per_request[len(tokens_per_request) // 2] <= 5_000
+    assert tokens_per_request[-1] <= 600_000  # a 128k-token prompt, its cached part, the answer
 
 
 def test_a_month_replays_without_dead_letters_and_triggers_every_rule(
@@ -195,6 +201,66 @@ def test_a_month_replays_without_dead_letters_and_triggers_every_rule(
     assert ("0", "1") in upgrades and ("1", "2") in upgrades
     statuses = Counter(snapshot["status"] for snapshot in replay.snapshots().values())
     assert statuses["suspended"] > 0
+
+
+def accounts_with(outputs: list[dict[str, Any]], output_type: str,
+                  reason: str | None = None) -> Counter[str]:
+    """How many outputs of a type (and reason) each account got."""
+    return Counter(output["account_id"] for output in outputs if output["type"] == output_type
+                   and (reason is None or output["reason"] == reason))
+
+
+def test_a_month_of_money_runs_prepaid_customers_out_and_tops_up_auto_top_up_ones(
+        month: list[bytes], replayed: tuple[Replay, list[dict[str, Any]], list[Any]]) -> None:
+    outputs = replayed[1]
+    kinds = kinds_from_events(month)
+    manual = {account for account, kind in kinds.items() if kind == SELF_SERVE_PREPAID}
+    ran_out = set(accounts_with(outputs, "usage_paused", "credits_exhausted")) & manual
+    assert 0.15 <= len(ran_out) / len(manual) <= 0.6
+    assert len(ran_out & set(accounts_with(outputs, "usage_resumed"))) >= len(ran_out) / 2
+    # Auto top-up accounts are configured with only the free credit left (one top-up at once);
+    # a good share spends it and more within the month.
+    auto = [account for account, kind in kinds.items() if kind == SELF_SERVE_AUTO_TOP_UP]
+    top_ups = accounts_with(outputs, "top_up_requested")
+    assert sum(top_ups[account] >= 2 for account in auto) >= 0.25 * len(auto)
+    failed = [event for event in map(orjson.loads, month)
+              if event["type"] == "payment_failed" and event["top_up_request_id"]]
+    assert failed and len(failed) < 0.2 * sum(top_ups.values())
+    assert accounts_with(outputs, "usage_paused", "top_up_failed")
+    free = [account for account, kind in kinds.items() if kind == FREE_CREDIT_ONLY]
+    suspended = accounts_with(outputs, "account_suspended")
+    assert sum(account in suspended for account in free) >= 0.5 * len(free)
+
+
+def test_a_month_of_money_crosses_tiers_and_invoices_plausible_amounts(
+        month: list[bytes], replayed: tuple[Replay, list[dict[str, Any]], list[Any]]) -> None:
+    replay, outputs, _ = replayed
+    upgrades = Counter((output["from_tier"], output["to_tier"]) for output in outputs
+                       if output["type"] == "tier_changed" and output["from_tier"] is not None)
+    assert upgrades[("1", "2")] >= 20 and upgrades[("2", "3")] > 0
+    kinds = kinds_from_events(month)
+    invoices = {kind: sorted(Decimal(output["amount"]) for output in outputs
+                             if output["type"] == "invoice_issued"
+                             and kinds[output["account_id"]] == kind)
+                for kind in (GRANDFATHERED_POSTPAID, ENTERPRISE_POSTPAID)}
+    self_serve, enterprise = invoices[GRANDFATHERED_POSTPAID], invoices[ENTERPRISE_POSTPAID]
+    assert 5 <= self_serve[len(self_serve) // 2] <= 100
+    assert 300 <= enterprise[len(enterprise) // 2] <= 10_000
+    purchased = sum(Decimal(event["amount"]) for event in map(orjson.loads, month)
+                    if event["type"] == "credits_purchased")
+    spent = sum(snapshot["lifetime_spend"] for snapshot in replay.snapshots().values())
+    assert spent / 3 <= purchased <= 3 * spent
+
+
+def test_monthly_spend_does_not_depend_on_the_number_of_events() -> None:
+    """Fewer events for the same month make bigger batches, not a cheaper month."""
+    spent = []
+    for events in (4_000, 16_000):
+        replay = Replay(Ledger(load_config(), load_pricebook()))
+        run_replay(replay, enumerate(lines_of(accounts=100, events=events, seed=3), start=1),
+                   io.BytesIO(), None)
+        spent.append(sum(snapshot["lifetime_spend"] for snapshot in replay.snapshots().values()))
+    assert spent[0] / 2 <= spent[1] <= spent[0] * 2
 
 
 def test_top_up_answers_mostly_carry_the_id_the_ledger_requested(
