@@ -25,10 +25,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from clickhouse_driver import Client
-
 from billing.settings import load_settings
-from billing.stack.clickhouse import server_target
+from billing.stack.clickhouse import clickhouse_client, server_target
 from sinks.clickhouse import DriverWriter, insert_statement
 from sinks.dedup import new_rated_usage
 from sinks.rows import RATED_USAGE_COLUMNS, RATED_USAGE_TABLE, rows_for_rated_usage
@@ -75,10 +73,9 @@ def main() -> None:
     target = server_target(bench_settings)
     if target is None:
         parser.error("--url must be a clickhouse:// server (the baseline is clickhouse-driver)")
-    writer = DriverWriter(*target)
+    writer = DriverWriter(target)
     writer.apply_ddl()
-    host, port, database = target
-    raw = Client(host=host, port=port, database=database)
+    raw = clickhouse_client(target, query_timeout=DriverWriter.QUERY_TIMEOUT)
     source = batches(records(args.rows), args.batch)
     mapped = [rows_for_rated_usage(batch) for batch in source]
     head = insert_statement(RATED_USAGE_TABLE, RATED_USAGE_COLUMNS) + " VALUES"

@@ -20,6 +20,7 @@ import click
 from kafka import KafkaProducer
 
 from billing.codec import Codec, CodecError, default_codec
+from billing.kafka_security import kafka_python_security
 from billing.produce import PRODUCER_CONFIG
 from billing.settings import Settings, load_settings
 from billing.topic_reader import read_topic
@@ -157,7 +158,8 @@ def redrive_command(
         raise click.ClickException("no dead letter matches")
     if dry_run:
         return
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, **PRODUCER_CONFIG)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                             **kafka_python_security(settings), **PRODUCER_CONFIG)
     futures = [
         producer.send(entry.letter["topic"], key=entry.letter["key"],
                       value=entry.letter["value"], partition=entry.letter["partition"])

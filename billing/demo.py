@@ -55,6 +55,7 @@ from billing.config import BillingConfig, load_config
 from billing.config_files import ConfigError
 from billing.deadletter import read_dead_letters
 from billing.events import ZERO, InvalidEvent
+from billing.kafka_security import kafka_python_security
 from billing.pricebook import PriceBook, load_pricebook
 from billing.produce import DeliveryError, EventProducer
 from billing.report import RunFacts, RunReport, summarize, summary_text, write_html
@@ -162,7 +163,8 @@ class PaymentProcessor:
         consumer = KafkaConsumer(self.settings.topics.account_state,
                                  bootstrap_servers=self.settings.kafka_bootstrap.split(","),
                                  group_id=self.group_id, enable_auto_commit=False,
-                                 auto_offset_reset="earliest")
+                                 auto_offset_reset="earliest",
+                                 **kafka_python_security(self.settings))
         answered: set[str] = set()
         try:
             with EventProducer(self.settings) as producer:
@@ -452,6 +454,8 @@ def demo_command(accounts: int, events: int, seed: int, failure_percent: int,
     for difference in result.reconciliation.differences[:20]:
         click.echo(f"  difference: {difference}")
     click.echo(f"\nReport: {result.report_path}")
+    click.echo("Dashboard: BILLING_CLICKHOUSE_URL="
+               f"chdb://{result.report_path.parent / 'chdb'} billing dashboard")
     if not result.report.ok:
         raise SystemExit(1)
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from billing.codec import Codec
 from billing.events import INPUT_FIELDS, TOPIC_OF_TYPE, InvalidEvent, normalize_input
+from billing.kafka_security import kafka_python_security
 from billing.registry import RegistryError
 from billing.settings import Settings, load_settings
 
@@ -89,7 +90,8 @@ class EventProducer:
         self.codec = codec or Codec.from_settings(self.settings)
         factory = producer_factory or KafkaProducer
         config = {**PRODUCER_CONFIG, **overrides}
-        self._producer = factory(bootstrap_servers=self.settings.kafka_bootstrap, **config)
+        self._producer = factory(bootstrap_servers=self.settings.kafka_bootstrap,
+                                 **kafka_python_security(self.settings), **config)
         self._failures: list[tuple[str, Exception]] = []
         self._lock = threading.Lock()
 

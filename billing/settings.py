@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +44,181 @@ class Topics:
         return (*self.inputs, self.account_state, self.dead_letter, self.usage_rated)
 
 
+class Secret(str):
+    """A string whose ``repr`` is masked: a password that reaches a client's configuration.
+
+    kafka-python logs its whole configuration (``KafkaAdminClient`` at DEBUG, as a dict, so values
+    are shown with ``repr``) and dataclasses print their fields with ``repr``; both show ``'***'``.
+    It is still a ``str`` for the clients that use the value.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How clients authenticate to Kafka and encrypt the connection (a managed cluster).
+
+    Built and validated by :func:`load_settings`; turned into client arguments by
+    :mod:`billing.kafka_security`. The password is a :class:`Secret`, so printing or logging
+    settings or a client's configuration never shows it.
+    """
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.protocol.endswith("SSL")
+
+    def to_env(self) -> dict[str, str]:
+        """The ``BILLING_KAFKA_*`` security variables; includes the password, for child
+        processes only: never log the result."""
+        values = {
+            "BILLING_KAFKA_SECURITY_PROTOCOL": self.protocol,
+            "BILLING_KAFKA_SASL_MECHANISM": self.sasl_mechanism,
+            "BILLING_KAFKA_SASL_USERNAME": self.sasl_username,
+            "BILLING_KAFKA_SASL_PASSWORD": self.sasl_password,
+            "BILLING_KAFKA_SSL_CAFILE": self.ssl_cafile,
+            "BILLING_KAFKA_SSL_CERTFILE": self.ssl_certfile,
+            "BILLING_KAFKA_SSL_KEYFILE": self.ssl_keyfile,
+        }
+        return {name: str(value) for name, value in values.items() if value is not None}
+
+    def faust_credentials(self) -> Any:
+        """The Faust app's ``broker_credentials``: see :func:`billing.kafka_security.
+        faust_credentials` (imported here, when asked, because it needs Faust)."""
+        from billing.kafka_security import faust_credentials
+
+        return faust_credentials(self)
+
+
+CLICKHOUSE_URL_FORM = ("clickhouse://[user[:password]@]host[:port][/database]"
+                       "[?secure=1[&ca_certs=FILE]]")
+CLICKHOUSE_NATIVE_PORT, CLICKHOUSE_SECURE_PORT = 9000, 9440
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+@dataclass(frozen=True)
+class ClickHouseTarget:
+    """A ClickHouse server a ``clickhouse://`` URL names: where, which database, as whom, and
+    whether over TLS. Built by :func:`parse_clickhouse_url`; :func:`billing.stack.clickhouse.
+    clickhouse_client` makes the one kind of client every command uses from it.
+
+    The password is a :class:`Secret`, so printing the target never shows it.
+    """
+
+    host: str
+    port: int
+    database: str
+    user: str = "default"
+    password: Secret | None = None
+    secure: bool = False
+    ca_certs: Path | None = None
+
+
+def _replace_password(url: str, replacement: str | None) -> str:
+    """A server URL with its password replaced (None: left out, the user stays). A ``chdb://``
+    directory path is not a URL and is returned as it is."""
+    if url.startswith("chdb://"):
+        return url
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:  # not parseable: show nothing of it rather than a secret
+        return "<not shown: not a valid URL>"
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    password = "" if replacement is None else f":{replacement}"
+    return parts._replace(netloc=f"{user}{password}@{host}").geturl()
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password, if any, shown as ``***``: for messages and logs."""
+    return _replace_password(url, "***")
+
+
+def url_without_password(url: str) -> str:
+    """``url`` without its password: what settings keep (every command may print it)."""
+    return _replace_password(url, None)
+
+
+def parse_clickhouse_url(url: str, password: str | None = None) -> ClickHouseTarget | None:
+    """The server of ``BILLING_CLICKHOUSE_URL``; None for embedded ``chdb://DIR``.
+
+    User and password are URL-decoded (``%40`` for ``@``, ``%3A`` for ``:``). ``password`` is
+    ``BILLING_CLICKHOUSE_PASSWORD``, which keeps the secret out of the URL; giving both is
+    refused. ``secure=1`` is TLS (default port 9440), ``ca_certs`` the PEM file of the CA that
+    signed the server's certificate (default: the system's). Raises :class:`SettingsError`
+    naming the variable, with the URL's password masked.
+    """
+    shown = f"BILLING_CLICKHOUSE_URL={mask_url(url)!r}"
+    if url.startswith("chdb://"):
+        if password:
+            raise SettingsError(f"BILLING_CLICKHOUSE_PASSWORD is set, but {shown} is embedded "
+                                "chdb, which has no login: unset it or name a clickhouse:// "
+                                "server")
+        return None
+    if not url.startswith("clickhouse://"):
+        raise SettingsError(f"{shown} must start with clickhouse:// (a server, native protocol: "
+                            f"{CLICKHOUSE_URL_FORM}) or chdb:// (embedded, a directory path)")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:  # a bad IPv6 address or port
+        raise SettingsError(f"{shown}: {error}") from None
+    database = parts.path.strip("/") or "default"
+    if "/" in database:
+        raise SettingsError(f"{shown}: the path is one database name, not {database!r}")
+    if parts.password is not None and password:
+        raise SettingsError(f"{shown} has a password and BILLING_CLICKHOUSE_PASSWORD is set "
+                            "too: keep one of them")
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(options) - {"secure", "ca_certs"})
+    if unknown:
+        raise SettingsError(f"{shown}: unknown option(s) {', '.join(unknown)}; the URL takes "
+                            "secure=1 and ca_certs=FILE")
+    secure_text = options.get("secure", "0").lower()
+    if secure_text not in _TRUE + _FALSE:
+        raise SettingsError(f"{shown}: secure={options['secure']!r} must be 1 or 0")
+    secure = secure_text in _TRUE
+    ca_certs = None
+    if "ca_certs" in options:
+        if not secure:
+            raise SettingsError(f"{shown}: ca_certs is only used with secure=1 (TLS)")
+        ca_certs = Path(options["ca_certs"]).expanduser().resolve()
+        if not ca_certs.is_file():
+            raise SettingsError(f"{shown}: ca_certs={options['ca_certs']!r} is not a readable "
+                                "file")
+    secret = unquote(parts.password) if parts.password is not None else password
+    return ClickHouseTarget(
+        host=parts.hostname or "127.0.0.1",
+        port=port or (CLICKHOUSE_SECURE_PORT if secure else CLICKHOUSE_NATIVE_PORT),
+        database=database,
+        user=unquote(parts.username) if parts.username else "default",
+        password=Secret(secret) if secret else None,
+        secure=secure,
+        ca_certs=ca_certs,
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where everything is. Build with :func:`load_settings`; never mutate."""
@@ -57,12 +234,20 @@ class Settings:
     replication_factor: int
     schema_registry_url: str | None
     topics: Topics = field(default_factory=Topics)
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     # Downloaded tools of the local stack (Maven repo, Kafka jars); None means data_dir. Kept apart
     # so a test session's throw-away data_dir reuses jars that were downloaded once.
     cache_dir: Path | None = None
+    # The ClickHouse password, taken out of clickhouse_url (which every command may print) or
+    # from BILLING_CLICKHOUSE_PASSWORD; masked in repr.
+    clickhouse_password: Secret | None = None
 
     def to_env(self) -> dict[str, str]:
-        """The ``BILLING_*`` variables that reproduce these settings in a child process."""
+        """The ``BILLING_*`` variables that reproduce these settings in a child process.
+
+        They include the Kafka and ClickHouse passwords when set (the child must connect too), so
+        the result goes to a child's environment only, never to a log.
+        """
         env = {
             "BILLING_DATA_DIR": str(self.data_dir),
             "BILLING_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
@@ -78,8 +263,11 @@ class Settings:
             env["BILLING_SCHEMA_REGISTRY_URL"] = self.schema_registry_url
         if self.cache_dir is not None:
             env["BILLING_CACHE_DIR"] = str(self.cache_dir)
+        if self.clickhouse_password:
+            env["BILLING_CLICKHOUSE_PASSWORD"] = str(self.clickhouse_password)
         for name, variable in TOPIC_VARIABLES:
             env[variable] = getattr(self.topics, name)
+        env.update(self.kafka_security.to_env())
         return env
 
     @property
@@ -112,6 +300,62 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int = 1, high: in
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    if raw.upper() not in choices:
+        raise SettingsError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+    return raw.upper()
+
+
+def _file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    path = Path(raw).expanduser().resolve()
+    if not path.is_file():
+        raise SettingsError(f"{name}={raw!r} is not a readable file")
+    return path
+
+
+def load_kafka_security(env: Mapping[str, str]) -> KafkaSecurity:
+    """The ``BILLING_KAFKA_SECURITY_PROTOCOL`` / ``_SASL_*`` / ``_SSL_*`` variables, checked
+    together. A setting the protocol would silently ignore is refused: it almost always means the
+    protocol was forgotten, and the client would then connect without the intended security."""
+    protocol = _choice(env, "BILLING_KAFKA_SECURITY_PROTOCOL", SECURITY_PROTOCOLS) or "PLAINTEXT"
+    mechanism = _choice(env, "BILLING_KAFKA_SASL_MECHANISM", SASL_MECHANISMS)
+    password = env.get("BILLING_KAFKA_SASL_PASSWORD")
+    sasl = {"BILLING_KAFKA_SASL_USERNAME": env.get("BILLING_KAFKA_SASL_USERNAME") or None,
+            "BILLING_KAFKA_SASL_PASSWORD": Secret(password) if password else None}
+    ssl = {name: _file(env, name) for name in
+           ("BILLING_KAFKA_SSL_CAFILE", "BILLING_KAFKA_SSL_CERTFILE", "BILLING_KAFKA_SSL_KEYFILE")}
+    uses_sasl, uses_ssl = KafkaSecurity(protocol).uses_sasl, KafkaSecurity(protocol).uses_ssl
+    ignored = [name for name, value in {"BILLING_KAFKA_SASL_MECHANISM": mechanism, **sasl}.items()
+               if value is not None and not uses_sasl]
+    ignored += [name for name, value in ssl.items() if value is not None and not uses_ssl]
+    if ignored:
+        raise SettingsError(
+            f"{', '.join(ignored)} set, but BILLING_KAFKA_SECURITY_PROTOCOL={protocol} does not "
+            f"use it: set the protocol ({', '.join(SECURITY_PROTOCOLS[1:])}) or unset it")
+    missing = [name for name, value in sasl.items() if uses_sasl and value is None]
+    if missing:
+        raise SettingsError(
+            f"{' and '.join(missing)} must be set with BILLING_KAFKA_SECURITY_PROTOCOL={protocol}")
+    if ssl["BILLING_KAFKA_SSL_KEYFILE"] and not ssl["BILLING_KAFKA_SSL_CERTFILE"]:
+        raise SettingsError("BILLING_KAFKA_SSL_KEYFILE is set without BILLING_KAFKA_SSL_CERTFILE "
+                            "(the client certificate the key belongs to)")
+    return KafkaSecurity(
+        protocol=protocol,
+        sasl_mechanism=mechanism or ("PLAIN" if uses_sasl else None),
+        sasl_username=sasl["BILLING_KAFKA_SASL_USERNAME"],
+        sasl_password=sasl["BILLING_KAFKA_SASL_PASSWORD"],
+        ssl_cafile=ssl["BILLING_KAFKA_SSL_CAFILE"],
+        ssl_certfile=ssl["BILLING_KAFKA_SSL_CERTFILE"],
+        ssl_keyfile=ssl["BILLING_KAFKA_SSL_KEYFILE"],
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from ``env`` (default: the process environment) and validate them."""
     env = os.environ if env is None else env
@@ -126,25 +370,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"BILLING_KAFKA_BOOTSTRAP={bootstrap!r} must be host:port[,host:port...]"
         )
     clickhouse_url = env.get("BILLING_CLICKHOUSE_URL") or "chdb://" + str(data_dir / "chdb")
-    if not clickhouse_url.startswith(("chdb://", "clickhouse://")):
-        raise SettingsError(
-            f"BILLING_CLICKHOUSE_URL={clickhouse_url!r} must start with clickhouse:// "
-            "(a server, native protocol) or chdb:// (embedded, a directory path)"
-        )
+    clickhouse = parse_clickhouse_url(clickhouse_url, env.get("BILLING_CLICKHOUSE_PASSWORD"))
     topics = Topics(**{name: env[var] for name, var in TOPIC_VARIABLES if env.get(var)})
     return Settings(
         data_dir=data_dir,
         kafka_bootstrap=bootstrap,
         kafka_port=kafka_port,
         kafka_controller_port=controller_port,
-        clickhouse_url=clickhouse_url,
+        clickhouse_url=url_without_password(clickhouse_url),
         clickhouse_port=clickhouse_port,
         clickhouse_http_port=clickhouse_http_port,
         partitions=_int(env, "BILLING_PARTITIONS", 4, high=1024),
         replication_factor=_int(env, "BILLING_REPLICATION_FACTOR", 1, high=16),
         schema_registry_url=env.get("BILLING_SCHEMA_REGISTRY_URL") or None,
         topics=topics,
+        kafka_security=load_kafka_security(env),
         cache_dir=Path(env["BILLING_CACHE_DIR"]).expanduser().resolve()
         if env.get("BILLING_CACHE_DIR")
         else None,
+        clickhouse_password=clickhouse.password if clickhouse else None,
     )

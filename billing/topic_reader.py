@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from billing.kafka_security import kafka_python_security
 from billing.settings import Settings
 
 
@@ -19,7 +20,8 @@ def read_topic(settings: Settings, topic: str,
                poll_timeout_ms: int = 1000) -> Iterator[ConsumerRecord]:
     """Every record of ``topic`` (all partitions) up to the end offsets of when it was called."""
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                             enable_auto_commit=False, isolation_level="read_committed")
+                             enable_auto_commit=False, isolation_level="read_committed",
+                             **kafka_python_security(settings))
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         if not partitions:

@@ -17,16 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import click
+from prometheus_client import CollectorRegistry
 
 from billing.events import ZERO
-from billing.settings import Settings, load_settings
+from billing.metrics import metrics_endpoint, metrics_options, new_registry
+from billing.settings import Settings, SettingsError, load_settings
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter, open_writer
+from sinks.cluster import cluster_ddl
 from sinks.display import format_table, format_value
+from sinks.metrics import SinkMetrics
 from sinks.reconcile import load_invoice_events, load_snapshots, reconcile
-from sinks.sink import SinkConfig, SinkStats, build_sink
+from sinks.sink import GROUP_ID, SinkConfig, SinkStats, build_sink
 from sinks.sqlfiles import load_query, query_names
 
 PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+METRICS_PORT_VARIABLE = "BILLING_SINK_METRICS_PORT"
 
 
 @contextmanager
@@ -63,17 +68,30 @@ def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
     return params
 
 
+def _group_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("the consumer group name must not be empty")
+    return value
+
+
 @click.group("sink")
 def sink_group() -> None:
     """ClickHouse tables and the sink that fills them from Kafka."""
 
 
 @sink_group.command("migrate")
-def migrate_command() -> None:
+@click.option("--cluster", metavar="NAME", default=None,
+              help="Replicated, sharded: *_local tables and Distributed tables over them, "
+                   "each ON CLUSTER NAME (see docs/operations.md).")
+def migrate_command(cluster: str | None) -> None:
     """Create every missing table and view (idempotent; runs the DDL files in order)."""
     settings = load_settings()
+    try:
+        statements = cluster_ddl(settings, cluster) if cluster else None
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     with _clean_errors(settings), open_writer(settings) as writer:
-        for name in writer.apply_ddl():
+        for name in writer.apply_ddl(statements):
             click.echo(f"applied {name}")
 
 
@@ -82,14 +100,33 @@ def migrate_command() -> None:
 @click.option("--batch-seconds", default=1.0, show_default=True,
               help="...or when the oldest buffered message is this old.")
 @click.option("--progress-seconds", default=5.0, show_default=True,
-              help="How often to print rows written and lag.")
-def run_command(batch_rows: int, batch_seconds: float, progress_seconds: float) -> None:
+              help="How often to print rows written and lag (and update the lag metric).")
+@click.option("--group", "group_id", default=GROUP_ID, show_default=True, metavar="NAME",
+              callback=_group_name,
+              help="Kafka consumer group. A new name starts from the oldest retained message, "
+                   "alongside the running sink: e.g. to fill a fresh database.")
+@metrics_options(METRICS_PORT_VARIABLE)
+def run_command(batch_rows: int, batch_seconds: float, progress_seconds: float, group_id: str,
+                metrics_host: str, metrics_port: int) -> None:
     """Consume billing.account-state and billing.usage-rated into ClickHouse until stopped."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = load_settings()
+    registry = new_registry()
+    try:
+        settings = load_settings()
+        with metrics_endpoint(registry, metrics_host, metrics_port, METRICS_PORT_VARIABLE):
+            _run_sink(settings, SinkConfig(batch_rows=batch_rows, batch_seconds=batch_seconds),
+                      progress_seconds, registry, group_id)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _run_sink(settings: Settings, config: SinkConfig, progress_seconds: float,
+              registry: CollectorRegistry, group_id: str) -> None:
+    """The sink in consumer group ``group_id`` until SIGINT or SIGTERM, its stats exposed
+    through ``registry``."""
     writer = _writer(settings)
-    sink = build_sink(settings, writer, SinkConfig(batch_rows=batch_rows,
-                                                   batch_seconds=batch_seconds))
+    sink = build_sink(settings, writer, config, group_id=group_id)
+    registry.register(SinkMetrics(sink.stats))
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: sink.stop())
 
@@ -99,7 +136,8 @@ def run_command(batch_rows: int, batch_seconds: float, progress_seconds: float) 
                    f"duplicates dropped {stats.duplicates_dropped}  "
                    f"undecodable {stats.undecodable}  retries {stats.retries}", err=True)
 
-    click.echo(f"sink: {settings.kafka_bootstrap} -> {settings.clickhouse_url}", err=True)
+    click.echo(f"sink: {settings.kafka_bootstrap} (group {group_id}) -> "
+               f"{settings.clickhouse_url}", err=True)
     try:
         sink.run(on_progress=progress, progress_seconds=progress_seconds)
     finally:

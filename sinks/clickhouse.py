@@ -34,9 +34,9 @@ from clickhouse_driver import Client
 from clickhouse_driver import errors as driver_errors
 from clickhouse_driver.util.escape import escape_params
 
-from billing.settings import Settings
-from billing.stack.clickhouse import server_target
-from sinks.sqlfiles import ddl_statements
+from billing.settings import ClickHouseTarget, Settings
+from billing.stack.clickhouse import clickhouse_client, server_target
+from sinks.sqlfiles import Statement, ddl_statements
 
 Rows = list[tuple[Any, ...]]
 Sets = Mapping[str, Sequence[str]]  # table name -> values of its one String column ``value``
@@ -59,12 +59,13 @@ def insert_statement(table: str, columns: Sequence[str]) -> str:
 class ClickHouseWriter(ABC):
     """What the sink and the analyst tools need from ClickHouse, and nothing more."""
 
-    def apply_ddl(self) -> list[str]:
+    def apply_ddl(self, statements: Sequence[Statement] | None = None) -> list[str]:
         """Create the database and every table and view that is missing (each DDL file is
-        idempotent, so this runs at every start); returns the statements' names, in order."""
+        idempotent, so this runs at every start); returns the statements' names, in order.
+        ``statements``: another rendering of the DDL (``sinks.cluster``); default the files."""
         self._create_database()
         names = []
-        for statement in ddl_statements():
+        for statement in ddl_statements() if statements is None else statements:
             try:
                 self.execute(statement.sql)
             except ClickHouseError as error:
@@ -116,12 +117,20 @@ def _describe(error: BaseException) -> str:
 
 
 class DriverWriter(ClickHouseWriter):
-    """A ClickHouse server over the native protocol (clickhouse-driver)."""
+    """A ClickHouse server over the native protocol (clickhouse-driver), logged in as the
+    target's user, over TLS when it says so."""
 
-    def __init__(self, host: str, port: int, database: str, connect_timeout: float = 5.0) -> None:
-        self._connection = {"host": host, "port": port, "connect_timeout": connect_timeout}
-        self.database = database
-        self._client = Client(database=database, **self._connection)
+    # Connecting fails fast; a big insert or query may take minutes (the driver's default).
+    CONNECT_TIMEOUT, QUERY_TIMEOUT = 5.0, 300.0
+
+    def __init__(self, target: ClickHouseTarget) -> None:
+        self.target = target
+        self.database = target.database
+        self._client = self._connect(target.database)
+
+    def _connect(self, database: str) -> Client:
+        return clickhouse_client(self.target, database=database, timeout=self.CONNECT_TIMEOUT,
+                                 query_timeout=self.QUERY_TIMEOUT)
 
     def _run(self, sql: str, data: Any = None, **options: Any) -> Any:
         try:
@@ -154,7 +163,7 @@ class DriverWriter(ClickHouseWriter):
         self._client.disconnect()
 
     def _create_database(self) -> None:
-        bootstrap = Client(database="default", **self._connection)
+        bootstrap = self._connect("default")
         try:
             bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self.database)}")
         except _DRIVER_ERRORS as error:
@@ -265,11 +274,14 @@ class ChdbWriter(ClickHouseWriter):
         self.execute(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self.database)}")
 
 
+def chdb_directory(settings: Settings) -> Path:
+    """The directory of an embedded ``chdb://DIR`` URL (when :func:`server_target` is None)."""
+    return Path(settings.clickhouse_url.removeprefix("chdb://")).expanduser()
+
+
 def open_writer(settings: Settings) -> ClickHouseWriter:
     """The writer for ``settings.clickhouse_url``: ``chdb://DIR`` (embedded, database
-    ``billing``) or ``clickhouse://host:port/database`` (a server, read as the stack reads it)."""
+    ``billing``) or ``clickhouse://[user@]host:port/database[?secure=1]`` (a server, read as
+    the stack reads it, with the password of the settings)."""
     target = server_target(settings)
-    if target is None:
-        return ChdbWriter(Path(settings.clickhouse_url.removeprefix("chdb://")).expanduser())
-    host, port, database = target
-    return DriverWriter(host, port, database)
+    return ChdbWriter(chdb_directory(settings)) if target is None else DriverWriter(target)

@@ -26,8 +26,10 @@ from typing import Any, NamedTuple, Protocol
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
+from prometheus_client import Histogram
 
 from billing import codec
+from billing.kafka_security import kafka_python_security
 from billing.settings import Settings
 from billing.stack.logfmt import log_event
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter
@@ -44,6 +46,7 @@ from sinks.rows import (
 log = logging.getLogger("sinks.sink")
 
 GROUP_ID = "billing-clickhouse-sink"
+FAILURES = ("insert", "commit")  # what can fail and be retried
 Decode = Callable[[str, bytes], dict[str, Any]]
 
 
@@ -81,16 +84,36 @@ class SinkConfig:
         return min(self.retry_initial_seconds * 2 ** min(attempt, 30), self.retry_max_seconds)
 
 
+def _insert_seconds() -> Histogram:
+    return Histogram("billing_sink_insert_duration_seconds",
+                     "Time of one successful insert into a table.", ["table"], registry=None)
+
+
 @dataclass
 class SinkStats:
-    """Counters for progress output and tests."""
+    """What the sink has done: progress output, tests and the metrics endpoint
+    (:mod:`sinks.metrics`) all read these, so each thing is counted once."""
 
     messages: int = 0
-    rows_written: int = 0
+    rows_by_table: dict[str, int] = field(default_factory=dict)
     duplicates_dropped: int = 0
     undecodable: int = 0
     batches: int = 0
-    retries: int = 0
+    failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURES, 0))
+    lag: dict[TopicPartition, int] = field(default_factory=dict)  # as last measured by lag()
+    # A histogram rather than a counter pair, for latency percentiles (prometheus_client's
+    # Histogram is only a data structure here: :mod:`sinks.metrics` exposes it).
+    insert_seconds: Histogram = field(default_factory=_insert_seconds, repr=False,
+                                      compare=False)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(self.rows_by_table.values())
+
+    @property
+    def retries(self) -> int:
+        """Failed attempts, each followed by a retry (unless the sink was stopping)."""
+        return sum(self.failures.values())
 
 
 class Route(NamedTuple):
@@ -143,7 +166,8 @@ class ClickHouseSink:
         self._stop = threading.Event()
         self._batch = _Batch()
         self._committed: dict[TopicPartition, int] = {}
-        self.stats = SinkStats()
+        self.stats = SinkStats(rows_by_table=dict.fromkeys(
+            sorted({route.table for route in self._routes.values()}), 0))
         consumer.subscribe(topics=list(self._routes), listener=_Listener(self))
 
     # -- the loop -------------------------------------------------------------------------
@@ -223,9 +247,9 @@ class ClickHouseSink:
             return 0
         before = self.stats.rows_written
         pending = sum(map(len, batch.rows.values()))
-        if self._retry("sink.insert_failed", lambda: self._write(batch), rows=pending) is None:
+        if self._retry("insert", lambda: self._write(batch), rows=pending) is None:
             return 0
-        if self._retry("sink.commit_failed", lambda: self._commit(batch)) is None:
+        if self._retry("commit", lambda: self._commit(batch)) is None:
             return 0
         self._batch = _Batch()
         self.stats.batches += 1
@@ -236,7 +260,10 @@ class ClickHouseSink:
             if not rows:
                 continue
             unique = route.unique(self._writer, rows)
-            self.stats.rows_written += self._writer.insert(route.table, route.columns, unique)
+            started = time.perf_counter()
+            inserted = self._writer.insert(route.table, route.columns, unique)
+            self.stats.insert_seconds.labels(route.table).observe(time.perf_counter() - started)
+            self.stats.rows_by_table[route.table] += inserted
             self.stats.duplicates_dropped += len(rows) - len(unique)
             # Done with this table: a retry after a later table failed must not insert it again.
             batch.rows[route] = []
@@ -255,7 +282,7 @@ class ClickHouseSink:
         self._committed.update(batch.next_offsets)
         return True
 
-    def _retry(self, event: str, action: Callable[[], Any], **fields: Any) -> Any:
+    def _retry(self, operation: str, action: Callable[[], Any], **fields: Any) -> Any:
         """``action()`` until it succeeds; None if the sink is stopped first. Holds the position:
         nothing is committed and nothing is dropped while retrying."""
         attempt = 0
@@ -265,9 +292,9 @@ class ClickHouseSink:
             except (ClickHouseError, KafkaError) as error:
                 delay = self.config.backoff(attempt)
                 attempt += 1
-                self.stats.retries += 1
-                log_event(log, event, logging.WARNING, attempt=attempt, retry_in_s=delay,
-                          error=str(error), **fields)
+                self.stats.failures[operation] += 1
+                log_event(log, f"sink.{operation}_failed", logging.WARNING, attempt=attempt,
+                          retry_in_s=delay, error=str(error), **fields)
                 if self._stop.wait(delay):
                     return None
 
@@ -280,12 +307,14 @@ class ClickHouseSink:
             log_event(log, "sink.batch_dropped_on_rebalance", messages=self._batch.messages)
         self._batch = _Batch()
         self._committed.clear()
+        self.stats.lag = {}
 
     def lag(self) -> dict[TopicPartition, int]:
         """Messages per assigned partition not yet written to ClickHouse (end offset minus the
-        committed offset)."""
+        committed offset); kept in ``stats.lag`` for the metrics endpoint."""
         partitions = sorted(self._consumer.assignment())
         if not partitions:
+            self.stats.lag = {}
             return {}
         ends = self._consumer.end_offsets(partitions)
         unknown = [tp for tp in partitions if tp not in self._committed]
@@ -296,7 +325,8 @@ class ClickHouseSink:
         missing = [tp for tp in unknown if tp not in self._committed]
         if missing:
             self._committed.update(self._consumer.beginning_offsets(missing))
-        return {tp: max(ends[tp] - self._committed[tp], 0) for tp in partitions}
+        self.stats.lag = {tp: max(ends[tp] - self._committed[tp], 0) for tp in partitions}
+        return dict(self.stats.lag)
 
     def close(self) -> None:
         """Leave the group without committing anything beyond what was written."""
@@ -314,6 +344,7 @@ def build_sink(settings: Settings, writer: ClickHouseWriter, config: SinkConfig 
         enable_auto_commit=False,  # offsets are committed after the insert, by the sink
         auto_offset_reset="earliest",  # a new group loads everything the topics still hold
         max_poll_records=config.batch_rows,
+        **kafka_python_security(settings),
     )
     topic_kinds = {settings.topics.account_state: "account_state",
                    settings.topics.usage_rated: "usage_rated"}

@@ -14,6 +14,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import CoordinatorNotAvailableError
 
 from billing.codec import decode
+from billing.kafka_security import kafka_python_security
 from billing.ledger import snapshot
 from billing.settings import Settings
 from billing.topic_reader import read_topic
@@ -26,8 +27,9 @@ def changelog_topic(app_id: str, table: str = "accounts") -> str:
 
 def group_lag(settings: Settings, group: str, topics: tuple[str, ...]) -> int:
     """Messages in ``topics`` not yet committed by consumer ``group`` (all partitions)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    security = kafka_python_security(settings)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **security)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **security)
     try:
         try:
             committed = admin.list_group_offsets({group: None}).get(group, {})

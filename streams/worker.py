@@ -12,24 +12,27 @@ table. When it passes a month's close time the worker broadcasts a ``close_perio
 deterministic id ``watermark:YYYY-MM`` and no account to every partition of the control topic, so
 accounts that fell silent close too, on every worker, at the same point of event time.
 
-Offsets are acknowledged only once an event has been applied (``noack`` stream), so an event still
-waiting in the merge buffer is redelivered after a crash, never skipped.
+Offsets are acknowledged only once an event's effects are durable (``noack`` stream): an event
+still waiting in the merge buffer is redelivered after a crash, never skipped, and an applied batch
+goes through :class:`~streams.commit.CommitQueue`, which delivers its outputs, then its changelog
+records, then acknowledges it, without holding up the next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import weakref
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
-from faust.streams import _current_event
 from faust.types import TP, EventT
 
 from billing.codec import decode_input, encode
@@ -38,10 +41,16 @@ from billing.events import TOPIC_OF_TYPE, InvalidEvent
 from billing.ledger import WATERMARK_CAUSE_PREFIX, AccountState, Ledger, Transition
 from billing.ledger import to_millis as millis_of
 from billing.settings import Settings
+from streams.commit import CommitQueue, CommitStalled, PendingBatch, TableWrite
 from streams.merge import KIND_RANK, EventTimeMerger
+from streams.metrics import WorkerMetrics, received_lag
 from streams.state_store import dump_state, load_state
 
 log = logging.getLogger("billing.worker")
+
+# The exit status of a worker that stopped because Kafka stopped confirming deliveries (EX_TEMPFAIL:
+# try again). Its supervisor restarts it; nothing unacknowledged is lost.
+EXIT_COMMIT_STALLED = 75
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,7 @@ class WorkerOptions:
     tick_interval: float = 0.1  # how often buffered events are re-checked without new input
     session_timeout: float = 30.0
     producer_linger: float = 0.005  # seconds
+    commit_stall_seconds: float = 120.0  # a delivery not confirmed by then: exit, to be restarted
     web_port: int | None = None  # Faust's web server (metrics); None: disabled
     worker_name: str = "worker"
 
@@ -65,22 +75,25 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 
 class _Batch:
-    """What one release of a partition has changed so far, written back at its end."""
+    """What one release of a partition has changed so far, handed to the commit queue at its end."""
 
-    __slots__ = ("clock", "clock_key", "partition", "states")
+    __slots__ = ("clock", "clock_key", "outputs", "partition", "states")
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
         self.states: dict[bytes, AccountState] = {}
         self.clock_key = f"partition-{partition}".encode()
         self.clock: dict[str, Any] | None = None
+        self.outputs: list[Awaitable[Any]] = []  # delivery futures
 
 
 class LedgerWorker:
     """Builds the Faust app and holds the per-process merge buffer."""
 
-    def __init__(self, settings: Settings, ledger: Ledger, options: WorkerOptions) -> None:
+    def __init__(self, settings: Settings, ledger: Ledger, options: WorkerOptions,
+                 metrics: WorkerMetrics | None = None) -> None:
         self.settings, self.ledger, self.options = settings, ledger, options
+        self.metrics = WorkerMetrics(settings.topics.inputs) if metrics is None else metrics
         topics = settings.topics
         self.kind_of_topic = {getattr(topics, kind): kind for kind in
                               ("usage", "payments", "accounts", "control")}
@@ -89,6 +102,7 @@ class LedgerWorker:
         self.app = faust.App(
             options.app_id,
             broker=[f"kafka://{address}" for address in settings.kafka_bootstrap.split(",")],
+            broker_credentials=settings.kafka_security.faust_credentials(),  # TLS/SASL, or None
             store=options.store,
             datadir=str(datadir),
             processing_guarantee=options.processing_guarantee,
@@ -128,13 +142,20 @@ class LedgerWorker:
         # or one blocked on a full producer buffer, is simply not reading yet.
         self.idle_since: float | None = None
         self.lock = asyncio.Lock()
+        self.commits = CommitQueue(stall_seconds=options.commit_stall_seconds)
+        self.commits.on_commit = self.metrics.committed
         self.app.agent(self.inputs, name="ledger")(self._consume)
         self.app.timer(options.tick_interval, name="merge-tick")(self._tick)
+        self.app.task(self._run_committer)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
     # -- input ---------------------------------------------------------------------------
 
     async def _consume(self, stream: faust.Stream) -> None:
+        # Here, not in __init__: the consumer exists once the agent runs, and a scrape must not
+        # make Faust create it from the metrics thread.
+        self.metrics.set_lag_source(partial(received_lag, self.app.consumer.highwater,
+                                            self.last_received))
         async for event in stream.noack().events():
             self.idle_since = None
             message = event.message
@@ -142,14 +163,17 @@ class LedgerWorker:
             try:
                 canonical = self._decode(message.topic, message.key, message.value)
             except InvalidEvent as error:
-                await self._send_dead_letter(event, error.reason, error.field)
-                event.ack()
+                dead_letter = PendingBatch(message.partition, [event])
+                dead_letter.outputs.append(
+                    await self._send_dead_letter(event, error.reason, error.field))
+                self.commits.submit(dead_letter, ())
                 continue
             async with self.lock:
                 self.merger.add(message.topic, message.partition,
                                 millis_of(canonical["timestamp"]), message.offset,
                                 (event, canonical))
                 await self._release(message.partition)
+            await self.commits.wait_for_room()
             self.idle_since = time.monotonic()
 
     def _decode(self, topic: str, key: bytes | None, value: bytes | None) -> dict[str, Any]:
@@ -203,53 +227,64 @@ class LedgerWorker:
     async def _release(self, partition: int) -> None:
         """Apply what the merge releases for ``partition``, as one batch.
 
-        Each account's state is read from the table once per batch and written back once at
-        the end (one changelog record instead of one per event), and the batch's offsets are
-        acknowledged only after that write, so a crash can only make Faust redeliver them.
+        Each account's state is read once per batch and serialized once at its end (one
+        changelog record instead of one per event); the batch then goes to the commit queue,
+        which acknowledges its offsets only once its outputs and changelog records are delivered.
         """
         released = list(self.merger.release(partition, self._may_skip(partition)))
         if not released:
             return
-        # Table writes go to the changelog partition of the "current event": make it one of
-        # the batch's events (all have this partition number, by co-partitioning).
-        token = _current_event.set(weakref.ref(released[-1][0]))
+        batch = _Batch(partition)
+        for event, canonical in released:
+            await self._apply(event, canonical, batch)
+        pending = PendingBatch(partition, [event for event, _ in released], batch.outputs)
+        live: list[tuple[Any, bytes, Any]] = []
+        for key, state in batch.states.items():
+            pending.writes.append(TableWrite(self.accounts, key, dump_state(state)))
+            live.append((self.accounts, key, state))
+        if batch.clock is not None:
+            pending.writes.append(TableWrite(self.clock, batch.clock_key,
+                                             orjson.dumps(batch.clock)))
+            live.append((self.clock, batch.clock_key, batch.clock))
+        self.commits.submit(pending, live)
+
+    async def _run_committer(self) -> None:
+        """The commit queue's task; a failed delivery stops the worker rather than acknowledge.
+
+        A stalled one ends the process at once: a graceful stop would wait on the same
+        stalled producer (Faust flushes it before its last offset commit)."""
         try:
-            batch = _Batch(partition)
-            for event, canonical in released:
-                await self._apply(event, canonical, batch)
-            written = [self._persist(self.accounts, key, dump_state(state), partition)
-                       for key, state in batch.states.items()]
-            if batch.clock is not None:
-                written.append(self._persist(self.clock, batch.clock_key,
-                                             orjson.dumps(batch.clock), partition))
-            await asyncio.gather(*written)
-        finally:
-            _current_event.reset(token)
-        for event, _ in released:
-            event.ack()
+            await self.commits.run()
+        except asyncio.CancelledError:
+            raise
+        except CommitStalled as error:
+            log.error("commit_stalled exiting=%d error=%r", EXIT_COMMIT_STALLED, str(error))
+            logging.shutdown()
+            os._exit(EXIT_COMMIT_STALLED)
+        except Exception as error:
+            log.exception("commit_failed error=%r", error)
+            await self.app.crash(error)
 
-    @staticmethod
-    def _persist(table: Any, key: bytes, value: bytes, partition: int) -> Any:
-        """Write a table entry and its changelog record; return the record's delivery future.
-
-        The batch's events are acknowledged only once every record is delivered. With plain
-        ``table[key] = value`` they could be acknowledged while the record still sat in Faust's
-        send-soon buffer, whose flush before an offset commit returns after 0.1 s even when
-        records are still queued: a stop at that moment committed the offset and lost the change.
-        """
-        table.data[key] = value
-        return table.send_changelog(partition, key, value)
-
-    def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
+        """Before partitions move: commit what was applied, drop what was only buffered (the
+        new owner gets it redelivered)."""
+        await self.commits.drain(timeout=self.options.session_timeout / 2)
         for tp in revoked:
             self.last_received.pop(tp, None)
-        for partition in {tp.partition for tp in revoked}:
+        partitions = {tp.partition for tp in revoked}
+        for partition in partitions:
             self.merger.drop_partition(partition)
+        self.commits.forget_partitions(partitions, self._partition_of_key)
+
+    def _partition_of_key(self, key: bytes) -> int:
+        if key.startswith(b"partition-"):  # the partition clock's keys
+            return int(key.removeprefix(b"partition-"))
+        return partition_of(key, self.settings.partitions)
 
     # -- the ledger ------------------------------------------------------------------------
 
     def _state(self, key: bytes, batch: _Batch) -> AccountState | None:
-        state = batch.states.get(key)
+        state = batch.states.get(key) or self.commits.get(self.accounts, key)
         if state is None:
             stored = self.accounts.get(key)
             state = load_state(stored) if stored else None
@@ -257,40 +292,48 @@ class LedgerWorker:
 
     async def _apply(self, event: EventT, canonical: dict[str, Any], batch: _Batch) -> None:
         if canonical["type"] == "close_period" and not canonical["account_id"]:
+            self.metrics.event_applied("close_period")
             await self._close_partition(batch, canonical["period"], canonical["event_id"],
                                         canonical["timestamp"])
             return
         key = canonical["account_id"].encode()
         state = self._state(key, batch)
         if state is not None and canonical["event_id"] in state.recent_event_ids:
-            return  # a duplicate changes nothing and emits nothing
+            # A duplicate changes nothing and emits nothing; the unchanged state is written
+            # again all the same, in case a crash lost its changelog record (see streams.commit).
+            batch.states[key] = state
+            self.metrics.duplicate()
+            return
         try:
             transition = self.ledger.apply(state, canonical)
         except InvalidEvent as error:
-            await self._send_dead_letter(event, error.reason, error.field)
+            batch.outputs.append(await self._send_dead_letter(event, error.reason, error.field))
             return
+        self.metrics.event_applied(canonical["type"])
         assert transition.state is not None
         batch.states[key] = transition.state
-        await self._publish(key, transition)
+        await self._publish(key, transition, batch)
         if canonical["type"] == "usage":
             await self._advance_watermark(batch, canonical["timestamp"])
 
-    async def _publish(self, key: bytes, transition: Transition) -> None:
+    async def _publish(self, key: bytes, transition: Transition, batch: _Batch) -> None:
         """Send outputs now (``force``: not Faust's publish-on-commit attachments, which hold
-        every message until the commit and then send them one by one). The producer is flushed
-        before each offset commit either way, so nothing is committed before it is sent."""
+        every message until the commit and then send them one by one); the batch keeps their
+        delivery futures, which the commit queue waits for before it writes the changelog."""
         for output in transition.outputs:
-            await self.account_state.send(key=key, value=encode("account_state", output),
-                                          force=True)
+            self.metrics.output(output["type"])
+            batch.outputs.append(await self.account_state.send(
+                key=key, value=encode("account_state", output), force=True))
         if transition.rated_usage is not None:
-            await self.usage_rated.send(key=key, force=True,
-                                        value=encode("usage_rated", transition.rated_usage))
+            batch.outputs.append(await self.usage_rated.send(
+                key=key, force=True, value=encode("usage_rated", transition.rated_usage)))
 
     async def _close_partition(self, batch: _Batch, period: str, cause_event_id: str,
                                timestamp: datetime) -> None:
         """A broadcast close: close ``period`` for every account this partition owns."""
         partitions = self.settings.partitions
-        for key in set(self.accounts.keys()) | set(batch.states):
+        uncommitted = {key for name, key in self.commits.overlay if name == self.accounts.name}
+        for key in set(self.accounts.keys()) | uncommitted | set(batch.states):
             if partition_of(key, partitions) != batch.partition:
                 continue
             state = self._state(key, batch)
@@ -298,13 +341,15 @@ class LedgerWorker:
                 continue
             transition = self.ledger.close_through(state, period, cause_event_id, timestamp)
             batch.states[key] = state
-            await self._publish(key, transition)
+            await self._publish(key, transition, batch)
 
     # -- the watermark -------------------------------------------------------------------
 
     async def _advance_watermark(self, batch: _Batch, usage_time: datetime) -> None:
         """Track this partition's largest usage time; broadcast the close of every month whose
         close time it passed (one ``close_period`` closes that month and all before it)."""
+        if batch.clock is None:
+            batch.clock = self.commits.get(self.clock, batch.clock_key)
         if batch.clock is None:
             stored = self.clock.get(batch.clock_key)
             batch.clock = orjson.loads(stored) if stored else {"watermark_ms": 0,
@@ -317,25 +362,30 @@ class LedgerWorker:
         closable = self.ledger.closable_through(usage_time)
         if clock["closed_through"] is None or closable > clock["closed_through"]:
             clock["closed_through"] = closable
-            await self._broadcast_close(closable)
+            batch.outputs.extend(await self._broadcast_close(closable))
 
-    async def _broadcast_close(self, period: str) -> None:
+    async def _broadcast_close(self, period: str) -> list[Awaitable[Any]]:
         close = {"type": "close_period", "event_id": WATERMARK_CAUSE_PREFIX + period,
                  "account_id": "", "timestamp": self.ledger.watermark_close_time(period),
                  "period": period}
         value = encode("control", close)
-        for partition in range(self.settings.partitions):
-            await self.control.send(key=b"", value=value, partition=partition, force=True)
+        deliveries = [await self.control.send(key=b"", value=value, partition=partition,
+                                              force=True)
+                      for partition in range(self.settings.partitions)]
         log.info("watermark_close_broadcast period=%s partitions=%d", period,
                  self.settings.partitions)
+        return deliveries
 
     # -- dead letters --------------------------------------------------------------------
 
-    async def _send_dead_letter(self, event: EventT, reason: str, field: str | None) -> None:
+    async def _send_dead_letter(self, event: EventT, reason: str,
+                                field: str | None) -> Awaitable[Any]:
+        """Send the dead letter; return its delivery future (the input is acknowledged after)."""
         message = event.message
+        self.metrics.dead_letter(message.topic)
         log.warning("dead_letter topic=%s partition=%d offset=%d reason=%r", message.topic,
                     message.partition, message.offset, reason)
-        await self.dead_letter.send(
+        return await self.dead_letter.send(
             force=True,
             key=message.key,
             value=make_dead_letter(reason=reason, field=field, key=message.key,

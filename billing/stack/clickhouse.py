@@ -14,12 +14,11 @@ import re
 import socket
 from pathlib import Path
 from string import Template
-from urllib.parse import urlsplit
 
 from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as ClickHouseError
 
-from billing.settings import Settings
+from billing.settings import ClickHouseTarget, Settings, parse_clickhouse_url
 from billing.stack.install import STACK_DIR, ensure_clickhouse_binary
 from billing.stack.process import BackgroundServer, StackError
 
@@ -28,27 +27,37 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost")
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def clickhouse_client(
-    host: str, port: int, timeout: float = 10.0, database: str = "default"
-) -> Client:
-    """A native-protocol client with bounded timeouts (the driver's defaults wait minutes)."""
+def clickhouse_client(target: ClickHouseTarget, *, database: str | None = None,
+                      timeout: float = 10.0, query_timeout: float | None = None) -> Client:
+    """The native-protocol client of every command: ``target``'s user, password and TLS, in
+    ``database`` (default the target's), with bounded timeouts. ``query_timeout`` (default
+    ``timeout``; the driver's own is 5 minutes) bounds each read and write of a query."""
     return Client(
-        host=host,
-        port=port,
-        database=database,
+        host=target.host,
+        port=target.port,
+        database=target.database if database is None else database,
+        user=target.user,
+        password=target.password or "",
+        secure=target.secure,
+        ca_certs=None if target.ca_certs is None else str(target.ca_certs),
         connect_timeout=timeout,
-        send_receive_timeout=timeout,
+        send_receive_timeout=timeout if query_timeout is None else query_timeout,
         sync_request_timeout=timeout,
     )
 
 
-def clickhouse_answers(host: str, port: int, timeout: float = 2.0) -> bool:
-    """``SELECT 1`` on ``host:port`` succeeds within about ``timeout`` seconds."""
+def local_target(settings: Settings) -> ClickHouseTarget:
+    """The local stack's server, as its passwordless ``default`` user (``users.xml``)."""
+    return ClickHouseTarget("127.0.0.1", settings.clickhouse_port, "default")
+
+
+def clickhouse_answers(target: ClickHouseTarget, timeout: float = 2.0) -> bool:
+    """``SELECT 1`` on ``target`` succeeds within about ``timeout`` seconds (with its login)."""
     try:
-        socket.create_connection((host, port), timeout).close()
+        socket.create_connection((target.host, target.port), timeout).close()
     except OSError:
         return False
-    client = clickhouse_client(host, port, timeout)
+    client = clickhouse_client(target, timeout=timeout)
     try:
         return client.execute("SELECT 1") == [(1,)]
     except (ClickHouseError, OSError, EOFError):
@@ -57,18 +66,17 @@ def clickhouse_answers(host: str, port: int, timeout: float = 2.0) -> bool:
         client.disconnect()
 
 
-def server_target(settings: Settings) -> tuple[str, int, str] | None:
-    """(host, port, database) of a ``clickhouse://`` URL; None for embedded ``chdb://``."""
-    url = urlsplit(settings.clickhouse_url)
-    if url.scheme != "clickhouse":
-        return None
-    return url.hostname or "127.0.0.1", url.port or 9000, url.path.strip("/") or "default"
+def server_target(settings: Settings) -> ClickHouseTarget | None:
+    """The server of ``BILLING_CLICKHOUSE_URL`` with its login (``BILLING_CLICKHOUSE_PASSWORD``)
+    and TLS; None for embedded ``chdb://``. The one place the URL is read."""
+    return parse_clickhouse_url(settings.clickhouse_url, settings.clickhouse_password)
 
 
 def is_managed(settings: Settings) -> bool:
     """True when ``billing stack`` runs the server the settings point at (or they use chdb)."""
     target = server_target(settings)
-    return target is None or (target[0] in LOCAL_HOSTS and target[1] == settings.clickhouse_port)
+    return target is None or (target.host in LOCAL_HOSTS
+                              and target.port == settings.clickhouse_port)
 
 
 class ClickHouseServer(BackgroundServer):
@@ -105,11 +113,11 @@ class ClickHouseServer(BackgroundServer):
         return [str(binary), f"--config-file={self.config_file}"]
 
     def answers(self, timeout: float = 2.0) -> bool:
-        return clickhouse_answers("127.0.0.1", self.settings.clickhouse_port, timeout)
+        return clickhouse_answers(local_target(self.settings), timeout)
 
     def client(self, database: str = "default") -> Client:
         """A client for our server (callers ``disconnect()`` it when done)."""
-        return clickhouse_client("127.0.0.1", self.settings.clickhouse_port, database=database)
+        return clickhouse_client(local_target(self.settings), database=database)
 
     def version(self) -> str:
         client = self.client()

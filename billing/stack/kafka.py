@@ -14,8 +14,10 @@ import logging
 import socket
 import subprocess
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
@@ -46,8 +48,12 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
-    """A metadata request to ``bootstrap`` succeeds within about ``timeout`` seconds."""
+def kafka_answers(bootstrap: str, timeout: float = 2.0,
+                  security: Mapping[str, Any] | None = None) -> bool:
+    """A metadata request to ``bootstrap`` succeeds within about ``timeout`` seconds.
+
+    ``security``: kafka-python keywords for a cluster that needs TLS or SASL
+    (:func:`billing.kafka_security.kafka_python_security`); our own broker needs none."""
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap.split(","),
@@ -55,6 +61,7 @@ def kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
             bootstrap_timeout_ms=int(timeout * 1000),
             request_timeout_ms=int(timeout * 1000),
             reconnect_backoff_max_ms=500,
+            **(security or {}),
         )
     except KafkaError:
         return False

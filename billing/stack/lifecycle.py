@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from billing.kafka_security import kafka_python_security
 from billing.settings import Settings
 from billing.stack import clickhouse
 from billing.stack.clickhouse import ClickHouseServer, clickhouse_answers
@@ -69,7 +70,7 @@ def start_stack(
         started = ch_server.start(timeout)
         target = clickhouse.server_target(settings)
         if target is not None:
-            ch_server.ensure_database(target[2])
+            ch_server.ensure_database(target.database)
         log_event(log, "clickhouse.ready", version=ch_server.version(), **ch_server.ports)
         outcome["clickhouse"] = "started" if started else "already running"
     else:
@@ -95,7 +96,8 @@ def stack_status(settings: Settings) -> list[PartStatus]:
 def _kafka_status(settings: Settings) -> PartStatus:
     if not settings.uses_local_kafka:
         return PartStatus(
-            "kafka", "external", settings.kafka_bootstrap, kafka_answers(settings.kafka_bootstrap)
+            "kafka", "external", settings.kafka_bootstrap,
+            kafka_answers(settings.kafka_bootstrap, security=kafka_python_security(settings)),
         )
     server = KafkaServer(settings)
     pid = server.pid
@@ -112,9 +114,8 @@ def _kafka_status(settings: Settings) -> PartStatus:
 def _clickhouse_status(settings: Settings) -> PartStatus:
     target = clickhouse.server_target(settings)
     if target is not None and not clickhouse.is_managed(settings):
-        host, port, _ = target
         return PartStatus(
-            "clickhouse", "external", f"{host}:{port}", clickhouse_answers(host, port)
+            "clickhouse", "external", f"{target.host}:{target.port}", clickhouse_answers(target)
         )
     server = ClickHouseServer(settings)
     pid = server.pid

@@ -16,6 +16,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from billing.kafka_security import kafka_python_security
 from billing.settings import Settings
 from billing.stack.logfmt import log_event
 from billing.stack.process import StackError
@@ -32,6 +33,7 @@ def admin_client(settings: Settings, timeout: float = 30.0) -> Iterator[KafkaAdm
             client_id="billing-stack",
             bootstrap_timeout_ms=int(timeout * 1000),
             request_timeout_ms=int(timeout * 1000),
+            **kafka_python_security(settings),
         )
     except KafkaError as error:
         raise StackError(

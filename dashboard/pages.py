@@ -1,0 +1,304 @@
+"""The dashboard's HTML: whole pages rendered on the server, charts as inline SVG, no scripts.
+
+The machine serving it may be offline and the page shows money, so it loads nothing from
+anywhere (no CDN, no JavaScript; the Content-Security-Policy of ``app.py`` forbids both). Charts,
+money formatting and the base style are the demo report's (``billing.report``), so both pages
+look and count alike. Every value that comes from data is escaped (``html.escape``): account ids,
+reasons and payment ids are whatever producers sent.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from urllib.parse import quote
+
+from billing.report import (
+    STATUS_ORDER,
+    STYLE,
+    TIER_ORDER,
+    bar_chart,
+    count_text,
+    dollars,
+    line_chart,
+)
+from dashboard.data import DAILY_WINDOW_DAYS, AccountView, Record, Totals
+
+EXTRA_STYLE = """
+header { display: flex; align-items: center; justify-content: space-between; gap: 16px;
+         margin-bottom: 8px; }
+header a { color: #1f2933; text-decoration: none; font-weight: 600; }
+form input[type=search] { padding: 5px 8px; border: 1px solid #cbd2d9; border-radius: 6px;
+                          width: 260px; }
+form button { padding: 5px 12px; border: 1px solid #3d7dd8; border-radius: 6px;
+              background: #3d7dd8; color: #fff; }
+.grid3 { display: grid; grid-template-columns: repeat(3, 1fr); gap: 16px; margin-top: 16px; }
+.muted { color: #616e7c; }
+.warn { background: #fff1c2; color: #8a5a00; }
+table.list th { text-align: left; color: #52606d; font-weight: 600; padding: 3px 6px; }
+table.list td:first-child { width: auto; color: inherit; }
+table.list td.num, table.list th.num { text-align: right; font-variant-numeric: tabular-nums; }
+.meter { background: #e4e7eb; border-radius: 4px; height: 8px; margin-top: 4px; }
+.meter div { background: #3d7dd8; border-radius: 4px; height: 8px; max-width: 100%; }
+.meter .over { background: #d64545; }
+a { color: #2f6fca; }
+"""
+STATUS_CLASS = {"active": "ok", "paused": "warn", "suspended": "bad"}
+# The event fields shown in the events list, in this order, when the event has them.
+EVENT_DETAIL_FIELDS = ("reason", "amount", "payment_id", "invoice_id", "period", "from_tier",
+                       "to_tier", "rpm_limit", "tpm_limit", "monthly_budget",
+                       "applied_to_outstanding", "applied_to_credit", "rejected_type")
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def money(amount: Decimal | None) -> str:
+    """Exact dollars, or a dash for none (no budget)."""
+    return "—" if amount is None else dollars(amount)
+
+
+def moment(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def account_href(account_id: str) -> str:
+    """The account page's path; the id is percent-encoded whole (it may hold ``/`` or ``?``)."""
+    return "/accounts/" + quote(account_id, safe="")
+
+
+def _cell(value: object, numeric: bool = False) -> str:
+    return f'<td class="num">{_e(value)}</td>' if numeric else f"<td>{_e(value)}</td>"
+
+
+def key_values(title: str, rows: Iterable[tuple[str, str]], extra_html: str = "") -> str:
+    """A card of label/value lines (both escaped here) and optional ready-made HTML."""
+    body = "".join(f"<tr><td>{_e(label)}</td><td>{_e(value)}</td></tr>" for label, value in rows)
+    return f'<div class="card"><h2>{_e(title)}</h2><table>{body}</table>{extra_html}</div>'
+
+
+def list_table(headers: Sequence[str], rows: Iterable[Sequence[str]],
+               numeric: Sequence[bool]) -> str:
+    """A table of already formatted cells (escaped here); numeric columns right-aligned."""
+    head = "".join(f'<th class="num">{_e(name)}</th>' if right else f"<th>{_e(name)}</th>"
+                   for name, right in zip(headers, numeric, strict=True))
+    body = "".join("<tr>" + "".join(_cell(value, right)
+                                    for value, right in zip(row, numeric, strict=True)) + "</tr>"
+                   for row in rows)
+    return f'<table class="list"><tr>{head}</tr>{body}</table>'
+
+
+def card(title: str, inner_html: str, wide: bool = True) -> str:
+    return (f'<div class="card{" wide" if wide else ""}"><h2>{_e(title)}</h2>'
+            f"{inner_html}</div>")
+
+
+def status_badge(status: str, pause_reasons: Sequence[str] = ()) -> str:
+    text = status + (f" ({', '.join(pause_reasons)})" if pause_reasons else "")
+    return f'<span class="verdict {STATUS_CLASS.get(status, "warn")}">{_e(text)}</span>'
+
+
+def page(title: str, body: Sequence[str], search: str = "") -> str:
+    """A whole document: style inline, a header with the search form, no scripts."""
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title>",
+        '<link rel="icon" href="data:,">',  # no favicon request
+        f"<style>{STYLE}{EXTRA_STYLE}</style></head><body>",
+        '<header><a href="/">Billing dashboard</a>'
+        '<form method="get" action="/"><input type="search" name="q" '
+        f'placeholder="account id contains…" value="{_e(search)}" aria-label="account id"> '
+        "<button>Search</button></form></header>",
+        *body,
+        "</body></html>",
+    ])
+
+
+# -- home -------------------------------------------------------------------------------------
+
+
+def _ordered(counts: Mapping[str, int], order: Sequence[str]) -> list[tuple[str, int]]:
+    return [(key, counts.get(key, 0)) for key in [*order, *sorted(set(counts) - set(order))]]
+
+
+def _accounts_table(accounts: Sequence[Record]) -> str:
+    if not accounts:
+        return '<p class="muted">No account matches.</p>'
+    rows = "".join(
+        f'<tr><td><a href="{_e(account_href(row["account_id"]))}">{_e(row["account_id"])}</a>'
+        f'</td><td>{status_badge(row["status"], row["pause_reasons"])}</td>'
+        + "".join(_cell(row[key]) for key in ("tier", "billing_model", "contract"))
+        + _cell(f'{row["usage_events"]:,}', numeric=True)
+        + _cell(dollars(row["lifetime_spend"]), numeric=True) + "</tr>"
+        for row in accounts)
+    return ('<table class="list"><tr><th>account</th><th>status</th><th>tier</th>'
+            '<th>billing model</th><th>contract</th><th class="num">usage events</th>'
+            f'<th class="num">lifetime spend</th></tr>{rows}</table>')
+
+
+def render_home(totals: Totals, accounts: Sequence[Record], search: str, source: str) -> str:
+    """Totals over every account, charts, and the top accounts (or those matching ``search``)."""
+    events = totals.account_events
+    cards = [
+        key_values("Accounts (latest snapshots)", [
+            ("accounts", f"{totals.accounts:,}"),
+            ("status", count_text(totals.accounts_by_status, STATUS_ORDER)),
+            ("billing model", count_text(totals.accounts_by_billing_model)),
+        ]),
+        key_values("Usage (rated_usage)", [
+            ("spend", dollars(totals.usage_spend)),
+            ("usage events", f"{totals.usage_events:,}"),
+            ("requests", f"{totals.usage_requests:,}"),
+            ("late / over limit", f"{totals.late_usage_events:,} / "
+                                  f"{totals.over_limit_usage_events:,}"),
+        ]),
+        key_values("Money", [
+            ("credits purchased", f"{dollars(totals.credits_purchased)} "
+                                  f"({totals.credit_purchases:,} payments)"),
+            ("invoices issued", f"{dollars(totals.invoiced)} ({totals.invoices_issued:,})"),
+            ("invoice payments", f"{dollars(totals.invoice_payments_amount)} "
+                                 f"({totals.invoice_payments:,})"),
+            ("net balance now (credit - outstanding)", dollars(totals.net_balance)),
+        ]),
+        key_values("Account events", [
+            ("pauses, by reason", count_text(totals.pauses_by_reason)),
+            ("resumes", f"{events.get('usage_resumed', 0):,}"),
+            ("suspensions / reinstatements", f"{events.get('account_suspended', 0):,} / "
+                                             f"{events.get('account_reinstated', 0):,}"),
+            ("top-ups requested", f"{events.get('top_up_requested', 0):,}"),
+            ("tier changes (incl. openings)", f"{events.get('tier_changed', 0):,}"),
+            ("commands rejected", f"{events.get('command_rejected', 0):,}"),
+        ]),
+        card("Accounts by status", bar_chart("Accounts by status", _ordered(
+            totals.accounts_by_status, STATUS_ORDER), width=360, height=220), wide=False),
+        card("Accounts by tier", bar_chart("Accounts by tier", _ordered(
+            totals.accounts_by_tier, TIER_ORDER), width=360, height=220), wide=False),
+    ]
+    heading = (f"Accounts whose id contains “{search}”" if search
+               else "Top accounts by lifetime spend")
+    return page("Billing dashboard", [
+        "<h1>Totals</h1>",
+        f'<p class="muted">Read-only, from ClickHouse at {_e(source)}.</p>',
+        '<div class="grid3">', *cards, "</div>",
+        '<div class="grid2">',
+        card("Spend per day, all accounts (UTC, spend_daily)",
+             line_chart("Spend per day", totals.daily_spend)),
+        card(heading, _accounts_table(accounts)),
+        "</div>",
+    ], search)
+
+
+# -- one account ------------------------------------------------------------------------------
+
+
+def _budget_meter(percent: Decimal | None) -> str:
+    if percent is None:
+        return ""
+    width = min(percent, Decimal(100))
+    over = " over" if percent >= 100 else ""
+    return f'<div class="meter"><div class="{over.strip()}" style="width: {width}%"></div></div>'
+
+
+def _event_detail(event: Record) -> str:
+    if event["type"] == "tier_changed" and event["from_tier"] is None:
+        return f"opened at tier {event['to_tier']}"
+    parts = []
+    for name in EVENT_DETAIL_FIELDS:
+        value = event[name]
+        if value is not None:
+            parts.append(f"{name.replace('_', ' ')} "
+                         f"{dollars(value) if isinstance(value, Decimal) else value}")
+    return ", ".join(parts)
+
+
+def render_account(view: AccountView) -> str:
+    """One account: balance, status, limits, spend over time, invoices and recent events."""
+    snap = view.snapshot
+    latest = view.latest_month
+    auto_top_up = (f"on: {dollars(snap['auto_top_up_amount'])} when the balance is at or below "
+                   f"{dollars(snap['auto_top_up_minimum_balance'])}"
+                   if snap["auto_top_up_enabled"] else "off")
+    cards = [
+        key_values("Balance", [
+            ("net balance now (credit - outstanding)", dollars(view.net_balance)),
+            ("credit balance at the last account event", dollars(snap["credit_balance"])),
+            ("outstanding at the last account event", dollars(snap["outstanding_balance"])),
+            ("usage charged since", dollars(view.usage_since_snapshot)),
+            ("last account event", f"{snap['last_event_type']}, {moment(snap['as_of'])}"),
+        ]),
+        key_values("Status and limits", [
+            ("status", snap["status"]),
+            ("pause reasons", ", ".join(snap["pause_reasons"]) or "none"),
+            ("tier", snap["tier"]),
+            ("rate limits", f"{snap['rpm_limit']:,} requests/min, "
+                            f"{snap['tpm_limit']:,} tokens/min"),
+            ("monthly budget", money(snap["monthly_budget"])),
+        ]),
+        key_values("Spend", [
+            ("lifetime spend", dollars(view.lifetime_spend)),
+            ("lifetime credits purchased (at the last event)",
+             dollars(snap["lifetime_credits_purchased"])),
+            (f"billed to {latest['billed_period']}" if latest else "this month",
+             dollars(latest["cost"]) if latest else dollars(Decimal(0))),
+            ("of the monthly budget", "no budget" if view.budget_used_percent is None
+             else f"{view.budget_used_percent}%"),
+        ], _budget_meter(view.budget_used_percent)),
+        key_values("Account", [
+            ("billing model", snap["billing_model"]),
+            ("contract", snap["contract"]),
+            ("payment method", "on file" if snap["has_payment_method"] else "none"),
+            ("auto top-up", auto_top_up),
+            ("top-up pending", snap["pending_top_up_request_id"] or "no"),
+        ]),
+    ]
+    months = list_table(
+        ["billed month", "events", "requests", "late", "over limit", "spend"],
+        [[m["billed_period"], f"{m['events']:,}", f"{m['requests']:,}", f"{m['late_events']:,}",
+          f"{m['over_limit_events']:,}", dollars(m["cost"])] for m in view.months],
+        [False, True, True, True, True, True])
+    products = list_table(["product", "spend"], [[product, dollars(cost)] for product, cost
+                                                 in view.spend_by_product.items()], [False, True])
+    invoices = list_table(
+        ["invoice", "month", "amount", "issued", "paid by invoice payments"],
+        [[i["invoice_id"], i["period"], dollars(i["amount"]), moment(i["issued_at"]),
+          dollars(i["paid_by_invoice_payments"])] for i in view.invoices],
+        [False, False, True, False, True]) if view.invoices else '<p class="muted">None.</p>'
+    events = list_table(
+        ["time", "event", "details", "status after", "credit after", "outstanding after"],
+        [[moment(e["timestamp"]), e["type"], _event_detail(e), e["status_after"],
+          dollars(e["credit_balance_after"]), dollars(e["outstanding_balance_after"])]
+         for e in view.events],
+        [False, False, False, False, True, True])
+    shown = (f"the last {len(view.events)} of {sum(view.event_counts.values()):,}: "
+             if view.events else "")
+    return page(f"Account {view.account_id}", [
+        f"<h1>Account {_e(view.account_id)} {status_badge(snap['status'], snap['pause_reasons'])}"
+        "</h1>",
+        '<p class="muted">Status, tier and limits are the latest account snapshot; spend is '
+        "rated usage, to the micro-dollar.</p>",
+        '<div class="grid2">', *cards,
+        card(f"Spend per day (UTC, up to {DAILY_WINDOW_DAYS} days to the last usage)",
+             line_chart(f"Spend per day of {view.account_id}", view.daily_spend)),
+        card("Spend per billed month", months, wide=False),
+        card("Spend per product (same days as the chart)", products, wide=False),
+        card("Invoices", invoices),
+        card(f"Account events ({shown}{count_text(view.event_counts)})", events),
+        "</div>",
+    ])
+
+
+def render_message(title: str, message: str, search: str = "") -> str:
+    """A page that only says something: not found, unauthorized, ClickHouse unavailable."""
+    return page(title, [f"<h1>{_e(title)}</h1>", f"<p>{_e(message)}</p>",
+                        '<p><a href="/">All accounts</a></p>'], search)
+
+
+def render_not_found(account_id: str) -> str:
+    return render_message("Account not found",
+                          f"ClickHouse has no account-state event for account {account_id!r}.",
+                          account_id)

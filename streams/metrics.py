@@ -1,0 +1,96 @@
+"""The ledger worker's Prometheus metrics: what it applied, emitted and rejected, and how far
+behind its inputs it reads.
+
+The worker calls the methods of :class:`WorkerMetrics` where things happen; the registry is served
+by ``billing worker --metrics-port`` (:mod:`billing.metrics`). Every label value that is known in
+advance (event types, output types, input topics) starts at 0, so a rate or an ``increase() > 0``
+alert sees the first occurrence instead of a series that appears already at 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from billing.events import OUTPUT_TYPES, TOPIC_OF_TYPE
+from billing.metrics import LagSource, PartitionLagCollector
+
+COMMIT_EVENT_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+
+
+class WorkerMetrics:
+    """Counters and histograms of one worker process, registered in ``registry`` (default: a
+    private one, so a worker built without an endpoint, as in tests, needs no special case)."""
+
+    def __init__(self, input_topics: Iterable[str] = (),
+                 registry: CollectorRegistry | None = None) -> None:
+        registry = CollectorRegistry() if registry is None else registry
+        self.events = Counter(
+            "billing_worker_events_total",
+            "Input events applied to the ledger, by event type (duplicates not included).",
+            ["type"], registry=registry)
+        self.duplicates = Counter(
+            "billing_worker_duplicates_total",
+            "Input events recognised by event_id as already applied, and ignored.",
+            registry=registry)
+        self.outputs = Counter(
+            "billing_worker_outputs_total",
+            "Account-state events published, by type (usage_paused, top_up_requested, ...).",
+            ["type"], registry=registry)
+        self.dead_letters = Counter(
+            "billing_worker_dead_letters_total",
+            "Input messages sent to the dead-letter topic, by the input topic they came from.",
+            ["topic"], registry=registry)
+        self.commit_events = Histogram(
+            "billing_worker_commit_events",
+            "Input events acknowledged per commit (a group of batches whose outputs were "
+            "delivered).", buckets=COMMIT_EVENT_BUCKETS, registry=registry)
+        self.commit_seconds = Histogram(
+            "billing_worker_commit_duration_seconds",
+            "Time to write a commit group's table values, have their changelog records "
+            "delivered and acknowledge its events.", registry=registry)
+        self.lag = PartitionLagCollector(
+            "billing_worker_consumer_lag",
+            "Messages in an assigned input partition after the last one the worker received.")
+        registry.register(self.lag)
+        for event_type in TOPIC_OF_TYPE:
+            self.events.labels(event_type)
+        for output_type in OUTPUT_TYPES:
+            self.outputs.labels(output_type)
+        for topic in input_topics:
+            self.dead_letters.labels(topic)
+
+    def event_applied(self, event_type: str) -> None:
+        self.events.labels(event_type).inc()
+
+    def duplicate(self) -> None:
+        self.duplicates.inc()
+
+    def output(self, output_type: str) -> None:
+        self.outputs.labels(output_type).inc()
+
+    def dead_letter(self, topic: str) -> None:
+        self.dead_letters.labels(topic).inc()
+
+    def committed(self, events: int, seconds: float) -> None:
+        """A commit group's size and duration (the shape of ``CommitQueue.on_commit``)."""
+        self.commit_events.observe(events)
+        self.commit_seconds.observe(seconds)
+
+    def set_lag_source(self, source: LagSource) -> None:
+        """Where the lag gauge reads from at each scrape (see :func:`received_lag`)."""
+        self.lag.source = source
+
+
+def received_lag(highwater: Callable[[Any], int | None],
+                 last_received: Mapping[Any, int]) -> dict[tuple[str, int], int]:
+    """Per partition the worker has received from: messages after the last one it received
+    (``highwater - (last offset + 1)``). Read-only, so it can run in the metrics thread."""
+    lags = {}
+    for tp, offset in list(last_received.items()):  # a copy: the worker's loop adds entries
+        end = highwater(tp)
+        if end is not None:
+            lags[(tp.topic, tp.partition)] = max(end - offset - 1, 0)
+    return lags

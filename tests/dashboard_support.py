@@ -1,0 +1,139 @@
+"""What the dashboard tests share: ClickHouse filled with a ledger run, the figures the ledger says
+the dashboard must show, a running dashboard, and a small HTTP client.
+
+The data is the shipped ledger over a seeded workload (``tests.test_sink_samples.ledger_run``:
+credits, invoices, pauses, suspensions, tier changes over 25 accounts) plus one hand-made account
+whose id needs escaping in HTML and in a URL, and whose last account event is older than its last
+usage (the balance must be brought up to date from rated usage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from billing.events import ZERO
+from dashboard.app import AccessLog, build_app
+from dashboard.data import DashboardData
+from sinks.clickhouse import ClickHouseWriter
+from tests.test_sink_samples import T0, ledger_run, output_event, rated, snapshot, store
+
+ODD_ACCOUNT = 'odd/<b>"&é?'
+# Its last account event: $0.80 spent of the $1 free credit; then $0.25 more usage, no event.
+ODD_SNAPSHOT = snapshot(ODD_ACCOUNT, billing_model="prepaid", credit_balance=Decimal("0.200000"),
+                        month_to_date_spend=Decimal("0.800000"),
+                        lifetime_spend=Decimal("0.800000"), tier="0",
+                        monthly_budget=Decimal("5.000000"), rpm_limit=10, tpm_limit=60_000,
+                        has_payment_method=False)
+ODD_NET_BALANCE = Decimal("-0.050000")
+
+
+class Expected(NamedTuple):
+    """An account as the ledger left it: the figures the dashboard must show for it."""
+
+    status: str
+    tier: str
+    rpm_limit: int
+    monthly_budget: Decimal | None
+    lifetime_spend: Decimal
+    net_balance: Decimal  # credit - outstanding
+
+
+def _money(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def populate(writer: ClickHouseWriter) -> dict[str, Expected]:
+    """Insert the ledger run and the odd account as the sink would; return each account's
+    final figures (the ledger's final snapshots, and the odd account's by hand)."""
+    run = ledger_run()
+    store(writer, run.rated, run.outputs)
+    store(writer,
+          [rated(9001, ODD_ACCOUNT, cost="0.8"),
+           rated(9002, ODD_ACCOUNT, cost="0.25", timestamp=T0.replace(day=20))],
+          [output_event(9001, "budget_changed", ODD_ACCOUNT, monthly_budget=Decimal(5),
+                        reason="customer", snapshot=ODD_SNAPSHOT,
+                        timestamp=T0.replace(day=16))])
+    expected = {
+        account_id: Expected(
+            snap["status"], snap["tier"], snap["rpm_limit"], _money(snap["monthly_budget"]),
+            Decimal(snap["lifetime_spend"]),
+            Decimal(snap["credit_balance"]) - Decimal(snap["outstanding_balance"]))
+        for account_id, snap in run.snapshots_json.items()
+    }
+    expected[ODD_ACCOUNT] = Expected("active", "0", 10, Decimal(5), Decimal("1.05"),
+                                     ODD_NET_BALANCE)
+    return expected
+
+
+def assert_shows_the_ledger(data: DashboardData, expected: Mapping[str, Expected]) -> None:
+    """Every account's figures and the totals, as the dashboard computes them, equal the
+    ledger's final ones (the backend-independent check: chdb and clickhouse-server)."""
+    for account_id, figures in expected.items():
+        view = data.account(account_id)
+        assert view is not None, account_id
+        shown = Expected(view.snapshot["status"], view.snapshot["tier"],
+                         view.snapshot["rpm_limit"], view.snapshot["monthly_budget"],
+                         view.lifetime_spend, view.net_balance)
+        assert shown == figures, account_id
+    totals = data.totals()
+    assert totals.accounts == len(expected)
+    assert totals.net_balance == sum((figures.net_balance for figures in expected.values()), ZERO)
+    assert totals.usage_spend == sum((f.lifetime_spend for f in expected.values()), ZERO)
+    statuses: dict[str, int] = {}
+    for figures in expected.values():
+        statuses[figures.status] = statuses.get(figures.status, 0) + 1
+    assert totals.accounts_by_status == dict(sorted(statuses.items()))
+    assert data.account("no-such-account") is None
+
+
+# -- a running dashboard and a client ---------------------------------------------------------
+
+
+@contextmanager
+def serving(data: DashboardData, token: str | None = None) -> Iterator[str]:
+    """The dashboard app on a free loopback port, in a thread of its own; yields its base URL."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(build_app(data, "chdb://test", token), access_log_class=AccessLog,
+                           access_log=logging.getLogger("dashboard"))
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    loop.run_until_complete(site.start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, name="dashboard-test", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
+
+
+class Reply(NamedTuple):
+    status: int
+    headers: http.client.HTTPMessage
+    body: str
+
+
+def fetch(url: str, method: str = "GET", headers: Mapping[str, str] | None = None) -> Reply:
+    """One request, redirects not followed (the token redirect is under test)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        connection.request(method, parts.path + (f"?{parts.query}" if parts.query else ""),
+                           headers=dict(headers or {}))
+        response = connection.getresponse()
+        return Reply(response.status, response.headers, response.read().decode())
+    finally:
+        connection.close()

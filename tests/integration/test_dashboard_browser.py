@@ -1,0 +1,147 @@
+"""The dashboard in a real headless browser (Debian's Chromium), served by the real command.
+
+``billing dashboard`` runs as a child process over an embedded chdb directory this test filled
+(then closed: one process per chdb directory), with a token, on a free loopback port. Chromium
+opens an account page with ``?token=``, so the cookie path is exercised by a real browser too,
+then prints the DOM (the account's figures must be in it) and takes a screenshot, which must be a
+PNG with a drawn page: many colours, and the chart's line across the chart card.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageStat
+
+from billing.report import dollars
+from billing.stack.install import apt_install
+from dashboard.auth import TOKEN_VARIABLE
+from dashboard.pages import account_href
+from tests.dashboard_support import Expected, fetch, populate
+from tests.test_sink_samples import chdb_with_tables
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "browser-test-token-0123456789"
+WIDTH, HEIGHT = 1280, 1600
+LINE_BLUE = (0x3D, 0x7D, 0xD8)  # billing.report's chart colour
+BROWSER_SECONDS = 90
+
+
+def chromium() -> str:
+    """Debian's chromium, installed with apt when missing."""
+    found = shutil.which("chromium")
+    if found is None:
+        apt_install("chromium")
+        found = shutil.which("chromium")
+    assert found, "chromium not on PATH after apt-get install chromium"
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def filled_chdb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Expected]]:
+    directory = tmp_path_factory.mktemp("dashboard-browser") / "chdb"
+    with chdb_with_tables(directory) as writer:
+        expected = populate(writer)
+    return directory, expected
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(filled_chdb: tuple[Path, dict[str, Expected]],
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``billing dashboard`` on a free port, until the module ends."""
+    directory, _ = filled_chdb
+    port = free_port()
+    env = {**os.environ, "BILLING_CLICKHOUSE_URL": f"chdb://{directory}", TOKEN_VARIABLE: TOKEN}
+    log_path = tmp_path_factory.mktemp("dashboard-log") / "dashboard.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "billing.cli", "dashboard", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if fetch(base + "/healthz").status == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, f"no answer on {base}:\n{log_path.read_text()}"
+            time.sleep(0.3)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert TOKEN not in log_path.read_text()
+
+
+def run_chromium(profile: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={profile}", f"--window-size={WIDTH},{HEIGHT}",
+         *arguments],
+        capture_output=True, text=True, timeout=BROWSER_SECONDS, check=False)
+
+
+def blue_pixels(image: Image.Image, top: int) -> list[tuple[int, int]]:
+    """(x, y) of the pixels in the chart line's colour below ``top`` (above it: the header's
+    search button is the same blue)."""
+    rgb = image.convert("RGB")
+    width, height = rgb.size
+    pixels = rgb.load()
+    return [(x, y) for y in range(top, height, 2) for x in range(0, width, 2)
+            if all(abs(a - b) <= 12 for a, b in zip(pixels[x, y], LINE_BLUE, strict=True))]
+
+
+def test_account_page_in_chromium(dashboard_url: str, filled_chdb: tuple[Path,
+                                                                         dict[str, Expected]],
+                                  tmp_path: Path) -> None:
+    _, expected = filled_chdb
+    # The biggest spender: enterprise, no budget, so the only blue below the header is the chart.
+    account_id = max(expected, key=lambda key: expected[key].lifetime_spend)
+    figures = expected[account_id]
+    url = f"{dashboard_url}{account_href(account_id)}?token={TOKEN}"
+
+    dom = run_chromium(tmp_path / "profile-dom", "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for text in (f"Account {account_id}", dollars(figures.net_balance),
+                 dollars(figures.lifetime_spend), f"{figures.rpm_limit:,} requests/min",
+                 "Spend per day", "<polyline", "Account events"):
+        assert text in dom.stdout, text
+
+    screenshot = tmp_path / "account.png"
+    shot = run_chromium(tmp_path / "profile-shot", f"--screenshot={screenshot}", url)
+    assert shot.returncode == 0 and screenshot.is_file(), shot.stderr[-2000:]
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(screenshot) as image:
+        assert image.size == (WIDTH, HEIGHT)
+        colours = image.convert("RGB").getcolors(maxcolors=WIDTH * HEIGHT)
+        assert colours is not None and len(colours) > 200, "a nearly blank page"
+        assert min(ImageStat.Stat(image.convert("L")).stddev) > 10
+        line = blue_pixels(image, top=120)
+    xs = [x for x, _ in line]
+    assert len(line) > 300, "no chart line drawn"
+    assert max(xs) - min(xs) > WIDTH // 2, "the chart line does not cross the chart"
+
+
+def test_without_the_token_chromium_gets_401(dashboard_url: str, tmp_path: Path) -> None:
+    assert fetch(dashboard_url + "/").status == 401
+    dom = run_chromium(tmp_path / "profile", "--dump-dom", dashboard_url + "/")
+    assert "Token required" in dom.stdout

@@ -1,0 +1,67 @@
+"""The dashboard's SQL on the stack's Debian clickhouse-server 18.16: the oldest server the project
+supports, where a construct newer than 18.16 would fail. Same data and same expectations as the
+chdb tests (tests/test_dashboard.py), in a database of this module's own.
+"""
+
+from __future__ import annotations
+
+import html
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+
+import orjson
+import pytest
+
+from billing.settings import Settings
+from dashboard.cli import open_data
+from dashboard.data import DashboardData
+from dashboard.pages import account_href
+from sinks.clickhouse import DriverWriter, open_writer
+from tests.dashboard_support import (
+    ODD_ACCOUNT,
+    Expected,
+    assert_shows_the_ledger,
+    fetch,
+    populate,
+    serving,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server_data(stack: Settings) -> Iterator[tuple[DashboardData, dict[str, Expected]]]:
+    settings = replace(stack, clickhouse_url=(f"clickhouse://127.0.0.1:{stack.clickhouse_port}/"
+                                              f"dashboard_{uuid.uuid4().hex[:8]}"))
+    with open_writer(settings) as writer:
+        assert isinstance(writer, DriverWriter)
+        writer.apply_ddl()
+        expected = populate(writer)
+    writer, data = open_data(settings)  # as `billing dashboard` opens it
+    try:
+        yield data, expected
+    finally:
+        writer.close()
+
+
+def test_figures_on_clickhouse_server(server_data: tuple[DashboardData,
+                                                         dict[str, Expected]]) -> None:
+    data, expected = server_data
+    assert_shows_the_ledger(data, expected)
+    invoices = [invoice for account_id in expected
+                for invoice in data.account(account_id).invoices]  # type: ignore[union-attr]
+    assert invoices and any(invoice["paid_by_invoice_payments"] for invoice in invoices)
+    assert [row["account_id"] for row in data.accounts("odd/")] == [ODD_ACCOUNT]
+
+
+def test_pages_on_clickhouse_server(server_data: tuple[DashboardData,
+                                                       dict[str, Expected]]) -> None:
+    data, expected = server_data
+    with serving(data) as base:
+        assert fetch(base + "/").status == 200
+        page = fetch(base + account_href(ODD_ACCOUNT))
+        assert page.status == 200 and html.escape(ODD_ACCOUNT) in page.body
+        totals = orjson.loads(fetch(base + "/api/totals").body)
+        assert totals["accounts"] == len(expected)
+        assert fetch(base + "/accounts/nope").status == 404

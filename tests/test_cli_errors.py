@@ -1,0 +1,56 @@
+"""A bad ``BILLING_*`` value or configuration file ends any ``billing`` command with its message
+and exit status 2, never a traceback (``billing.cli.BillingGroup``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from billing.cli import BillingGroup, main
+from billing.config_files import ConfigError
+
+
+@pytest.mark.parametrize("args", [
+    ["sink", "migrate"],
+    ["sink", "migrate", "--cluster", "main"],
+    ["deadletter", "list"],
+    ["deadletter", "redrive", "--all", "--dry-run"],
+    ["produce", "--type", "usage", "--account", "acct-1", "--product", "deepseek-v3"],
+    ["export", "--out", "{tmp}/never-written.jsonl"],
+    ["sql", "SELECT 1"],
+    ["invoice", "acct-1", "2026-01"],
+])
+def test_a_bad_setting_exits_2_with_the_variable_named(args: list[str], tmp_path: Path) -> None:
+    args = [arg.format(tmp=tmp_path) for arg in args]
+    result = CliRunner().invoke(main, args, env={"BILLING_PARTITIONS": "twelve"})
+    assert result.exit_code == 2, result.output
+    assert "Error: BILLING_PARTITIONS='twelve' is not a whole number" in result.output
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)  # handled, not a crash
+    assert not (tmp_path / "never-written.jsonl").exists()
+
+
+def test_a_bad_configuration_file_is_handled_the_same_way() -> None:
+    group = BillingGroup()
+
+    @group.command()
+    def broken() -> None:
+        raise ConfigError("pricebook.yaml: product 'x' needs a mapping of meter -> price")
+
+    result = CliRunner().invoke(group, ["broken"])
+    assert result.exit_code == 2
+    assert result.output == ("Error: pricebook.yaml: product 'x' needs a mapping of meter -> "
+                             "price\n")
+
+
+def test_other_errors_are_not_swallowed() -> None:
+    group = BillingGroup()
+
+    @group.command()
+    def failing() -> None:
+        raise RuntimeError("a bug")
+
+    result = CliRunner().invoke(group, ["failing"])
+    assert isinstance(result.exception, RuntimeError)  # a bug keeps its traceback

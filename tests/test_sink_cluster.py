@@ -1,0 +1,143 @@
+"""``billing sink migrate --cluster``: the DDL rendered for a replicated, sharded cluster.
+
+There is no ZooKeeper and no multi-server ClickHouse here, so these check the rendered SQL: it is
+the single-server schema with only names, ``ON CLUSTER`` and engines changed, every object the
+plain DDL creates exists under the same name (so the plain DDL other commands run is a no-op),
+views stay on their shard, and every statement parses (current ClickHouse, through chdb).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from sinks import cli
+from sinks.clickhouse import ClickHouseWriter, Rows, Sets
+from sinks.cluster import cluster_statements
+from sinks.sqlfiles import ddl_statements
+
+CLUSTER, DATABASE = "billing_cluster", "analytics"
+RENDERED = cluster_statements(CLUSTER, DATABASE)
+PLAIN = ddl_statements()
+CREATED = re.compile(r"^CREATE (?:TABLE|MATERIALIZED VIEW|DATABASE) IF NOT EXISTS (\S+) "
+                     rf"ON CLUSTER {CLUSTER}\b")
+
+
+def _created(sql: str) -> str:
+    match = CREATED.match(sql)
+    assert match, f"not created ON CLUSTER {CLUSTER}: {sql[:80]!r}"
+    return match[1]
+
+
+def test_every_statement_runs_on_the_cluster_and_qualifies_its_names() -> None:
+    names = [_created(statement.sql) for statement in RENDERED]
+    assert names[0] == DATABASE
+    assert all(name.startswith(f"{DATABASE}.") for name in names[1:])
+
+
+def test_plain_objects_keep_their_names_so_the_plain_ddl_finds_them() -> None:
+    plain = {re.match(r"^CREATE \w+(?: VIEW)? IF NOT EXISTS (\w+)", s.sql)[1] for s in PLAIN}
+    rendered = {_created(s.sql).removeprefix(f"{DATABASE}.") for s in RENDERED[1:]}
+    assert rendered == plain | {f"{name}_local" for name in plain if not name.endswith("_mv")}
+
+
+def test_local_tables_are_the_plain_tables_with_a_replicated_engine() -> None:
+    rendered = {statement.name: statement.sql for statement in RENDERED}
+    for statement in PLAIN:
+        if not statement.sql.startswith("CREATE TABLE"):
+            continue
+        table = statement.sql.split()[5]
+        local = rendered[statement.name]
+        engine = re.search(r"ENGINE = (\w+)", statement.sql)[1]
+        path = f"'/clickhouse/tables/{{shard}}/{DATABASE}.{table}_local', '{{replica}}'"
+        assert f"ENGINE = Replicated{engine}({path})" in local
+        assert local.replace(f"Replicated{engine}({path})", engine).replace(
+            f"{DATABASE}.{table}_local ON CLUSTER {CLUSTER}", table) == statement.sql
+
+
+def test_each_table_has_a_distributed_table_sharded_by_account() -> None:
+    distributed = [s for s in RENDERED if s.name.endswith(":distributed")]
+    tables = [s.sql.split()[5] for s in PLAIN if s.sql.startswith("CREATE TABLE")]
+    assert [s.sql for s in distributed] == [
+        f"CREATE TABLE IF NOT EXISTS {DATABASE}.{table} ON CLUSTER {CLUSTER} AS "
+        f"{DATABASE}.{table}_local\nENGINE = Distributed({CLUSTER}, {DATABASE}, "
+        f"{table}_local, cityHash64(account_id))" for table in tables]
+    order = [s.name for s in RENDERED]
+    for statement in distributed:  # right after its local table
+        assert order.index(statement.name) == order.index(statement.name.split(":")[0]) + 1
+
+
+def test_views_read_and_write_the_local_tables_of_their_shard() -> None:
+    views = [s.sql for s in RENDERED if "MATERIALIZED VIEW" in s.sql]
+    assert len(views) == sum("MATERIALIZED VIEW" in s.sql for s in PLAIN) == 5
+    for sql in views:
+        target = re.search(r" TO (\S+) AS", sql)[1]
+        source = re.search(r"\bFROM (\S+)", sql)[1]
+        assert target.endswith("_local") and source.endswith("_local"), sql
+        assert target.startswith(f"{DATABASE}.") and source.startswith(f"{DATABASE}.")
+
+
+def test_names_that_are_not_plain_identifiers_are_refused() -> None:
+    with pytest.raises(ValueError, match="cluster name"):
+        cluster_statements("prod; DROP", DATABASE)
+    with pytest.raises(ValueError, match="database name"):
+        cluster_statements(CLUSTER, "my-db")
+
+
+def test_every_statement_parses() -> None:
+    """EXPLAIN AST parses without executing (no cluster here). In a child process, because chdb
+    allows one data directory per process and other tests hold one open."""
+    program = ("import chdb, json, sys\n"
+               "for sql in json.load(sys.stdin):\n"
+               "    chdb.query('EXPLAIN AST ' + sql, 'CSV')\n")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            input=json.dumps([s.sql for s in RENDERED]), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+class RecordingWriter(ClickHouseWriter):
+    """Records the statements it is asked to run."""
+
+    def __init__(self) -> None:
+        self.executed: list[str] = []
+
+    def query_with_names(self, sql: str, params: Mapping[str, Any] | None = None, *,
+                         sets: Sets | None = None) -> tuple[list[str], Rows]:
+        raise AssertionError("migrate does not query")
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        raise AssertionError("migrate does not insert")
+
+    def execute(self, sql: str) -> None:
+        self.executed.append(sql)
+
+    def close(self) -> None:
+        pass
+
+    def _create_database(self) -> None:
+        self.executed.append("local database")
+
+
+def test_migrate_cluster_runs_the_rendered_ddl_on_the_configured_database(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = RecordingWriter()
+    monkeypatch.setattr(cli, "open_writer", lambda settings: writer)
+    result = CliRunner().invoke(cli.sink_group, ["migrate", "--cluster", CLUSTER], env={
+        "BILLING_CLICKHOUSE_URL": f"clickhouse://ch-1.internal:9000/{DATABASE}"})
+    assert result.exit_code == 0, result.output
+    assert writer.executed == ["local database", *(s.sql for s in RENDERED)]
+    assert result.output.splitlines() == [f"applied {s.name}" for s in RENDERED]
+
+
+def test_migrate_cluster_needs_a_server() -> None:
+    result = CliRunner().invoke(cli.sink_group, ["migrate", "--cluster", CLUSTER],
+                                env={"BILLING_CLICKHOUSE_URL": "chdb:///tmp/nowhere"})
+    assert result.exit_code == 2
+    assert "a cluster needs a server: set BILLING_CLICKHOUSE_URL=clickhouse://" in result.output
