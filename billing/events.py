@@ -23,6 +23,13 @@ from typing import Any
 import orjson
 
 MICRO = Decimal("0.000001")
+# Every amount the contract carries is decimal(18, 6): below 10^12 in magnitude. A larger one could
+# not be written into an output or a ClickHouse row, so it is refused where it enters.
+MONEY_LIMIT = Decimal(10) ** 12
+# Event times the billing accepts. Far outside them an event is a broken clock or a broken producer
+# (and the month arithmetic ends at year 9999); inside, see billing/README.md on future times.
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 ZERO = Decimal("0.000000")
 
 # Input event type -> {field: kind}. Kinds: "str", "money", "money?" (nullable), "time", "bool",
@@ -159,6 +166,9 @@ def to_money(value: Any, field: str = "amount") -> Decimal:
                            field) from None
     if not amount.is_finite():
         raise InvalidEvent(f"{field} must be a finite amount, got {value!r}", field)
+    if abs(amount) >= MONEY_LIMIT:
+        raise InvalidEvent(f"{field}={value} is too large: amounts must stay below "
+                           "1,000,000,000,000 (decimal(18, 6))", field)
     quantized = amount.quantize(MICRO, rounding=ROUND_HALF_EVEN)
     if quantized != amount:
         raise InvalidEvent(f"{field}={value} has more than 6 fractional digits", field)
@@ -180,6 +190,9 @@ def parse_time(value: Any, field: str = "timestamp") -> datetime:
     if moment.tzinfo is None:
         raise InvalidEvent(f"{field}={value!r} has no time zone; use UTC with a trailing Z", field)
     moment = moment.astimezone(UTC)
+    if not EARLIEST_EVENT_TIME <= moment < LATEST_EVENT_TIME:
+        raise InvalidEvent(f"{field}={value!r} is outside the years 1970 to 2099 that billing "
+                           "accepts; check the producer's clock", field)
     if moment.microsecond % 1000:  # (most times are whole milliseconds already: no copy)
         moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
     return moment

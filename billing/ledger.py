@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from billing.config import ENTERPRISE_TIER, BillingConfig, Tier
-from billing.events import ZERO, InvalidEvent
+from billing.events import MONEY_LIMIT, ZERO, InvalidEvent
 from billing.pricebook import PriceBook
 
 PREPAID, POSTPAID = "prepaid", "postpaid"
@@ -205,6 +205,7 @@ class Ledger:
             return Transition(state, [])
         cost = self.pricebook.rate(event["product"], event["quantities"]) \
             if event_type == "usage" else ZERO
+        self._check_totals_fit(state, event, cost)
         emitter = _Emitter(state.account_id)
         timestamp: datetime = event["timestamp"]
         if timestamp >= (self._close_after.get(state.open_period)
@@ -227,6 +228,21 @@ class Ledger:
         if not emitter.outputs:  # most usage changes nothing that is published
             return Transition(state, emitter.outputs, rated)
         return Transition(state, self._with_snapshot(state, emitter), rated)
+
+    @staticmethod
+    def _check_totals_fit(state: AccountState, event: dict[str, Any], cost: Decimal) -> None:
+        """Refuse an event whose money would take a running total past what outputs carry
+        (decimal(18, 6)), before anything changes. Totals bound every balance: credit by what
+        was purchased and granted, what is owed and month spend by lifetime spend."""
+        if state.lifetime_spend + cost >= MONEY_LIMIT:
+            raise InvalidEvent(f"usage costing {cost} would take the account's lifetime spend "
+                               "past 1,000,000,000,000 (decimal(18, 6)); check its quantities",
+                               "quantities")
+        amount = event.get("amount")
+        if event["type"] == "credits_purchased" \
+                and state.lifetime_credits_purchased + amount >= MONEY_LIMIT:
+            raise InvalidEvent(f"a purchase of {amount} would take the account's lifetime "
+                               "purchases past 1,000,000,000,000 (decimal(18, 6))", "amount")
 
     def close_through(self, state: AccountState, period: str, cause_event_id: str,
                       timestamp: datetime) -> Transition:

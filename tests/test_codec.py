@@ -112,7 +112,7 @@ def codec(request: pytest.FixtureRequest, registry: FakeRegistry) -> Codec:
 
 MAX_MONEY = Decimal("999999999999.999999")  # decimal(18, 6)
 text = st.text(min_size=1, max_size=20)
-times = st.datetimes(datetime(1971, 1, 1), datetime(2200, 1, 1), timezones=st.just(UTC)).map(
+times = st.datetimes(datetime(1971, 1, 1), datetime(2099, 12, 31), timezones=st.just(UTC)).map(
     lambda moment: moment.replace(microsecond=moment.microsecond // 1000 * 1000))
 money = st.decimals(Decimal(0), MAX_MONEY, places=6)
 signed_money = st.decimals(-MAX_MONEY, MAX_MONEY, places=6)

@@ -156,8 +156,32 @@ def test_structurally_bad_usage_is_refused_before_the_ledger(raw, message):
     ({"type": "budget_set", "monthly_budget": "-1"}, "zero or more"),
     ({"type": "budget_set", "monthly_budget": None, "timestamp": "2025-07-01T00:00:00"},
      "no time zone"),
+    ({"type": "credits_purchased", "amount": "1000000000000", "payment_id": "p"}, "too large"),
+    ({"type": "budget_set", "monthly_budget": "-1000000000000"}, "too large"),
+    ({"type": "budget_set", "monthly_budget": None, "timestamp": "9999-12-31T23:00:00Z"},
+     "outside the years 1970 to 2099"),
+    ({"type": "budget_set", "monthly_budget": None, "timestamp": "1969-12-31T23:59:59Z"},
+     "outside the years 1970 to 2099"),
 ])
 def test_structurally_bad_events_are_refused(raw, message):
     event = {"event_id": "e", "account_id": "A", "timestamp": "2025-07-01T00:00:00Z", **raw}
     with pytest.raises(InvalidEvent, match=message):
         normalize_input(event)
+
+
+@pytest.mark.parametrize(("make", "field"), [
+    # one usage costing $1,000,000,000,000 (an absurd token count)
+    (lambda ev: ev.usage(quantities={"input_tokens": 5 * 10**18}, product="llama-v3p1-8b"),
+     "quantities"),
+    (lambda ev: ev.purchase("999999999999.999999"), "amount"),
+])
+def test_money_past_decimal_18_6_is_refused_and_leaves_the_state_unchanged(run, ev, make, field):
+    """Outputs carry decimal(18, 6): an event that would take a running total past it is
+    refused before it changes anything (the worker could not publish its outputs otherwise)."""
+    prepaid_with_card(run, ev, credit="10")
+    run(ev.purchase("1"))
+    before = copy.deepcopy(run.state())
+    with pytest.raises(InvalidEvent, match="1,000,000,000,000") as error:
+        run(make(ev))
+    assert error.value.field == field
+    assert run.state() == before
