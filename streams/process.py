@@ -15,6 +15,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from kafka.errors import KafkaError
+
 from billing.settings import Settings, Topics
 from billing.stack.topics import ensure_topics
 from streams.observe import group_lag, wait_until
@@ -93,12 +95,20 @@ class WorkerProcess:
         """Input messages the worker's consumer group has not committed yet."""
         return group_lag(self.settings, self.app_id, self.settings.topics.inputs)
 
+    def lag_reached(self, at_most: int) -> bool:
+        """Whether the lag is down to ``at_most``, for polling: raises if the worker ended, and
+        says no while the broker or its group coordinator is (re)starting."""
+        self.check_running()
+        try:
+            return self.lag() <= at_most
+        except KafkaError:
+            return False
+
     def wait_drained(self, timeout: float) -> None:
         """Until the group has committed every input (twice in a row, a commit apart); raises
         :class:`TimeoutError` with the lag and the log's end, or :class:`WorkerExited`."""
         def drained() -> bool:
-            self.check_running()
-            return self.lag() == 0
+            return self.lag_reached(0)
         try:
             wait_until(drained, timeout, interval=1.0, what="the worker to drain its inputs")
             wait_until(drained, 30, interval=4.0, what="the worker to stay drained")

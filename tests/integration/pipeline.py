@@ -1,4 +1,5 @@
-"""Helpers for the end-to-end tests: isolated topics, publishing a workload, running the worker.
+"""Helpers for the end-to-end tests: isolated topics, publishing a workload, running the worker,
+and checking what came out against the replay oracle and in ClickHouse.
 
 The worker process and the per-run topics live in :mod:`streams.process` (``billing demo`` uses
 them too); ``WorkerProcess`` is re-exported here for the tests that import it from this module.
@@ -6,19 +7,29 @@ them too); ``WorkerProcess`` is re-exported here for the tests that import it fr
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from kafka import KafkaProducer
 
 from billing.codec import encode
-from billing.events import TOPIC_OF_TYPE
-from billing.ledger import to_millis
+from billing.config import load_config
+from billing.events import TOPIC_OF_TYPE, InvalidEvent
+from billing.ledger import Ledger, to_millis
+from billing.pricebook import load_pricebook
+from billing.replay import Replay
 from billing.settings import Settings
+from sinks.clickhouse import open_writer
+from sinks.sink import SinkConfig, build_sink
 from streams.merge import KIND_RANK
+from streams.observe import group_lag, output_events, table_snapshots, wait_until
 from streams.process import WorkerProcess, private_pipeline
 
-__all__ = ["WorkerProcess", "in_merge_order", "isolated", "publish"]
+__all__ = ["WorkerProcess", "assert_matches", "clickhouse_output_ids", "in_merge_order",
+           "isolated", "publish", "replay_of"]
 
 
 def isolated(settings: Settings, label: str) -> tuple[Settings, str]:
@@ -45,3 +56,62 @@ def publish(settings: Settings, events: list[dict[str, Any]]) -> None:
     finally:
         producer.close()
 
+
+
+def replay_of(events: list[dict[str, Any]]) -> tuple[dict[str, Any], set[str]]:
+    """The oracle: final snapshots and output event ids of ``billing replay`` over ``events``."""
+    replay = Replay(Ledger(load_config(), load_pricebook()))
+    ids: set[str] = set()
+    for event in events:
+        try:
+            outputs, _ = replay.apply(event)
+        except InvalidEvent:
+            continue
+        ids.update(output["event_id"] for output in outputs)
+    return replay.snapshots(), ids
+
+
+def assert_matches(settings: Settings, app_id: str,
+                   expected: tuple[dict[str, Any], set[str]]) -> list[dict[str, Any]]:
+    """The pipeline's table and output ids equal the oracle's; returns the outputs as read
+    (with any copies a crash left on the topic)."""
+    snapshots, ids = expected
+    outputs = output_events(settings)
+    got_ids = {event["event_id"] for event in outputs}
+    assert got_ids == ids, (f"missing {sorted(ids - got_ids)[:5]}, "
+                            f"unexpected {sorted(got_ids - ids)[:5]}")
+    got = table_snapshots(settings, app_id)
+    differing = [key for key in snapshots if got.get(key) != snapshots[key]]
+    assert not differing and set(got) == set(snapshots), \
+        f"{len(differing)} snapshots differ, e.g. {differing[:1]}: " + (
+            f"pipeline {got.get(differing[0])} replay {snapshots[differing[0]]}"
+            if differing else "")
+    return outputs
+
+
+def clickhouse_output_ids(settings: Settings, app_id: str, timeout: float = 600) -> Counter[str]:
+    """Run the sink from the account-state topic into a fresh database of the test's
+    clickhouse-server until it caught up; return how often each output id is there, as an
+    analyst sees the table (``FINAL``)."""
+    database = f"{app_id.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
+    settings = replace(settings, clickhouse_url=(
+        f"clickhouse://127.0.0.1:{settings.clickhouse_port}/{database}"))
+    group = f"sink-{app_id}"
+    with open_writer(settings) as writer:
+        writer.apply_ddl()
+        sink = build_sink(settings, writer, SinkConfig(batch_rows=5_000, batch_seconds=0.5),
+                          group_id=group)
+        thread = threading.Thread(target=sink.run, kwargs={"progress_seconds": 5.0},
+                                  daemon=True)
+        thread.start()
+        try:
+            topics = (settings.topics.account_state, settings.topics.usage_rated)
+            wait_until(lambda: group_lag(settings, group, topics) == 0, timeout, 1.0,
+                       "the sink to write every output to ClickHouse")
+        finally:
+            sink.stop()
+            thread.join(60)
+            sink.close()
+        rows = writer.query(
+            "SELECT event_id, count() FROM account_state_events FINAL GROUP BY event_id")
+    return Counter({event_id: count for event_id, count in rows})

@@ -14,14 +14,17 @@ from typing import Any
 
 import pytest
 
-from billing.config import load_config
-from billing.events import InvalidEvent, normalize_input
-from billing.ledger import Ledger
-from billing.pricebook import load_pricebook
-from billing.replay import Replay
+from billing.events import normalize_input
 from billing.workload import generate
-from streams.observe import output_events, table_snapshots, wait_until
-from tests.integration.pipeline import WorkerProcess, in_merge_order, isolated, publish
+from streams.observe import wait_until
+from tests.integration.pipeline import (
+    WorkerProcess,
+    assert_matches,
+    in_merge_order,
+    isolated,
+    publish,
+    replay_of,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,35 +38,9 @@ def workload() -> list[dict[str, Any]]:
     return in_merge_order(events)
 
 
-def replay_of(events: list[dict[str, Any]]) -> tuple[dict[str, Any], set[str]]:
-    replay = Replay(Ledger(load_config(), load_pricebook()))
-    ids: set[str] = set()
-    for event in events:
-        try:
-            outputs, _ = replay.apply(event)
-        except InvalidEvent:
-            continue
-        ids.update(output["event_id"] for output in outputs)
-    return replay.snapshots(), ids
-
-
 @pytest.fixture(scope="module")
 def expected(workload: list[dict[str, Any]]) -> tuple[dict[str, Any], set[str]]:
     return replay_of(workload)
-
-
-def assert_matches(settings: Any, app_id: str, expected: tuple[dict[str, Any], set[str]]) -> None:
-    snapshots, ids = expected
-    outputs = output_events(settings)
-    got_ids = {event["event_id"] for event in outputs}
-    assert got_ids == ids, (f"missing {sorted(ids - got_ids)[:5]}, "
-                            f"unexpected {sorted(got_ids - ids)[:5]}")
-    got = table_snapshots(settings, app_id)
-    differing = [key for key in snapshots if got.get(key) != snapshots[key]]
-    assert not differing and set(got) == set(snapshots), \
-        f"{len(differing)} snapshots differ, e.g. {differing[:1]}: " + (
-            f"pipeline {got.get(differing[0])} replay {snapshots[differing[0]]}"
-            if differing else "")
 
 
 def test_pipeline_matches_replay(stack: Any, workload: list[dict[str, Any]],

@@ -1,0 +1,143 @@
+"""The pipeline under failure: killed workers, a restarted broker, a rebalance.
+
+Each test publishes the same generated workload to its own topics, runs the real ``billing worker``
+through a failure, and then requires what a clean run gives: the final table snapshots equal
+``billing replay``, every output event id the replay emits is on the account-state topic (and no
+other), and in ClickHouse (written by the real sink into the real server) every output id is there
+exactly once. Copies a crash leaves on the topic (same deterministic id) are allowed there: that is
+what the ids are for.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from billing.events import normalize_input
+from billing.settings import Settings
+from billing.stack.kafka import KafkaServer
+from billing.workload import generate
+from streams.observe import wait_until
+from tests.integration.pipeline import (
+    WorkerProcess,
+    assert_matches,
+    clickhouse_output_ids,
+    in_merge_order,
+    isolated,
+    publish,
+    replay_of,
+)
+
+pytestmark = pytest.mark.integration
+
+ACCOUNTS, EVENTS = 2_000, 100_000
+KILLS = 10
+Expected = tuple[dict[str, Any], set[str]]
+
+
+@pytest.fixture(scope="module")
+def workload() -> list[dict[str, Any]]:
+    return in_merge_order([normalize_input(event) for event in generate(
+        accounts=ACCOUNTS, events=EVENTS, seed=31, start=datetime(2026, 1, 1, tzinfo=UTC))])
+
+
+@pytest.fixture(scope="module")
+def expected(workload: list[dict[str, Any]]) -> Expected:
+    return replay_of(workload)
+
+
+def assert_same_result(settings: Settings, app_id: str, expected: Expected,
+                       *workers: WorkerProcess) -> None:
+    """Snapshots and output ids equal the replay's; ClickHouse holds every output id once."""
+    outputs = assert_matches(settings, app_id, expected)
+    copies = len(outputs) - len({output["event_id"] for output in outputs})
+    stored = clickhouse_output_ids(settings, app_id)
+    missing = expected[1] - set(stored)
+    twice = [event_id for event_id, count in stored.items() if count > 1]
+    assert not missing and set(stored) == expected[1] and not twice, (
+        f"ClickHouse: {len(missing)} output ids missing (e.g. {sorted(missing)[:3]}), "
+        f"{len(twice)} stored more than once (e.g. {twice[:3]}); "
+        f"{copies} copies on the topic")
+    print(f"{app_id}: {len(expected[1])} output ids, {copies} copies on the topic, "
+          f"each stored once in ClickHouse; restarts after a stalled commit: "
+          f"{sum(worker.stall_restarts for worker in workers)}")
+
+
+def wait_processed(worker: WorkerProcess, total: int, processed: int, timeout: float) -> None:
+    """Until the worker's group has committed at least ``processed`` of ``total`` inputs."""
+    wait_until(lambda: worker.lag_reached(total - processed), timeout, interval=0.25,
+               what=f"{processed} of {total} inputs committed")
+
+
+def test_sigkill_at_ten_random_points(stack: Settings, workload: list[dict[str, Any]],
+                                      expected: Expected, tmp_path: Path) -> None:
+    """SIGKILL: no shutdown, no final commit, RocksDB (the production store) left as it was."""
+    settings, app_id = isolated(stack, "sigkill")
+    publish(settings, workload)
+    rng = random.Random(2026)
+    total = len(workload)
+    points = sorted(rng.sample(range(total // 20, total * 19 // 20), KILLS))
+    worker = WorkerProcess(settings, app_id, tmp_path / "worker.log", store="rocksdb://").start()
+    try:
+        for point in points:
+            wait_processed(worker, total, point, timeout=600)
+            time.sleep(rng.uniform(0.0, 1.0))  # somewhere inside a commit interval
+            worker.stop(signal.SIGKILL)
+            worker.start()
+        worker.wait_drained(timeout=900)
+    finally:
+        worker.stop()
+    assert_same_result(settings, app_id, expected, worker)
+
+
+def test_broker_restart_mid_run(stack: Settings, workload: list[dict[str, Any]],
+                                expected: Expected, tmp_path: Path) -> None:
+    settings, app_id = isolated(stack, "broker-restart")
+    publish(settings, workload)
+    broker = KafkaServer(stack)
+    worker = WorkerProcess(settings, app_id, tmp_path / "worker.log", store="rocksdb://").start()
+    try:
+        wait_processed(worker, len(workload), len(workload) // 3, timeout=600)
+        broker.stop()
+        time.sleep(3)
+        broker.start()
+        worker.wait_drained(timeout=900)
+    finally:
+        worker.stop()
+        if not broker.is_running():
+            broker.start()
+    assert_same_result(settings, app_id, expected, worker)
+
+
+def test_two_workers_one_stopped_mid_run(stack: Settings, workload: list[dict[str, Any]],
+                                         expected: Expected, tmp_path: Path) -> None:
+    """Two workers share the partitions; when one stops, the other takes its partitions over
+    and recovers their state from the changelog (each worker has its own RocksDB, as on two
+    machines)."""
+    settings, app_id = isolated(stack, "rebalance")
+    publish(settings, workload)
+    workers = [WorkerProcess(replace(settings, data_dir=tmp_path / name), app_id,
+                             tmp_path / f"{name}.log", store="rocksdb://").start()
+               for name in ("first", "second")]
+    try:
+        wait_processed(workers[0], len(workload), len(workload) // 3, timeout=600)
+        workers[1].check_running()
+        workers[1].stop()
+        workers[0].wait_drained(timeout=900)
+    finally:
+        for worker in workers:
+            worker.stop()
+    usage_topic = settings.topics.usage
+    for worker in workers:  # Faust logs each assignment as a table of topic | partitions
+        assigned = re.findall(rf"\| {re.escape(usage_topic)} +\| {{([^}}]+)}}",
+                              worker.log_path.read_text())
+        assert assigned, f"{worker.log_path.name}: never assigned an input partition"
+    assert_same_result(settings, app_id, expected, *workers)
