@@ -61,6 +61,7 @@ class Consumer(Protocol):
     def beginning_offsets(self, partitions: list[TopicPartition]
                           ) -> dict[TopicPartition, int]: ...
     def committed(self, partition: TopicPartition) -> int | None: ...
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
     def close(self, autocommit: bool = True) -> None: ...
 
 
@@ -146,6 +147,7 @@ ROUTES = {
 class _Batch:
     rows: dict[Route, list[tuple[Any, ...]]] = field(default_factory=dict)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    first_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     messages: int = 0
     started: float = 0.0
 
@@ -166,6 +168,9 @@ class ClickHouseSink:
         self._stop = threading.Event()
         self._batch = _Batch()
         self._committed: dict[TopicPartition, int] = {}
+        # Where a batch dropped at a rebalance began, per partition: kafka-python keeps the
+        # position of a partition that is assigned again, which would skip the dropped messages.
+        self._rewind: dict[TopicPartition, int] = {}
         self.stats = SinkStats(rows_by_table=dict.fromkeys(
             sorted({route.table for route in self._routes.values()}), 0))
         consumer.subscribe(topics=list(self._routes), listener=_Listener(self))
@@ -223,6 +228,7 @@ class ClickHouseSink:
                     batch.started = self._clock()
                 batch.messages += 1
                 batch.next_offsets[tp] = record.offset + 1
+                batch.first_offsets.setdefault(tp, record.offset)
                 try:
                     row = route.to_row(self._decode(route.kind, record.value), record)
                 except Exception as error:  # a bad message must not stop the sink
@@ -305,9 +311,18 @@ class ClickHouseSink:
         next owner reads it from the last commit."""
         if self._batch.messages:
             log_event(log, "sink.batch_dropped_on_rebalance", messages=self._batch.messages)
+        for tp, offset in self._batch.first_offsets.items():
+            self._rewind[tp] = min(offset, self._rewind.get(tp, offset))
         self._batch = _Batch()
         self._committed.clear()
         self.stats.lag = {}
+
+    def _on_assigned(self, assigned: Any) -> None:
+        """Partitions that come back after a dropped batch are read again from its start."""
+        for tp in assigned:
+            if tp in self._rewind:
+                self._consumer.seek(tp, self._rewind[tp])
+        self._rewind.clear()
 
     def lag(self) -> dict[TopicPartition, int]:
         """Messages per assigned partition not yet written to ClickHouse (end offset minus the
@@ -348,6 +363,10 @@ def build_sink(settings: Settings, writer: ClickHouseWriter, config: SinkConfig 
     )
     topic_kinds = {settings.topics.account_state: "account_state",
                    settings.topics.usage_rated: "usage_rated"}
+    for topic in topic_kinds:
+        # Load the topics' metadata before joining: a group leader that has none for a topic
+        # assigns none of its partitions (seen in CI: the sink then sat idle).
+        consumer.partitions_for_topic(topic)
     return ClickHouseSink(consumer, writer, topic_kinds, codec.decode, config)
 
 
@@ -359,4 +378,4 @@ class _Listener(ConsumerRebalanceListener):
         self._sink._on_revoked()
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        """Nothing to do: positions start from the committed offsets."""
+        self._sink._on_assigned(assigned)

@@ -147,7 +147,7 @@ def test_redelivery_after_a_rejected_commit_counts_each_event_once(
     config = SinkConfig(batch_rows=100, batch_seconds=60, retry_initial_seconds=0.001)
     sink = ClickHouseSink(consumer, writer, TOPICS, passthrough, config)
     sink.step()  # 100 rows inserted, the commit is rejected: they will come again
-    consumer.rebalance()
+    consumer.rebalance(from_last_commit=True)
     drain(sink, consumer)
     assert sink.stats.duplicates_dropped >= 100
     exact = writer.query("SELECT sum(cost) FROM rated_usage FINAL")

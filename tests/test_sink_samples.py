@@ -167,11 +167,17 @@ class FakeConsumer:
         self.commits.append(plain)
         self.committed_offsets.update(plain)
 
-    def rebalance(self) -> None:
-        """Partitions revoked and assigned again: positions go back to the last commit."""
+    def rebalance(self, from_last_commit: bool = False) -> None:
+        """Partitions revoked and assigned again to this consumer. Like kafka-python 3, the
+        positions of partitions it keeps stay where they were; ``from_last_commit``: they went
+        through another member in between, so they restart from the last commit."""
         self.listener.on_partitions_revoked(set(self.logs))
-        self.positions = {tp: self.committed_offsets.get(tp, 0) for tp in self.logs}
+        if from_last_commit:
+            self.positions = {tp: self.committed_offsets.get(tp, 0) for tp in self.logs}
         self.listener.on_partitions_assigned(set(self.logs))
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.positions[partition] = offset
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.logs)
