@@ -104,6 +104,15 @@ class WorkerProcess:
         except KafkaError:
             return False
 
+    def run_to_end(self, timeout: float) -> WorkerProcess:
+        """Start, wait until every input is committed, stop (also when waiting fails)."""
+        self.start()
+        try:
+            self.wait_drained(timeout)
+        finally:
+            self.stop()
+        return self
+
     def wait_drained(self, timeout: float) -> None:
         """Until the group has committed every input (twice in a row, a commit apart); raises
         :class:`TimeoutError` with the lag and the log's end, or :class:`WorkerExited`."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -28,8 +29,8 @@ from streams.merge import KIND_RANK
 from streams.observe import group_lag, output_events, table_snapshots, wait_until
 from streams.process import WorkerProcess, private_pipeline
 
-__all__ = ["WorkerProcess", "assert_matches", "clickhouse_output_ids", "in_merge_order",
-           "isolated", "publish", "replay_of"]
+__all__ = ["Position", "WorkerProcess", "as_message", "assert_matches", "clickhouse_output_ids",
+           "in_merge_order", "isolated", "publish", "publish_messages", "replay_of"]
 
 
 def isolated(settings: Settings, label: str) -> tuple[Settings, str]:
@@ -43,18 +44,32 @@ def in_merge_order(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                              KIND_RANK[TOPIC_OF_TYPE[event["type"]]]))
 
 
-def publish(settings: Settings, events: list[dict[str, Any]]) -> None:
-    """Send canonical events to their topics, keyed by account, and wait for every ack."""
+Position = tuple[str, int, int]  # topic, partition, offset
+
+
+def publish_messages(settings: Settings,
+                     messages: Iterable[tuple[str, bytes | None, bytes | None]]) -> list[Position]:
+    """Send (topic, key, value) messages in order, wait for every ack; return where each went."""
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                              linger_ms=20, batch_size=256 * 1024)
     try:
-        for event in events:
-            kind = TOPIC_OF_TYPE[event["type"]]
-            producer.send(getattr(settings.topics, kind), key=event["account_id"].encode(),
-                          value=encode(kind, event))
+        futures = [producer.send(topic, key=key, value=value) for topic, key, value in messages]
         producer.flush()
     finally:
         producer.close()
+    return [(meta.topic, meta.partition, meta.offset)
+            for meta in (future.get(timeout=30) for future in futures)]
+
+
+def as_message(settings: Settings, event: dict[str, Any]) -> tuple[str, bytes, bytes]:
+    """A canonical event as its topic, key (the account) and Avro value."""
+    kind = TOPIC_OF_TYPE[event["type"]]
+    return getattr(settings.topics, kind), event["account_id"].encode(), encode(kind, event)
+
+
+def publish(settings: Settings, events: list[dict[str, Any]]) -> None:
+    """Send canonical events to their topics, keyed by account, and wait for every ack."""
+    publish_messages(settings, (as_message(settings, event) for event in events))
 
 
 

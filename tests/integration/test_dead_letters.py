@@ -78,11 +78,7 @@ def test_bad_input_is_dead_lettered_and_good_input_billed(stack: Settings, tmp_p
     producer.close()
     publish(settings, [usage("good-after", 10)])
 
-    worker = WorkerProcess(settings, app_id, tmp_path / "worker.log").start()
-    try:
-        worker.wait_drained(timeout=300)
-    finally:
-        worker.stop()
+    worker = WorkerProcess(settings, app_id, tmp_path / "worker.log").run_to_end(timeout=300)
 
     letters = [entry.letter for entry in read_dead_letters(settings, Codec(settings.topics))]
     assert len(letters) == len(BAD_INPUTS), [letter["reason"] for letter in letters]
@@ -107,10 +103,6 @@ def test_bad_input_is_dead_lettered_and_good_input_billed(stack: Settings, tmp_p
     redriven = CliRunner().invoke(deadletter, ["redrive", "--reason-contains", "unknown product"],
                                   env=settings.to_env())
     assert redriven.exit_code == 0, redriven.output
-    worker.start()
-    try:
-        worker.wait_drained(timeout=300)
-    finally:
-        worker.stop()
+    worker.run_to_end(timeout=300)
     snapshot = table_snapshots(settings, app_id)["acct-1"]
     assert snapshot["lifetime_spend"] == Decimal("1.400000")  # + 1M gpt-17 tokens at $1.00

@@ -38,11 +38,7 @@ def test_usage_event_reaches_clickhouse(stack: Settings, tmp_path: Path) -> None
          "quantities": {"input_tokens": 2_000_000, "output_tokens": 3_000_000}},
     )])
 
-    worker = WorkerProcess(settings, app_id, tmp_path / "worker.log").start()
-    try:
-        worker.wait_drained(timeout=300)
-    finally:
-        worker.stop()
+    WorkerProcess(settings, app_id, tmp_path / "worker.log").run_to_end(timeout=300)
     snapshot = table_snapshots(settings, app_id)["acct-e2e"]
     assert snapshot["credit_balance"] == Decimal("0.000000")
     assert snapshot["status"] == "suspended"  # no payment method and no credit left

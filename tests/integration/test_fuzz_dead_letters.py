@@ -20,21 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
-from billing.codec import Codec, encode
+from billing.codec import Codec
 from billing.deadletter import read_dead_letters
-from billing.events import TOPIC_OF_TYPE, normalize_input
+from billing.events import normalize_input
 from billing.fuzz import CATEGORIES, DEFAULT_CATEGORIES, FuzzCase, generate_fuzz
 from billing.ledger import to_millis
 from billing.settings import Settings
 from billing.workload import generate
 from streams.observe import wait_until
 from tests.integration.pipeline import (
+    Position,
     WorkerProcess,
+    as_message,
     assert_matches,
     in_merge_order,
     isolated,
+    publish_messages,
     replay_of,
 )
 
@@ -43,7 +45,6 @@ pytestmark = pytest.mark.integration
 SEED = 20260107
 START = datetime(2026, 1, 1, tzinfo=UTC)
 ACCOUNTS, EVENTS, FUZZED = 200, 3_000, 10_000
-Position = tuple[str, int, int]  # topic, partition, offset
 
 
 def good_workload(accounts: int, events: int) -> list[dict[str, Any]]:
@@ -84,26 +85,11 @@ def interleave(good: list[dict[str, Any]],
 
 def send(settings: Settings, stream: list[dict[str, Any] | FuzzCase]) -> dict[Position, FuzzCase]:
     """Publish the mixed stream in order; return where the broker put each bad message."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                             linger_ms=20, batch_size=256 * 1024)
-    sent = []
-    try:
-        for item in stream:
-            if isinstance(item, FuzzCase):
-                topic = getattr(settings.topics, item.kind)
-                sent.append((item, producer.send(topic, key=item.key, value=item.value)))
-            else:
-                kind = TOPIC_OF_TYPE[item["type"]]
-                producer.send(getattr(settings.topics, kind), key=item["account_id"].encode(),
-                              value=encode(kind, item))
-        producer.flush()
-    finally:
-        producer.close()
-    positions = {}
-    for case, future in sent:
-        meta = future.get(timeout=30)
-        positions[(meta.topic, meta.partition, meta.offset)] = case
-    return positions
+    positions = publish_messages(settings, (
+        (getattr(settings.topics, item.kind), item.key, item.value)
+        if isinstance(item, FuzzCase) else as_message(settings, item) for item in stream))
+    return {position: item for position, item in zip(positions, stream, strict=True)
+            if isinstance(item, FuzzCase)}
 
 
 def agent_crashes(log: Path) -> list[str]:

@@ -193,11 +193,7 @@ def test_every_component_works_with_its_own_user_and_acls(sasl_broker: dict[str,
         for event in EVENTS:
             producer.send(event)
 
-    worker = WorkerProcess(worker_settings, APP_ID, tmp_path / "worker.log").start()
-    try:
-        worker.wait_drained(timeout=300)
-    finally:
-        worker.stop()
+    WorkerProcess(worker_settings, APP_ID, tmp_path / "worker.log").run_to_end(timeout=300)
     # $1 free credit + $20, two usages of 1M llama tokens at $0.20 each.
     snapshot = table_snapshots(ops, APP_ID)["acct-1"]
     assert snapshot["lifetime_spend"] == Decimal("0.400000")

@@ -34,11 +34,7 @@ def test_month_survives_a_clickhouse_restart_and_reconciles(stack: Settings,
     events = in_merge_order([normalize_input(event) for event in generate(
         accounts=300, events=12_000, seed=23, start=datetime(2026, 3, 1, tzinfo=UTC))])
     publish(settings, events)
-    worker = WorkerProcess(settings, app_id, tmp_path / "worker.log").start()
-    try:
-        worker.wait_drained(timeout=600)
-    finally:
-        worker.stop()
+    WorkerProcess(settings, app_id, tmp_path / "worker.log").run_to_end(timeout=600)
     outputs = output_events(settings)
     snapshots = table_snapshots(settings, app_id)
     # Re-sent usage (same event_id) is rated once.

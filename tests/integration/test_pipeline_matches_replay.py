@@ -48,11 +48,7 @@ def test_pipeline_matches_replay(stack: Any, workload: list[dict[str, Any]],
                                  tmp_path: Path) -> None:
     settings, app_id = isolated(stack, "straight")
     publish(settings, workload)
-    worker = WorkerProcess(settings, app_id, tmp_path / "worker.log", store="rocksdb://").start()
-    try:
-        worker.wait_drained(timeout=900)
-    finally:
-        worker.stop()
+    WorkerProcess(settings, app_id, tmp_path / "worker.log", store="rocksdb://").run_to_end(timeout=900)
     assert_matches(settings, app_id, expected)
 
 
