@@ -32,17 +32,18 @@ METRICS_PORT_VARIABLE = "BILLING_WORKER_METRICS_PORT"
               show_default=True, help="Consumer group session timeout (s); lower in tests.")
 @click.option("--web-port", envvar="BILLING_WORKER_WEB_PORT", default=None, type=int,
               help="Serve Faust's web/metrics endpoint on 127.0.0.1:PORT.")
-@click.option("--commit-stall-seconds", envvar="BILLING_COMMIT_STALL_SECONDS", default=120.0,
+@click.option("--stuck-seconds", envvar="BILLING_STUCK_SECONDS", default=120.0,
               show_default=True, type=click.FloatRange(min=1.0),
-              help="Exit with status 75 (for the supervisor to restart the worker) when Kafka "
-                   "has not confirmed a delivery for this long.")
+              help="Exit with status 75 (for the supervisor to restart the worker) when it made "
+                   "no progress for this long: a delivery unconfirmed by Kafka, or input waiting "
+                   "while nothing arrives.")
 @click.option("--app-id", envvar="BILLING_APP_ID", default="billing-ledger", show_default=True,
               help="Faust app id: the consumer group and the prefix of the changelog topics.")
 @click.option("--loglevel", default="warning", show_default=True)
 @metrics_options(METRICS_PORT_VARIABLE)
 def worker_command(pricebook_path: str | None, config_path: str | None, store: str,
                    guarantee: str, session_timeout: float, web_port: int | None,
-                   commit_stall_seconds: float, app_id: str, loglevel: str, metrics_host: str,
+                   stuck_seconds: float, app_id: str, loglevel: str, metrics_host: str,
                    metrics_port: int) -> None:
     """Run the ledger worker: input topics -> ledger -> billing.account-state."""
     try:
@@ -52,7 +53,7 @@ def worker_command(pricebook_path: str | None, config_path: str | None, store: s
         raise click.ClickException(str(error)) from None
     options = WorkerOptions(app_id=app_id, store=store, processing_guarantee=guarantee,
                             session_timeout=session_timeout, web_port=web_port,
-                            commit_stall_seconds=commit_stall_seconds,
+                            stuck_seconds=stuck_seconds,
                             worker_name=f"{os.uname().nodename}:{os.getpid()}")
     registry = new_registry()
     metrics = WorkerMetrics(settings.topics.inputs, registry)

@@ -101,6 +101,11 @@ class CommitQueue:
         self._pending_events += len(batch.events)
         self._work.set()
 
+    @property
+    def pending_events(self) -> int:
+        """Events applied and not yet acknowledged."""
+        return self._pending_events
+
     async def wait_for_room(self) -> None:
         """Backpressure: hold the agent while too many events wait for their commit."""
         if self._pending_events <= self.max_pending_events:

@@ -20,7 +20,7 @@ from kafka.errors import KafkaError
 from billing.settings import Settings, Topics
 from billing.stack.topics import ensure_topics
 from streams.observe import group_lag, wait_until
-from streams.worker import EXIT_COMMIT_STALLED
+from streams.worker import EXIT_STUCK
 
 
 def private_pipeline(settings: Settings, prefix: str) -> tuple[Settings, str]:
@@ -46,20 +46,20 @@ class WorkerProcess:
     production configuration) and its output goes to ``log_path``.
 
     Like a production supervisor, it restarts a worker that exited with
-    :data:`~streams.worker.EXIT_COMMIT_STALLED` (Kafka stopped confirming its deliveries) and
-    counts those restarts in :attr:`stall_restarts`.
+    :data:`~streams.worker.EXIT_STUCK` (it made no progress, see ``billing worker --help``) and
+    counts those restarts in :attr:`stuck_restarts`.
     """
 
     def __init__(self, settings: Settings, app_id: str, log_path: Path,
                  store: str = "memory://") -> None:
         self.settings, self.app_id, self.log_path, self.store = settings, app_id, log_path, store
         self.process: subprocess.Popen[bytes] | None = None
-        self.stall_restarts = 0
+        self.stuck_restarts = 0
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.settings.to_env(), "BILLING_APP_ID": self.app_id,
                "BILLING_TABLE_STORE": self.store, "BILLING_SESSION_TIMEOUT": "10",
-               "BILLING_COMMIT_STALL_SECONDS": "60"}
+               "BILLING_STUCK_SECONDS": "60"}
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "billing.cli", "worker", "--loglevel", "info"],
@@ -82,8 +82,8 @@ class WorkerProcess:
 
     def check_running(self) -> None:
         """Raise :class:`WorkerExited` (with the end of its log) if the worker has ended."""
-        if self.process is not None and self.process.poll() == EXIT_COMMIT_STALLED:
-            self.stall_restarts += 1
+        if self.process is not None and self.process.poll() == EXIT_STUCK:
+            self.stuck_restarts += 1
             self.start()
             return
         if self.process is None or self.process.poll() is not None:

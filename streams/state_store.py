@@ -3,11 +3,19 @@
 Compact JSON via orjson: money as strings so it stays exact, field names kept so a changelog record
 is readable with any Kafka tool during an incident. The table stores bytes (``raw`` serializer);
 this module is the only place that knows the layout.
+
+Next to the ledger's fields, a record carries ``input_offsets``: per input topic (by kind), the
+offset of the last event of that topic the state includes (the account's partition number is the
+same on every input topic). An account's events of one topic are applied in offset order, so an
+event at or below that offset is already in the state: the worker skips it when Kafka delivers it
+again after a crash or a rebalance. The ledger's own dedup by ``event_id`` cannot do this alone: it
+keeps ids for a window of event time, and a worker catching up on a backlog can move an account
+further than that window past an event before the event's offset is committed.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any
 
@@ -31,12 +39,32 @@ def _default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
+@dataclass(slots=True)
+class AccountEntry:
+    """One table value: an account's ledger state and the input offsets it includes."""
+
+    state: AccountState
+    input_offsets: dict[str, int]
+
+
+def dump_entry(entry: AccountEntry) -> bytes:
+    record = {name: getattr(entry.state, name) for name in _FIELD_NAMES}
+    record["input_offsets"] = entry.input_offsets
+    return orjson.dumps(record, default=_default)
+
+
 def dump_state(state: AccountState) -> bytes:
-    return orjson.dumps({name: getattr(state, name) for name in _FIELD_NAMES}, default=_default)
+    """A record of ``state`` that includes no input offsets (benchmarks, tools)."""
+    return dump_entry(AccountEntry(state, {}))
 
 
 def load_state(data: bytes) -> AccountState:
+    return load_entry(data).state
+
+
+def load_entry(data: bytes) -> AccountEntry:
     record = orjson.loads(data)
+    input_offsets = record.pop("input_offsets", {})
     for name in _MONEY:
         record[name] = Decimal(record[name])
     for name in _OPTIONAL_MONEY:
@@ -45,4 +73,4 @@ def load_state(data: bytes) -> AccountState:
     for name in _MONEY_MAPS:
         record[name] = {key: Decimal(value) for key, value in record[name].items()}
     record["pause_reasons"] = tuple(record["pause_reasons"])
-    return AccountState(**record)
+    return AccountEntry(AccountState(**record), input_offsets)

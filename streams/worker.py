@@ -38,19 +38,20 @@ from faust.types import TP, EventT
 from billing.codec import decode_input, encode
 from billing.deadletter import make_dead_letter
 from billing.events import TOPIC_OF_TYPE, InvalidEvent
-from billing.ledger import WATERMARK_CAUSE_PREFIX, AccountState, Ledger, Transition
+from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, Transition
 from billing.ledger import to_millis as millis_of
 from billing.settings import Settings
 from streams.commit import CommitQueue, CommitStalled, PendingBatch, TableWrite
 from streams.merge import KIND_RANK, EventTimeMerger
 from streams.metrics import WorkerMetrics, received_lag
-from streams.state_store import dump_state, load_state
+from streams.state_store import AccountEntry, dump_entry, load_entry
 
 log = logging.getLogger("billing.worker")
 
-# The exit status of a worker that stopped because Kafka stopped confirming deliveries (EX_TEMPFAIL:
-# try again). Its supervisor restarts it; nothing unacknowledged is lost.
-EXIT_COMMIT_STALLED = 75
+# The exit status of a worker that stopped because it made no progress for ``stuck_seconds`` (Kafka
+# stopped confirming deliveries, or stopped delivering input that is there): EX_TEMPFAIL, try
+# again. Its supervisor restarts it; nothing unacknowledged is lost.
+EXIT_STUCK = 75
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class WorkerOptions:
     tick_interval: float = 0.1  # how often buffered events are re-checked without new input
     session_timeout: float = 30.0
     producer_linger: float = 0.005  # seconds
-    commit_stall_seconds: float = 120.0  # a delivery not confirmed by then: exit, to be restarted
+    stuck_seconds: float = 120.0  # no progress for this long: exit EXIT_STUCK, to be restarted
     web_port: int | None = None  # Faust's web server (metrics); None: disabled
     worker_name: str = "worker"
 
@@ -81,7 +82,7 @@ class _Batch:
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
-        self.states: dict[bytes, AccountState] = {}
+        self.states: dict[bytes, AccountEntry] = {}
         self.clock_key = f"partition-{partition}".encode()
         self.clock: dict[str, Any] | None = None
         self.outputs: list[Awaitable[Any]] = []  # delivery futures
@@ -142,7 +143,7 @@ class LedgerWorker:
         # or one blocked on a full producer buffer, is simply not reading yet.
         self.idle_since: float | None = None
         self.lock = asyncio.Lock()
-        self.commits = CommitQueue(stall_seconds=options.commit_stall_seconds)
+        self.commits = CommitQueue(stall_seconds=options.stuck_seconds)
         self.commits.on_commit = self.metrics.committed
         self.app.agent(self.inputs, name="ledger")(self._consume)
         self.app.timer(options.tick_interval, name="merge-tick")(self._tick)
@@ -194,10 +195,40 @@ class LedgerWorker:
         return canonical
 
     async def _tick(self) -> None:
-        """Release events held back by a lagging input once it caught up or waited too long."""
+        """Release events held back by a lagging input once it caught up or waited too long;
+        exit if input is waiting but has not arrived for ``stuck_seconds``."""
         async with self.lock:
             for partition in self.merger.partitions_with_pending():
                 await self._release(partition)
+        if self._input_stuck():
+            self._exit_stuck(f"input waiting but nothing received for "
+                             f"{self.options.stuck_seconds:.0f} s")
+
+    def _input_stuck(self) -> bool:
+        """Idle, not rebalancing or recovering, nothing waiting for a commit, and yet an
+        assigned input has messages after the last one received: Faust stopped fetching (seen
+        under heavy load; a restart resumes from the committed offsets)."""
+        app, idle_since = self.app, self.idle_since
+        if (idle_since is None or time.monotonic() - idle_since < self.options.stuck_seconds
+                or app.rebalancing or app.in_recovery or self.commits.pending_events):
+            return False
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic not in self.kind_of_topic:
+                continue
+            highwater, last = consumer.highwater(tp), self.last_received.get(tp)
+            committed = consumer._committed_offset.get(tp)  # Faust has no public accessor
+            position = last + 1 if last is not None else (committed or 0)
+            if highwater is not None and highwater > position:
+                return True
+        return False
+
+    def _exit_stuck(self, why: str) -> None:
+        """End the process at once: a graceful stop would wait on whatever is stuck (Faust
+        flushes the producer and waits for its streams before its last offset commit)."""
+        log.error("worker_stuck exiting=%d reason=%r", EXIT_STUCK, why)
+        logging.shutdown()
+        os._exit(EXIT_STUCK)
 
     def _may_skip(self, partition: int) -> Any:
         """Whether an input of ``partition`` with nothing buffered need not be waited for:
@@ -239,9 +270,9 @@ class LedgerWorker:
             await self._apply(event, canonical, batch)
         pending = PendingBatch(partition, [event for event, _ in released], batch.outputs)
         live: list[tuple[Any, bytes, Any]] = []
-        for key, state in batch.states.items():
-            pending.writes.append(TableWrite(self.accounts, key, dump_state(state)))
-            live.append((self.accounts, key, state))
+        for key, entry in batch.states.items():
+            pending.writes.append(TableWrite(self.accounts, key, dump_entry(entry)))
+            live.append((self.accounts, key, entry))
         if batch.clock is not None:
             pending.writes.append(TableWrite(self.clock, batch.clock_key,
                                              orjson.dumps(batch.clock)))
@@ -258,9 +289,7 @@ class LedgerWorker:
         except asyncio.CancelledError:
             raise
         except CommitStalled as error:
-            log.error("commit_stalled exiting=%d error=%r", EXIT_COMMIT_STALLED, str(error))
-            logging.shutdown()
-            os._exit(EXIT_COMMIT_STALLED)
+            self._exit_stuck(f"commit stalled: {error}")
         except Exception as error:
             log.exception("commit_failed error=%r", error)
             await self.app.crash(error)
@@ -283,12 +312,12 @@ class LedgerWorker:
 
     # -- the ledger ------------------------------------------------------------------------
 
-    def _state(self, key: bytes, batch: _Batch) -> AccountState | None:
-        state = batch.states.get(key) or self.commits.get(self.accounts, key)
-        if state is None:
+    def _entry(self, key: bytes, batch: _Batch) -> AccountEntry | None:
+        entry = batch.states.get(key) or self.commits.get(self.accounts, key)
+        if entry is None:
             stored = self.accounts.get(key)
-            state = load_state(stored) if stored else None
-        return state
+            entry = load_entry(stored) if stored else None
+        return entry
 
     async def _apply(self, event: EventT, canonical: dict[str, Any], batch: _Batch) -> None:
         if canonical["type"] == "close_period" and not canonical["account_id"]:
@@ -297,21 +326,29 @@ class LedgerWorker:
                                         canonical["timestamp"])
             return
         key = canonical["account_id"].encode()
-        state = self._state(key, batch)
-        if state is not None and canonical["event_id"] in state.recent_event_ids:
-            # A duplicate changes nothing and emits nothing; the unchanged state is written
-            # again all the same, in case a crash lost its changelog record (see streams.commit).
-            batch.states[key] = state
+        entry = self._entry(key, batch)
+        kind, offset = self.kind_of_topic[event.message.topic], event.message.offset
+        if entry is not None and (entry.input_offsets.get(kind, -1) >= offset
+                                  or canonical["event_id"] in entry.state.recent_event_ids):
+            # Delivered again (its offset is in the state), or a duplicate by event_id: it
+            # changes nothing and emits nothing. The state is written again all the same, in
+            # case a crash lost its changelog record (see streams.commit).
+            entry.input_offsets[kind] = max(offset, entry.input_offsets.get(kind, -1))
+            batch.states[key] = entry
             self.metrics.duplicate()
             return
         try:
-            transition = self.ledger.apply(state, canonical)
+            transition = self.ledger.apply(None if entry is None else entry.state, canonical)
         except InvalidEvent as error:
             batch.outputs.append(await self._send_dead_letter(event, error.reason, error.field))
             return
         self.metrics.event_applied(canonical["type"])
         assert transition.state is not None
-        batch.states[key] = transition.state
+        if entry is None:
+            entry = AccountEntry(transition.state, {})
+        entry.state = transition.state
+        entry.input_offsets[kind] = offset
+        batch.states[key] = entry
         await self._publish(key, transition, batch)
         if canonical["type"] == "usage":
             await self._advance_watermark(batch, canonical["timestamp"])
@@ -336,11 +373,12 @@ class LedgerWorker:
         for key in set(self.accounts.keys()) | uncommitted | set(batch.states):
             if partition_of(key, partitions) != batch.partition:
                 continue
-            state = self._state(key, batch)
-            if state is None or state.open_period > period:
+            entry = self._entry(key, batch)
+            if entry is None or entry.state.open_period > period:
                 continue
-            transition = self.ledger.close_through(state, period, cause_event_id, timestamp)
-            batch.states[key] = state
+            transition = self.ledger.close_through(entry.state, period, cause_event_id,
+                                                   timestamp)
+            batch.states[key] = entry
             await self._publish(key, transition, batch)
 
     # -- the watermark -------------------------------------------------------------------

@@ -67,8 +67,8 @@ def assert_same_result(settings: Settings, app_id: str, expected: Expected,
         f"{len(twice)} stored more than once (e.g. {twice[:3]}); "
         f"{copies} copies on the topic")
     print(f"{app_id}: {len(expected[1])} output ids, {copies} copies on the topic, "
-          f"each stored once in ClickHouse; restarts after a stalled commit: "
-          f"{sum(worker.stall_restarts for worker in workers)}")
+          f"each stored once in ClickHouse; restarts of a stuck worker: "
+          f"{sum(worker.stuck_restarts for worker in workers)}")
 
 
 def wait_processed(worker: WorkerProcess, total: int, processed: int, timeout: float) -> None:
