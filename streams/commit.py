@@ -125,11 +125,31 @@ class CommitQueue:
                 return False
         return True
 
-    def forget_partitions(self, partitions: set[int], partition_of: Callable[[bytes], int]) -> None:
-        """Drop overlay values of partitions this worker no longer owns (after a drain)."""
+    def discard_partitions(self, partitions: set[int],
+                           partition_of: Callable[[bytes], int]) -> int:
+        """Forget the uncommitted batches and overlay values of ``partitions`` (revoked).
+
+        Their events are not acknowledged, so the partitions' next owner gets them again and
+        applies them to the state in the changelog: it emits the same outputs (same ids) again
+        and writes the changelog itself. Committing them here instead, after the revocation,
+        could write this worker's stale values into the changelog after the new owner's (a
+        zombie writer), which loses the new owner's changes. Returns the events discarded.
+        """
+        kept = deque(batch for batch in self._batches if batch.partition not in partitions)
+        discarded = sum(len(batch.events) for batch in self._batches) - sum(
+            len(batch.events) for batch in kept)
+        self._batches = kept
+        self._pending_events -= discarded
+        if discarded:
+            asyncio.get_running_loop().create_task(self._notify_room())
         for name_key in [name_key for name_key in self.overlay
                          if partition_of(name_key[1]) in partitions]:
             del self.overlay[name_key]
+        return discarded
+
+    async def _notify_room(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
 
     # -- the committer -----------------------------------------------------------------------
 
@@ -139,7 +159,10 @@ class CommitQueue:
             await self._work.wait()
             self._work.clear()
             while self._batches:
-                await self._delivered(self._batches[0].outputs, "outputs")
+                head = self._batches[0]
+                await self._delivered(head.outputs, "outputs")
+                if not self._batches or self._batches[0] is not head:
+                    continue  # discarded while its outputs were in flight (a revocation)
                 group = [self._batches.popleft()]
                 while self._batches and all(output.done() for output in self._batches[0].outputs):
                     group.append(self._batches.popleft())

@@ -61,7 +61,9 @@ class WorkerOptions:
     app_id: str = "billing-ledger"
     store: str = "rocksdb://"  # memory:// for tests; rocksdb:// in production
     processing_guarantee: str = "at_least_once"
-    stall_timeout: float = 5.0  # idle seconds after which an input with unread data is passed over
+    # Idle seconds (counted from the last assignment at the earliest) after which an input with
+    # unread data is passed over by the merge: a broken fetch delays billing, never stops it.
+    stall_timeout: float = 5.0
     tick_interval: float = 0.1  # how often buffered events are re-checked without new input
     session_timeout: float = 30.0
     producer_linger: float = 0.005  # seconds
@@ -142,6 +144,10 @@ class LedgerWorker:
         # (None while it is processing). Only an idle agent can tell a stalled input: a busy one,
         # or one blocked on a full producer buffer, is simply not reading yet.
         self.idle_since: float | None = None
+        # When the partitions were last assigned: right after a rebalance every input is still
+        # unfetched, and an agent idle since before it must not take them for stalled (that
+        # released payments ahead of the usage they answer, in a test with two workers).
+        self.assigned_at = time.monotonic()
         self.lock = asyncio.Lock()
         self.commits = CommitQueue(stall_seconds=options.stuck_seconds)
         self.commits.on_commit = self.metrics.committed
@@ -149,6 +155,7 @@ class LedgerWorker:
         self.app.timer(options.tick_interval, name="merge-tick")(self._tick)
         self.app.task(self._run_committer)
         self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -208,7 +215,7 @@ class LedgerWorker:
         """Idle, not rebalancing or recovering, nothing waiting for a commit, and yet an
         assigned input has messages after the last one received: Faust stopped fetching (seen
         under heavy load; a restart resumes from the committed offsets)."""
-        app, idle_since = self.app, self.idle_since
+        app, idle_since = self.app, self._idle_since_assignment()
         if (idle_since is None or time.monotonic() - idle_since < self.options.stuck_seconds
                 or app.rebalancing or app.in_recovery or self.commits.pending_events):
             return False
@@ -246,8 +253,8 @@ class LedgerWorker:
                 committed = consumer._committed_offset.get(tp)  # Faust has no public accessor
                 if last is None and (highwater == 0 or (committed or 0) >= highwater):
                     return True
-            stalled = (self.idle_since is not None
-                       and now - self.idle_since > self.options.stall_timeout)
+            idle_since = self._idle_since_assignment()
+            stalled = idle_since is not None and now - idle_since > self.options.stall_timeout
             if stalled:
                 log.warning("input_stalled topic=%s partition=%d highwater=%s last_offset=%s",
                             topic, partition, highwater, last)
@@ -294,16 +301,27 @@ class LedgerWorker:
             log.exception("commit_failed error=%r", error)
             await self.app.crash(error)
 
+    def _idle_since_assignment(self) -> float | None:
+        """Since when the agent has been idle, counting from the last assignment at most."""
+        return None if self.idle_since is None else max(self.idle_since, self.assigned_at)
+
+    async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        self.assigned_at = time.monotonic()
+
     async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         """Before partitions move: commit what was applied, drop what was only buffered (the
-        new owner gets it redelivered)."""
-        await self.commits.drain(timeout=self.options.session_timeout / 2)
+        new owner gets it redelivered). Faust has already waited for every delivered message
+        to be acknowledged (``stream_wait_empty``), so the drain is normally instant; if it
+        times out, the rest is discarded rather than written after the hand-over."""
+        drained = await self.commits.drain(timeout=self.options.session_timeout / 2)
         for tp in revoked:
             self.last_received.pop(tp, None)
         partitions = {tp.partition for tp in revoked}
         for partition in partitions:
             self.merger.drop_partition(partition)
-        self.commits.forget_partitions(partitions, self._partition_of_key)
+        discarded = self.commits.discard_partitions(partitions, self._partition_of_key)
+        log.info("partitions_revoked partitions=%s drained=%s uncommitted_events_discarded=%d",
+                 sorted(partitions), drained, discarded)
 
     def _partition_of_key(self, key: bytes) -> int:
         if key.startswith(b"partition-"):  # the partition clock's keys
