@@ -1,27 +1,44 @@
 """Pipeline throughput per worker on the real broker, against a raw consumer of the same topics.
 
-For each run: a fresh private pipeline (own topics) is filled with a generated workload; then,
-in the same run, (1) a raw aiokafka consumer reads all four input topics to the end, and (2) one
-``billing worker`` processes them. The worker's rate is measured from its first committed offset
-to the moment its group has no lag, so process start-up and group join are excluded (they are
-printed apart). Medians of ``--runs`` runs; the ratio worker/raw is the figure that survives a
-noisy shared machine.
+For each run and each version of the worker (each ``--tree``: a checkout, e.g. ``git archive
+9ed84c7 | tar -x -C /tmp/old-tree``, or ``.`` for this one as installed, the default), a fresh
+private pipeline (own topics) is filled with the same generated workload; then (1) a raw aiokafka
+consumer reads all four input topics to the end, and (2) one ``billing worker`` of that version
+processes them. The versions are interleaved, in alternating order, so that they share the
+machine's slow and fast minutes. The worker's rate is measured from its first committed offset to
+the moment its group has no lag, so process start-up and group join are excluded (they are printed
+apart); its CPU time over the same span comes from ``/proc``, and so does the time it waited for a
+CPU. Medians of ``--runs`` runs; the ratios between versions and worker/raw are the figures that
+survive a noisy shared machine; the first version is the baseline of the ratios.
+
+``--profile FILE`` samples the worker of ``.`` (else of the last version) with py-spy (installed in
+the virtualenv) during its first drain, writes the raw (collapsed) stacks to FILE and prints the
+functions with the largest shares of the samples, inclusive and self.
 
     billing stack up --no-clickhouse
-    python benchmarks/pipeline_bench.py --events 50000 --accounts 1000 --runs 3
+    python -m benchmarks.pipeline_bench --events 30000 --accounts 600 --runs 3 \\
+        --tree /tmp/old-tree --tree . --profile /tmp/worker.raw --json-out pipeline.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 
 from billing.events import normalize_input
@@ -30,6 +47,59 @@ from billing.workload import generate
 from streams.observe import wait_until
 from streams.process import WorkerProcess, private_pipeline
 from tests.integration.pipeline import in_merge_order, publish
+
+CURRENT = "."  # this checkout, as installed
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PY_SPY = Path(sys.executable).with_name("py-spy")
+
+
+@contextlib.contextmanager
+def code_from(tree: str) -> Iterator[None]:
+    """Child processes started inside import ``billing`` and ``streams`` from ``tree``.
+
+    ``python -m`` puts the current directory first on ``sys.path``, ahead of ``PYTHONPATH``, and
+    the current directory is this checkout: ``PYTHONSAFEPATH`` stops that, so ``tree`` wins over
+    both the checkout and the editable install. The variables are set for the ``with`` block
+    only (``WorkerProcess`` copies ``os.environ`` when it starts the child)."""
+    if tree == CURRENT:
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    os.environ.update(PYTHONPATH=str(Path(tree).resolve()), PYTHONSAFEPATH="1")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def worker_module_file(tree: str) -> str:
+    """Where a child started with :func:`code_from` ``(tree)`` finds ``streams.worker``."""
+    with code_from(tree):
+        return subprocess.run(
+            [sys.executable, "-c", "import streams.worker as w; print(w.__file__)"],
+            check=True, capture_output=True, text=True).stdout.strip()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (all its threads)."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / CLOCK_TICKS
+
+
+def scheduler_seconds(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for a CPU) of a running process, summed
+    over its threads (``/proc/PID/task/*/schedstat``): the second says how much a slow worker
+    was starved by the shared machine rather than slow by itself."""
+    on_cpu = waiting = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            ran, waited, _ = (task / "schedstat").read_text().split()
+            on_cpu, waiting = on_cpu + int(ran), waiting + int(waited)
+    return on_cpu / 1e9, waiting / 1e9
 
 
 async def raw_consume(settings: Settings, total: int) -> float:
@@ -50,46 +120,196 @@ async def raw_consume(settings: Settings, total: int) -> float:
         await consumer.stop()
 
 
-def worker_rate(settings: Settings, app_id: str, total: int, log: Path) -> tuple[float, float]:
-    """(events/s while processing, seconds of start-up before the first commit)."""
-    worker = WorkerProcess(settings, app_id, log).start()
+def start_profile(pid: int, output: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` for ``seconds`` (without pausing it), raw collapsed stacks."""
+    return subprocess.Popen([str(PY_SPY), "record", "--pid", str(pid), "--duration",
+                             str(max(1, round(seconds))), "--format", "raw", "--nonblocking",
+                             "--nolineno", "--output", str(output)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# Where a sample's time goes: the category of the frame nearest its leaf that matches one of these
+# markers (substrings of py-spy's "function (file)"), the first category winning within a frame;
+# no match (the event loop itself, under the process's entry point): the last category.
+COST_CATEGORIES = (
+    ("ledger rules", ("(billing/ledger.py)", "(billing/pricebook.py)")),
+    ("Avro encode of outputs", ("encode (billing/codec.py)",)),
+    ("Avro decode and checks of inputs", ("decode_input (billing/codec.py)",
+                                          "(billing/events.py)")),
+    ("account state load/dump (JSON)", ("(streams/state_store.py)",)),
+    ("Faust's send path (Topic.send, FutureMessage)", ("(faust/topics.py)",
+                                                        "(faust/channels.py)")),
+    ("Faust's send-soon buffer (changelog records)", ("(faust/transport/producer.py)",
+                                                      "send_changelog")),
+    ("the worker's own code (merge, batches, commit queue, metrics)", (
+        "(streams/worker.py)", "(streams/merge.py)", "(streams/commit.py)",
+        "(streams/metrics.py)", "(prometheus_client/")),
+    ("aiokafka producer and connections (requests, socket writes)", (
+        "(aiokafka/producer/", "(aiokafka/conn.py)", "(aiokafka/client.py)",
+        "(aiokafka/protocol/")),
+    ("Faust/aiokafka consumer and framework (fetch, conductor, stream, timers)", (
+        "(faust/", "(mode/services.py)", "(mode/threads.py)", "(mode/utils/", "(aiokafka/")),
+    ("event loop and the rest", ()),
+)
+
+
+def cost_category(frames: list[str]) -> str:
+    """The :data:`COST_CATEGORIES` label of one sample's stack (root first)."""
+    for frame in reversed(frames):
+        for label, markers in COST_CATEGORIES:
+            if any(marker in frame for marker in markers):
+                return label
+    return COST_CATEGORIES[-1][0]
+
+
+def profile_shares(raw: Path, top: int = 30) -> dict[str, Any]:
+    """Shares of py-spy's raw samples: by :data:`COST_CATEGORIES`, and the functions with the
+    largest inclusive and self shares.
+
+    Each line is ``frame;frame;...;leaf count``, a frame ``function (file)``; a function counts
+    once per sample however often it recurs in the stack."""
+    inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    categories: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count, frames = int(count_text), stack.split(";")
+        total += count
+        inclusive.update(dict.fromkeys(frames, count))
+        leaf[frames[-1]] += count
+        categories[cost_category(frames)] += count
+    return {"samples": total} | {
+        kind: [(frame, count / max(total, 1)) for frame, count in counter.most_common(top)]
+        for kind, counter in (("categories", categories), ("inclusive", inclusive),
+                              ("self", leaf))}
+
+
+def worker_rate(settings: Settings, app_id: str, total: int, log: Path, tree: str,
+                profile: Path | None, profile_seconds: float, poll: float) -> dict[str, float]:
+    """One worker of version ``tree`` over the filled pipeline: events/s from its first commit
+    to zero lag, its CPU seconds over that span, and the seconds of start-up before it."""
+    with code_from(tree):
+        worker = WorkerProcess(settings, app_id, log).start()
+    assert worker.process is not None
+    pid = worker.process.pid
     launched = time.perf_counter()
+    profiler = None
     try:
-        wait_until(lambda: worker.lag() < total, 600, 0.2, "the worker's first commit")
-        first_commit = time.perf_counter()
+        wait_until(lambda: worker.lag() < total, 600, poll, "the worker's first commit")
+        first_commit, cpu_at_first = time.perf_counter(), cpu_seconds(pid)
+        _, waited_at_first = scheduler_seconds(pid)
         lag_at_first = worker.lag()
-        wait_until(lambda: worker.lag() == 0, 1800, 0.2, "the worker to drain")
-        drained = time.perf_counter()
+        if profile is not None:
+            profiler = start_profile(pid, profile, profile_seconds)
+        wait_until(lambda: worker.lag() == 0, 1800, poll, "the worker to drain")
+        drained, cpu_at_drained = time.perf_counter(), cpu_seconds(pid)
+        _, waited_at_drained = scheduler_seconds(pid)
     finally:
+        if profiler is not None:
+            profiler.wait(120)
         worker.stop()
-    return lag_at_first / (drained - first_commit), first_commit - launched
+    return {"events_per_s": lag_at_first / (drained - first_commit),
+            "events_per_cpu_s": lag_at_first / max(cpu_at_drained - cpu_at_first, 1e-9),
+            "cpu_share": (cpu_at_drained - cpu_at_first) / (drained - first_commit),
+            "cpu_wait_share": (waited_at_drained - waited_at_first) / (drained - first_commit),
+            "startup_s": first_commit - launched, "events_timed": lag_at_first}
 
 
-def main() -> None:
+def print_profile(shares: dict[str, Any]) -> None:
+    print(f"py-spy samples of the worker: {shares['samples']:,}")
+    for kind in ("categories", "inclusive", "self"):
+        print(f"  {kind}:" if kind == "categories" else f"  top {kind}:")
+        for frame, share in shares[kind]:
+            print(f"    {share:6.1%}  {frame}")
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--accounts", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--tree", action="append", default=[], metavar="PATH",
+                        help="measure the worker of this checkout (repeatable; '.' is this one, "
+                             "the default; the first is the baseline)")
+    parser.add_argument("--poll", type=float, default=1.0,
+                        help="seconds between lag checks (each opens two Kafka clients)")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="py-spy raw stacks of the worker of '.' (else the last --tree), "
+                             "first run")
+    parser.add_argument("--profile-seconds", type=float, default=20.0,
+                        help="how long to sample, from the first commit (keep it under the drain)")
+    parser.add_argument("--json-out", type=Path, help="also write every run as JSON")
+    args = parser.parse_args(argv)
+    versions = args.tree or [CURRENT]
+    profiled = CURRENT if CURRENT in versions else versions[-1]
+    for tree in versions:
+        print(f"version {tree}: worker from {worker_module_file(tree)}", flush=True)
     events = in_merge_order([normalize_input(event) for event in generate(
         accounts=args.accounts, events=args.events, seed=7,
         start=datetime(2026, 1, 1, tzinfo=UTC))])
-    raw_rates, worker_rates, startups = [], [], []
+    results: dict[str, list[dict[str, float]]] = {tree: [] for tree in versions}
     for run in range(args.runs):
-        settings, app_id = private_pipeline(load_settings(), f"bench-{uuid.uuid4().hex[:8]}")
-        publish(settings, events)
-        raw_rates.append(len(events) / asyncio.run(raw_consume(settings, len(events))))
-        rate, startup = worker_rate(settings, app_id, len(events),
-                                    Path(tempfile.gettempdir()) / f"pipeline-bench-{run}.log")
-        worker_rates.append(rate)
-        startups.append(startup)
-        print(f"run {run + 1}: raw consumer {raw_rates[-1]:,.0f} msg/s, worker {rate:,.0f} "
-              f"events/s (start-up {startup:.1f} s)", flush=True)
-    raw, worker = statistics.median(raw_rates), statistics.median(worker_rates)
-    print(f"median over {args.runs} runs of {len(events):,} events / {args.accounts:,} accounts: "
-          f"raw consumer {raw:,.0f} msg/s, worker {worker:,.0f} events/s, "
-          f"ratio {worker / raw:.3f}, start-up {statistics.median(startups):.1f} s")
+        for tree in versions if run % 2 == 0 else versions[::-1]:
+            settings, app_id = private_pipeline(load_settings(), f"bench-{uuid.uuid4().hex[:8]}")
+            publish(settings, events)
+            raw = len(events) / asyncio.run(raw_consume(settings, len(events)))
+            profile = args.profile if tree == profiled and run == 0 else None
+            result = worker_rate(settings, app_id, len(events),
+                                 Path(tempfile.gettempdir()) / f"pipeline-bench-{app_id}.log",
+                                 tree, profile, args.profile_seconds, args.poll)
+            result["raw_msg_per_s"] = raw
+            results[tree].append(result)
+            print(f"run {run + 1} {tree}: raw consumer {raw:,.0f} msg/s, worker "
+                  f"{result['events_per_s']:,.0f} events/s, {result['events_per_cpu_s']:,.0f} "
+                  f"events per worker CPU s, {result['cpu_share']:.0%} of a core, waited for one "
+                  f"{result['cpu_wait_share']:.0%} (start-up {result['startup_s']:.1f} s)",
+                  flush=True)
+    summary = summarize(results, len(events), args.accounts)
+    if args.profile is not None:
+        shares = profile_shares(args.profile)
+        print_profile(shares)
+        summary["profile"] = shares
+    if args.json_out:
+        args.json_out.write_bytes(orjson.dumps({"summary": summary, "runs": results},
+                                               option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def summarize(results: dict[str, list[dict[str, float]]], events: int,
+              accounts: int) -> dict[str, Any]:
+    """Medians per version, the ratio worker / raw consumer, and each version against the first
+    (median of the per-run ratios)."""
+    def median(tree: str, key: str) -> float:
+        return statistics.median(run[key] for run in results[tree])
+
+    first = next(iter(results))
+
+    def paired_ratio(tree: str, key: str) -> float:
+        """Median over runs of this version's figure / the first version's in the same run:
+        the runs of one round shared the machine's load, so their ratio is steadier."""
+        return statistics.median(run[key] / base[key]
+                                 for run, base in zip(results[tree], results[first], strict=True))
+
+    print(f"medians over {len(results[first])} runs of {events:,} events / {accounts:,} accounts:")
+    summary: dict[str, Any] = {}
+    for tree in results:
+        figures = {key: median(tree, key) for key in results[tree][0]}
+        figures["worker_over_raw"] = statistics.median(
+            run["events_per_s"] / run["raw_msg_per_s"] for run in results[tree])
+        figures["vs_first"] = paired_ratio(tree, "events_per_s")
+        figures["cpu_vs_first"] = paired_ratio(tree, "events_per_cpu_s")
+        summary[tree] = figures
+        print(f"  {tree}: worker {figures['events_per_s']:,.0f} events/s "
+              f"({figures['vs_first']:.2f} x {first}), {figures['events_per_cpu_s']:,.0f} per "
+              f"CPU s ({figures['cpu_vs_first']:.2f} x), {figures['cpu_share']:.0%} of a core "
+              f"(waited {figures['cpu_wait_share']:.0%}), raw {figures['raw_msg_per_s']:,.0f} "
+              f"msg/s, worker/raw {figures['worker_over_raw']:.4f}, start-up "
+              f"{figures['startup_s']:.1f} s")
+    return summary
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

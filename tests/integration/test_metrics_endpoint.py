@@ -68,7 +68,8 @@ def test_sink_run_serves_batches_rows_and_lag(stack: Settings, tmp_path: Path) -
     assert seen[("billing_sink_rows_total", (("table", "account_state_events"),))] >= len(outputs)
     assert seen[("billing_sink_messages_total", ())] >= len(rated) + 1 + len(outputs)
     assert seen[("billing_sink_batches_total", ())] >= 1
-    assert seen[("billing_sink_undecodable_total", ())] == 1
+    # At least once: a batch dropped at a rebalance (seen right after the join) is read again.
+    assert seen[("billing_sink_undecodable_total", ())] >= 1
     assert seen[("billing_sink_insert_duration_seconds_count", (("table", "rated_usage"),))] >= 1
     assert seen[("billing_sink_errors_total", (("operation", "insert"),))] == 0
     assert "metrics.serving" in log_path.read_text()

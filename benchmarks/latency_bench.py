@@ -1,0 +1,521 @@
+"""End-to-end latency of the pipeline: a usage's send to the ``usage_paused`` it causes.
+
+A private pipeline (own topics, own app id) on the running broker gets one ``billing worker``.
+Set-up events open two kinds of accounts and are applied before anything is timed:
+
+- **background** accounts (enterprise, postpaid, a payment method on file, no budget): their usage
+  is the steady load and never changes their status;
+- **trigger** accounts (self-serve, prepaid, the $1.00 free credit, a payment method on file): each
+  receives one usage costing $1.80, which exhausts the credit, so the worker emits a
+  ``usage_paused`` whose ``cause_event_id`` is that usage's ``event_id``.
+
+Then, for each phase (a rate, and a side rate on the payments and accounts topics), a producer
+process (aiokafka, ``acks=all``, idempotent) publishes background usage at a steady rate for
+``--seconds``, with the triggers spread evenly after ``--warmup`` seconds. This process consumes
+the account-state topic from its end and notes when each trigger's ``usage_paused`` arrives. Per
+trigger, latency = receive time - the producer's wall-clock time just before it sent the trigger
+(same host clock); it is split at the output record's Kafka timestamp (when the worker produced
+it) into "to the worker's send" and "to the consumer". Reported per phase: p50/p90/p99/max, the
+triggers counted and missed, the achieved input rate, and whether the worker kept up: its consumer
+group's lag when the producer stopped and how long it took to reach zero.
+
+The inputs the phase does not write to (payments, accounts, control, unless ``--side-rates`` says
+otherwise) are idle. The worker's event-time merge passes an event only while every other input of
+its partition number has an event buffered or may be skipped (``streams.worker`` ``_may_skip``:
+read to its end, or the agent idle for ``stall_timeout``), and its Kafka consumer fetches the idle
+inputs too; a side rate > 0 keeps them busy, to show what idle inputs cost. ``--fetch-wait-demo``
+measures the consumer's part alone (see :func:`fetch_wait_demo`). ``--tree PATH`` runs the worker
+of another checkout; ``--profile PREFIX`` samples the worker with py-spy in each phase.
+
+    billing stack up --no-clickhouse
+    python -m benchmarks.latency_bench --rates 250 500 750 1000 --seconds 60 --triggers 60 \\
+        --json-out latency.json
+    python -m benchmarks.latency_bench --rates 300 --side-rates 0 25 0 25 --seconds 45
+    python -m benchmarks.latency_bench --rates 5000 --seconds 20 --warmup 2 --triggers 40
+    python -m benchmarks.latency_bench --fetch-wait-demo 333 --rates 300 --seconds 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import queue
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from benchmarks.pipeline_bench import (
+    CURRENT,
+    code_from,
+    cpu_seconds,
+    print_profile,
+    profile_shares,
+    scheduler_seconds,
+    start_profile,
+)
+from billing.codec import Codec, decode
+from billing.events import normalize_input
+from billing.produce import prepare
+from billing.settings import Settings, load_settings
+from streams.process import WorkerProcess, private_pipeline
+from tests.integration.pipeline import publish
+
+TRIGGER_PREFIX = "trigger-"
+# $1.80 at 0.90 per million: more than the $1.00 free credit of a new self-serve account.
+TRIGGER_USAGE = {"product": "deepseek-v3", "quantities": {"output_tokens": 2_000_000}}
+BACKGROUND_PRODUCTS = (("llama-v3p1-8b", ("input_tokens", "output_tokens")),
+                       ("qwen3-235b", ("input_tokens", "cached_input_tokens", "output_tokens")))
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """What the producer publishes in one timed phase."""
+
+    name: str
+    rate: float  # background usage events/s
+    side_rate: float  # payment_method_added + auto_top_up_configured events/s, for busy inputs
+    seconds: float
+    warmup: float  # seconds before the first trigger
+    background: tuple[str, ...]
+    triggers: tuple[str, ...]
+    linger_ms: int
+    seed: int
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_ms() -> datetime:
+    """The current time at the millisecond precision of event times."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def setup_events(background: list[str], triggers: list[str]) -> list[dict[str, Any]]:
+    """Open every account and put a payment method on file (no suspension, no budget pause);
+    one usage per background account moves the watermark past last month's close, so the
+    worker's close broadcast (a pass over every account) happens now, not in a timed phase."""
+    opened = datetime.now(UTC) - timedelta(hours=1)
+    events: list[dict[str, Any]] = []
+    for index, account in enumerate(background + triggers):
+        contract = ({"contract": "self_serve"} if account.startswith(TRIGGER_PREFIX)
+                    else {"contract": "enterprise", "billing_model": "postpaid"})
+        at = opened + timedelta(milliseconds=index)
+        events.append({"type": "account_opened", "event_id": f"open-{account}",
+                       "account_id": account, "timestamp": iso(at),
+                       "created_at": iso(at - timedelta(days=1)), **contract})
+        events.append({"type": "payment_method_added", "event_id": f"pm-{account}",
+                       "account_id": account, "timestamp": iso(at + timedelta(seconds=1)),
+                       "payment_method_id": f"pm-{account}"})
+        if not account.startswith(TRIGGER_PREFIX):
+            product, meters = BACKGROUND_PRODUCTS[0]
+            events.append({"type": "usage", "event_id": f"first-{account}", "account_id": account,
+                           "timestamp": iso(at + timedelta(seconds=2)), "product": product,
+                           "quantities": dict.fromkeys(meters, 100)})
+    return [normalize_input(event) for event in events]
+
+
+def produce(settings: Settings, phase: Phase, results: Any) -> None:
+    """The producer process: puts the summary of :func:`publish_phase` on ``results``."""
+    results.put(asyncio.run(publish_phase(settings, phase)))
+
+
+async def publish_phase(settings: Settings, phase: Phase) -> dict[str, Any]:
+    """Background usage at ``phase.rate``, triggers evenly spread after the warm-up, side events
+    at ``phase.side_rate``, as keyed Avro messages like every producer of the input topics.
+
+    aiokafka and the codec directly rather than ``EventProducer``: this process shares the
+    machine with the worker, and its validation and kafka-python's pure-Python record building
+    cost twice the CPU per event (the events are valid by construction)."""
+    rng = random.Random(phase.seed)
+    codec = Codec.from_settings(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                enable_idempotence=True, linger_ms=phase.linger_ms)
+    await producer.start()
+    spacing = (phase.seconds - phase.warmup) / max(len(phase.triggers), 1)
+    due_triggers = [(phase.warmup + (index + 0.5) * spacing, account)
+                    for index, account in enumerate(phase.triggers)]
+    trigger_sends: dict[str, float] = {}
+    sent = side_sent = 0
+    behind_max = 0.0
+    started = last_progress = time.monotonic()
+
+    async def send_usage(event: dict[str, Any]) -> None:
+        await producer.send(settings.topics.usage, key=event["account_id"].encode(),
+                            value=codec.encode("usage", event | {"requests": 1}))
+
+    try:
+        while (elapsed := time.monotonic() - started) < phase.seconds:
+            now = now_ms()
+            due = int(elapsed * phase.rate)
+            behind_max = max(behind_max, (due - sent) / phase.rate)
+            for _ in range(due - sent):
+                product, meters = rng.choice(BACKGROUND_PRODUCTS)
+                await send_usage({"type": "usage", "event_id": f"{phase.name}-u{sent}",
+                                  "account_id": rng.choice(phase.background), "timestamp": now,
+                                  "product": product, "quantities": {
+                                      meter: rng.randrange(10, 2_000) for meter in meters}})
+                sent += 1
+            while side_sent < int(elapsed * phase.side_rate):
+                account = rng.choice(phase.background)
+                side = ({"type": "payment_method_added", "payment_method_id": f"pm-{account}"}
+                        if side_sent % 2 == 0 else
+                        {"type": "auto_top_up_configured", "enabled": False,
+                         "minimum_balance": "0", "top_up_amount": "10"})
+                message = prepare(side | {"event_id": f"{phase.name}-s{side_sent}",
+                                          "account_id": account, "timestamp": now},
+                                  settings, codec)
+                await producer.send(message.topic, key=message.key, value=message.value)
+                side_sent += 1
+            while due_triggers and due_triggers[0][0] <= elapsed:
+                _, account = due_triggers.pop(0)
+                event_id = f"{phase.name}-{account}"
+                trigger_sends[event_id] = time.time()
+                await send_usage({"type": "usage", "event_id": event_id, "account_id": account,
+                                  "timestamp": now_ms(), **TRIGGER_USAGE})
+            if time.monotonic() - last_progress >= 10:
+                last_progress = time.monotonic()
+                log(f"  producer: {sent:,} usage sent in {elapsed:.0f} s "
+                    f"({sent / elapsed:,.0f}/s), {len(trigger_sends)} triggers")
+            await asyncio.sleep(0.002)
+        elapsed = time.monotonic() - started
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return {"usage_sent": sent, "side_sent": side_sent, "triggers_sent": len(trigger_sends),
+            "seconds": elapsed, "achieved_rate": sent / elapsed,
+            "behind_schedule_max_s": behind_max, "trigger_sends": trigger_sends}
+
+
+class PauseWatcher:
+    """Consumes the account-state topic from its end; notes when each trigger's pause arrives."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.received: dict[str, tuple[float, float]] = {}  # cause id -> (received, created)
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                         enable_auto_commit=False)
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        topic = self.settings.topics.account_state
+        # private_pipeline created it with the configured partition count
+        partitions = [TopicPartition(topic, partition)
+                      for partition in range(self.settings.partitions)]
+        self.consumer.assign(partitions)
+        await self.consumer.seek_to_end(*partitions)
+        for partition in partitions:  # resolve the positions now, before anything is sent
+            await self.consumer.position(partition)
+
+    async def run(self) -> None:
+        prefix = TRIGGER_PREFIX.encode()
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=200)
+            received = time.time()
+            for records in batches.values():
+                for record in records:
+                    if record.key is None or not record.key.startswith(prefix):
+                        continue
+                    event = decode("account_state", record.value)
+                    if event["type"] == "usage_paused":
+                        self.received.setdefault(event["cause_event_id"],
+                                                 (received, record.timestamp / 1000))
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+
+def distribution(values: list[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of ``values`` (inclusive quantiles), in milliseconds."""
+    if not values:
+        return {}
+    cuts = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 \
+        else [values[0]] * 99
+    return {"p50": cuts[49] * 1000, "p90": cuts[89] * 1000, "p99": cuts[98] * 1000,
+            "max": max(values) * 1000}
+
+
+def latencies(sends: dict[str, float], received: dict[str, tuple[float, float]]
+              ) -> dict[str, Any]:
+    """Per-trigger latency in send order, its two legs, and the first half against the second
+    (a worker falling behind shows as a second half slower than the first)."""
+    order = sorted(sends, key=sends.__getitem__)
+    seen = [event_id for event_id in order if event_id in received]
+    total = [received[event_id][0] - sends[event_id] for event_id in seen]
+    half = len(total) // 2
+    return {
+        "triggers_sent": len(sends), "triggers_received": len(seen),
+        "series": [(round(sends[event_id] - sends[order[0]], 3), round(latency * 1000, 1))
+                   for event_id, latency in zip(seen, total, strict=True)],
+        "latency_ms": distribution(total),
+        "to_worker_send_ms": distribution([received[event_id][1] - sends[event_id]
+                                           for event_id in seen]),
+        "to_consumer_ms": distribution([received[event_id][0] - received[event_id][1]
+                                        for event_id in seen]),
+        "p50_first_half_ms": distribution(total[:half]).get("p50"),
+        "p50_second_half_ms": distribution(total[half:]).get("p50"),
+    }
+
+
+async def fetch_wait_demo(settings: Settings, rate: float, capacity: float, seconds: float,
+                          waits: tuple[int, ...] = (1500, 100)) -> dict[str, Any]:
+    """The input side alone, without the worker: bare aiokafka consumers of the four input
+    topics (only usage is written to, at ``rate``) that take at most ``capacity`` records/s, one
+    per ``fetch_max_wait_ms`` in ``waits`` (Faust's driver hard-codes 1500), all reading the same
+    records at once; each record's delay from its send to its delivery.
+
+    aiokafka fetches nothing from a broker while a partition's records, fetched under 100 ms ago,
+    wait to be consumed, then fetches every other partition: a consumer near its capacity sends
+    fetches that cover only the idle topics, which the broker holds for ``fetch_max_wait_ms``."""
+    topic_partitions = [TopicPartition(topic, partition) for topic in settings.topics.inputs
+                        for partition in range(settings.partitions)]
+    delays: dict[int, list[float]] = {wait: [] for wait in waits}
+    batch = 20
+
+    async def consume(wait: int) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                    fetch_max_wait_ms=wait, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(topic_partitions)
+            await consumer.seek_to_end(*topic_partitions)
+            for partition in topic_partitions:
+                await consumer.position(partition)
+            while True:
+                records = await consumer.getmany(timeout_ms=100, max_records=batch)
+                received = time.time()
+                delays[wait].extend(received - float(record.value)
+                                    for records_of_tp in records.values()
+                                    for record in records_of_tp)
+                await asyncio.sleep(batch / capacity)  # busy with what it got
+        finally:
+            await consumer.stop()
+
+    consumers = [asyncio.ensure_future(consume(wait)) for wait in waits]
+    await asyncio.sleep(3)  # positions resolved
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        started, sent = time.monotonic(), 0
+        while (elapsed := time.monotonic() - started) < seconds:
+            for _ in range(int(elapsed * rate) - sent):
+                await producer.send(settings.topics.usage, key=f"account-{sent % 100}".encode(),
+                                    value=repr(time.time()).encode())
+                sent += 1
+            await asyncio.sleep(0.002)
+    finally:
+        await producer.stop()
+    await asyncio.sleep(3)  # the last records delivered
+    for consumer in consumers:
+        consumer.cancel()
+    await asyncio.gather(*consumers, return_exceptions=True)
+    return {"rate": rate, "capacity": capacity, "seconds": seconds, "records": sent,
+            "delay_ms": {str(wait): distribution(values) for wait, values in delays.items()}}
+
+
+async def producer_result(producer: Any, results: Any, worker: WorkerProcess,
+                          watcher: PauseWatcher, phase: Phase, progress: float) -> dict[str, Any]:
+    """Wait for the producer's summary, logging the worker's lag every ``progress`` seconds;
+    raise if the producer or the worker ended without one."""
+    next_report = time.monotonic() + progress
+    while True:
+        try:  # without blocking the loop while producing: the watcher notes receive times
+            return results.get_nowait() if producer.is_alive() else results.get(timeout=5)
+        except queue.Empty:
+            if not producer.is_alive():
+                raise RuntimeError(f"the producer of {phase.name} ended without a result (exit "
+                                   f"code {producer.exitcode}); see its traceback above") from None
+        worker.check_running()
+        if time.monotonic() >= next_report:
+            next_report += progress
+            lag = await asyncio.to_thread(worker.lag)
+            log(f"  {phase.name}: worker lag {lag:,}, pauses received {len(watcher.received)}")
+        await asyncio.sleep(0.2)
+
+
+async def run_phase(settings: Settings, worker: WorkerProcess, watcher: PauseWatcher,
+                    phase: Phase, args: argparse.Namespace) -> dict[str, Any]:
+    """Publish one phase, watch the worker's lag on the way, wait for it to catch up."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    producer = context.Process(target=produce, args=(settings, phase, results), daemon=True)
+    producer.start()
+    assert worker.process is not None
+    cpu_at_start, started = cpu_seconds(worker.process.pid), time.monotonic()
+    _, waited_at_start = scheduler_seconds(worker.process.pid)
+    profiler = None
+    if args.profile is not None:
+        profile_path = args.profile.with_name(f"{args.profile.name}.{phase.name}.raw")
+        profiler = start_profile(worker.process.pid, profile_path, phase.seconds)
+    sent = await producer_result(producer, results, worker, watcher, phase, args.progress)
+    producer.join(30)
+    lag_at_end = await asyncio.to_thread(worker.lag)
+    stopped = time.monotonic()
+    cpu_while_producing = cpu_seconds(worker.process.pid) - cpu_at_start
+    waited_while_producing = scheduler_seconds(worker.process.pid)[1] - waited_at_start
+    expected = set(sent["trigger_sends"])
+    while (lag := await asyncio.to_thread(worker.lag)) or not expected <= set(watcher.received):
+        worker.check_running()
+        if time.monotonic() - stopped > args.drain_timeout:
+            log(f"  {phase.name}: gave up waiting after {args.drain_timeout:.0f} s, lag {lag:,}")
+            break
+        await asyncio.sleep(0.5)
+    drain = time.monotonic() - stopped
+    cpu = cpu_seconds(worker.process.pid) - cpu_at_start
+    inputs = sent["usage_sent"] + sent["side_sent"] + sent["triggers_sent"]
+    figures: dict[str, Any] = {
+        "phase": phase.name, "rate": phase.rate, "side_rate": phase.side_rate,
+        "seconds": sent["seconds"], "usage_sent": sent["usage_sent"],
+        "side_sent": sent["side_sent"], "achieved_rate": sent["achieved_rate"],
+        "producer_behind_max_s": sent["behind_schedule_max_s"],
+        "lag_at_end": lag_at_end, "lag_at_end_s": lag_at_end / phase.rate,
+        "drain_s": drain, "lag_after_drain": lag,
+        # CPU the worker got while the producer ran, as a share of one core, and its CPU per
+        # input event up to the end of the drain: the machine is shared, so a worker that falls
+        # behind may be short of CPU rather than slow
+        "worker_cpu_share": cpu_while_producing / (stopped - started),
+        "worker_cpu_wait_share": waited_while_producing / (stopped - started),
+        "worker_events_per_cpu_s": inputs / max(cpu, 1e-9),
+    } | latencies(sent["trigger_sends"], watcher.received)
+    # Faust commits offsets every 2.8 s, so a worker that keeps up still shows a few seconds'
+    # lag when the producer stops; one that does not shows the backlog it built.
+    figures["kept_up"] = figures["lag_at_end_s"] <= args.kept_up_lag_s and lag == 0
+    if profiler is not None:
+        profiler.wait(60)
+        figures["profile"] = profile_shares(profile_path)
+    return figures
+
+
+def print_phase(figures: dict[str, Any]) -> None:
+    def spread(name: str) -> str:
+        values = figures[name]
+        return " ".join(f"{key} {value:,.0f}" for key, value in values.items()) or "n/a"
+
+    halves = [figures[f"p50_{half}_half_ms"] or 0 for half in ("first", "second")]
+    print(f"{figures['phase']}: {figures['achieved_rate']:,.0f} usage/s for "
+          f"{figures['seconds']:.0f} s (+{figures['side_sent']:,} side events), "
+          f"{figures['triggers_received']}/{figures['triggers_sent']} triggers\n"
+          f"  latency ms: {spread('latency_ms')}\n"
+          f"  to the worker's send: {spread('to_worker_send_ms')}; to the consumer: "
+          f"{spread('to_consumer_ms')}; p50 first/second half {halves[0]:,.0f}/{halves[1]:,.0f}\n"
+          f"  lag at end {figures['lag_at_end']:,} ({figures['lag_at_end_s']:.1f} s of input), "
+          f"drained in {figures['drain_s']:.1f} s; kept up: {figures['kept_up']}\n"
+          f"  worker: {figures['worker_cpu_share']:.0%} of a core while producing (waited for "
+          f"one {figures['worker_cpu_wait_share']:.0%}), "
+          f"{figures['worker_events_per_cpu_s']:,.0f} input events per CPU second", flush=True)
+    if "profile" in figures:
+        print_profile(figures["profile"])
+
+
+async def run_phases(settings: Settings, worker: WorkerProcess,
+                     phases: list[Phase], args: argparse.Namespace) -> list[dict[str, Any]]:
+    watcher = PauseWatcher(settings)
+    await watcher.start()
+    watching = asyncio.ensure_future(watcher.run())
+    results = []
+    try:
+        for phase in phases:
+            log(f"phase {phase.name}: {phase.rate:,.0f} usage/s, {phase.side_rate:,.0f} side "
+                f"events/s, {len(phase.triggers)} triggers, {phase.seconds:.0f} s")
+            results.append(await run_phase(settings, worker, watcher, phase, args))
+            print_phase(results[-1])
+    finally:
+        watching.cancel()
+        await watcher.stop()
+    return results
+
+
+def run_fetch_wait_demo(args: argparse.Namespace) -> int:
+    results = []
+    for rate in args.rates:
+        settings, _ = private_pipeline(load_settings(), f"fetchwait-{uuid.uuid4().hex[:8]}")
+        results.append(asyncio.run(fetch_wait_demo(settings, rate, args.fetch_wait_demo,
+                                                   args.seconds)))
+        for wait, delay in results[-1]["delay_ms"].items():
+            print(f"{rate:,.0f} records/s, consumers taking {args.fetch_wait_demo:,.0f}/s, "
+                  f"fetch_max_wait_ms={wait}: delay ms " + " ".join(
+                      f"{key} {value:,.0f}" for key, value in delay.items()), flush=True)
+    if args.json_out:
+        args.json_out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", type=float, nargs="+", default=[5000.0],
+                        help="background usage events/s, one phase each (ascending is best)")
+    parser.add_argument("--side-rates", type=float, nargs="+", default=[0.0],
+                        help="events/s on the payments and accounts topics; 0 leaves them idle")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each phase")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before the 1st trigger")
+    parser.add_argument("--triggers", type=int, default=100, help="triggers per phase")
+    parser.add_argument("--accounts", type=int, default=1000, help="background accounts")
+    parser.add_argument("--linger-ms", type=int, default=5, help="the producer's linger")
+    parser.add_argument("--progress", type=float, default=10.0, help="seconds between lag checks")
+    parser.add_argument("--drain-timeout", type=float, default=300.0,
+                        help="seconds to wait after a phase for the worker to catch up")
+    parser.add_argument("--kept-up-lag-s", type=float, default=5.0,
+                        help="lag (in seconds of input) at a phase's end that still counts as "
+                             "keeping up (offsets are committed every 2.8 s)")
+    parser.add_argument("--profile", type=Path, metavar="PREFIX",
+                        help="py-spy raw stacks of the worker in each phase: PREFIX.<phase>.raw")
+    parser.add_argument("--tree", default=CURRENT, metavar="PATH",
+                        help="run the worker of this checkout (default: this one, as installed)")
+    parser.add_argument("--json-out", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--fetch-wait-demo", type=float, metavar="CAPACITY",
+                        help="instead: the input side alone, consumers taking at most CAPACITY "
+                             "records/s, with Faust's and a short fetch_max_wait_ms (see "
+                             "fetch_wait_demo), at each of --rates for --seconds")
+    args = parser.parse_args(argv)
+    if args.fetch_wait_demo:
+        return run_fetch_wait_demo(args)
+    settings, app_id = private_pipeline(load_settings(), f"latency-{uuid.uuid4().hex[:8]}")
+    background = [f"bg-{index:05d}" for index in range(args.accounts)]
+    phases = [Phase(name=f"p{number}-r{rate:.0f}-s{side:.0f}", rate=rate, side_rate=side,
+                    seconds=args.seconds, warmup=args.warmup, background=tuple(background),
+                    triggers=tuple(f"{TRIGGER_PREFIX}{number}-{index:04d}"
+                                   for index in range(args.triggers)),
+                    linger_ms=args.linger_ms, seed=number)
+              for number, (side, rate) in enumerate(
+                  (side, rate) for side in args.side_rates for rate in args.rates)]
+    events = setup_events(background, [account for phase in phases for account in phase.triggers])
+    log(f"pipeline {app_id}: publishing {len(events):,} set-up events")
+    publish(settings, events)
+    with code_from(args.tree):
+        worker = WorkerProcess(settings, app_id,
+                               Path(tempfile.gettempdir()) / f"latency-bench-{app_id}.log").start()
+    try:
+        started = time.monotonic()
+        worker.wait_drained(600)
+        log(f"worker started and applied the set-up in {time.monotonic() - started:.1f} s "
+            f"(log {worker.log_path})")
+        results = asyncio.run(run_phases(settings, worker, phases, args))
+    finally:
+        worker.stop()
+    if args.json_out:
+        described = [asdict(phase) | {"background": len(phase.background),
+                                      "triggers": len(phase.triggers)} for phase in phases]
+        args.json_out.write_bytes(orjson.dumps(
+            {"app_id": app_id, "tree": args.tree, "phases": described, "results": results},
+            option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
