@@ -11,7 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import CoordinatorNotAvailableError
+from kafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+)
 
 from billing.codec import decode
 from billing.kafka_security import kafka_python_security
@@ -31,10 +35,7 @@ def group_lag(settings: Settings, group: str, topics: tuple[str, ...]) -> int:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **security)
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **security)
     try:
-        try:
-            committed = admin.list_group_offsets({group: None}).get(group, {})
-        except CoordinatorNotAvailableError:  # the group has not committed anything yet
-            committed = {}
+        committed = _committed_offsets(admin, group)
         partitions = [TopicPartition(topic, partition) for topic in topics
                       for partition in (consumer.partitions_for_topic(topic) or ())]
         ends = consumer.end_offsets(partitions)
@@ -43,6 +44,20 @@ def group_lag(settings: Settings, group: str, topics: tuple[str, ...]) -> int:
     finally:
         admin.close()
         consumer.close()
+
+
+def _committed_offsets(admin: KafkaAdminClient, group: str, timeout: float = 30.0) -> dict:
+    """The group's committed offsets; retried while a (re)started broker's coordinator loads."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin.list_group_offsets({group: None}).get(group, {})
+        except CoordinatorNotAvailableError:  # the group has not committed anything yet
+            return {}
+        except (NotCoordinatorError, CoordinatorLoadInProgressError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.5,
