@@ -235,12 +235,27 @@ def profile_core(events: list[dict[str, Any]], limit: int) -> str:
     return report.getvalue()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options naming the workload a benchmark runs on (a file, or one to generate)."""
     parser.add_argument("--workload", type=Path, help="JSON-lines input (default: generate one)")
     parser.add_argument("--events", type=int, default=200_000, help="events to generate")
     parser.add_argument("--accounts", type=int, default=2_000, help="accounts to generate")
     parser.add_argument("--seed", type=int, default=7)
+
+
+def workload_path(args: argparse.Namespace, workdir: Path) -> Path:
+    """``--workload``, or a workload generated into ``workdir`` from the other options."""
+    if args.workload is not None:
+        return args.workload
+    from billing.workload import generate, write_jsonl
+    path = workdir / "workload.jsonl"
+    write_jsonl(path, generate(args.accounts, args.events, args.seed))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_workload_arguments(parser)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median)")
     parser.add_argument("--skip-command", action="store_true", help="only the core figures")
     parser.add_argument("--busy-account", action="store_true",
@@ -259,11 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     pinned = pin_to_one_cpu()
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as scratch:
         workdir = Path(scratch)
-        path = args.workload
-        if path is None:
-            from billing.workload import generate, write_jsonl
-            path = workdir / "workload.jsonl"
-            write_jsonl(path, generate(args.accounts, args.events, args.seed))
+        path = workload_path(args, workdir)
         events = load_events(path)
         with open(path, "rb") as source:
             lines = sum(1 for _ in source)

@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from replay_bench import busy_account, load_events, replay_core
+from replay_bench import (
+    add_workload_arguments,
+    busy_account,
+    load_events,
+    replay_core,
+    workload_path,
+)
 
 from billing.ledger import AccountState
 from streams.state_store import dump_state
@@ -112,20 +118,13 @@ def busy_week() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", type=Path, help="JSON-lines input (default: generate one)")
-    parser.add_argument("--events", type=int, default=200_000, help="events to generate")
-    parser.add_argument("--accounts", type=int, default=2_000, help="accounts to generate")
-    parser.add_argument("--seed", type=int, default=7)
+    add_workload_arguments(parser)
     parser.add_argument("--skip-busy", action="store_true", help="no busy-account week")
     parser.add_argument("--json-out", type=Path, help="also write the figures as JSON")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="state-bench-") as scratch:
-        path = args.workload
-        if path is None:
-            from billing.workload import generate, write_jsonl
-            path = Path(scratch) / "workload.jsonl"
-            write_jsonl(path, generate(args.accounts, args.events, args.seed))
+        path = workload_path(args, Path(scratch))
         states = replayed_states(path)
     sizes = [measure(state) for state in states.values()]
     by_type: dict[str, list[StateSize]] = defaultdict(list)

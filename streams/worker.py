@@ -219,16 +219,19 @@ class LedgerWorker:
         if (idle_since is None or time.monotonic() - idle_since < self.options.stuck_seconds
                 or app.rebalancing or app.in_recovery or self.commits.pending_events):
             return False
-        consumer = app.consumer
-        for tp in consumer.assignment():
-            if tp.topic not in self.kind_of_topic:
-                continue
-            highwater, last = consumer.highwater(tp), self.last_received.get(tp)
-            committed = consumer._committed_offset.get(tp)  # Faust has no public accessor
-            position = last + 1 if last is not None else (committed or 0)
-            if highwater is not None and highwater > position:
-                return True
-        return False
+        return any(self._read_to_end(tp) is False for tp in app.consumer.assignment()
+                   if tp.topic in self.kind_of_topic)
+
+    def _read_to_end(self, tp: TP) -> bool | None:
+        """Whether every message of input ``tp`` up to its log end has been received (counting
+        from the committed offset before the first); None while its end is unknown."""
+        consumer = self.app.consumer
+        highwater = consumer.highwater(tp)
+        if highwater is None:
+            return None
+        last = self.last_received.get(tp)
+        committed = consumer._committed_offset.get(tp)  # Faust has no public accessor
+        return (last + 1 if last is not None else (committed or 0)) >= highwater
 
     def _exit_stuck(self, why: str) -> None:
         """End the process at once: a graceful stop would wait on whatever is stuck (Faust
@@ -240,24 +243,18 @@ class LedgerWorker:
     def _may_skip(self, partition: int) -> Any:
         """Whether an input of ``partition`` with nothing buffered need not be waited for:
         it is read to its end, or it has data but the agent has sat idle for ``stall_timeout``."""
-        consumer = self.app.consumer
         now = time.monotonic()
 
         def may_skip(topic: str) -> bool:
             tp = TP(topic, partition)
-            highwater = consumer.highwater(tp)
-            last = self.last_received.get(tp)
-            if highwater is not None:
-                if last is not None and last + 1 >= highwater:
-                    return True
-                committed = consumer._committed_offset.get(tp)  # Faust has no public accessor
-                if last is None and (highwater == 0 or (committed or 0) >= highwater):
-                    return True
+            if self._read_to_end(tp):
+                return True
             idle_since = self._idle_since_assignment()
             stalled = idle_since is not None and now - idle_since > self.options.stall_timeout
             if stalled:
                 log.warning("input_stalled topic=%s partition=%d highwater=%s last_offset=%s",
-                            topic, partition, highwater, last)
+                            topic, partition, self.app.consumer.highwater(tp),
+                            self.last_received.get(tp))
             return stalled
 
         return may_skip
@@ -330,12 +327,16 @@ class LedgerWorker:
 
     # -- the ledger ------------------------------------------------------------------------
 
+    def _current(self, table: Any, key: bytes, load: Any) -> Any:
+        """The newest value of a table entry: an uncommitted batch's, else the table's."""
+        value = self.commits.get(table, key)
+        if value is None:
+            stored = table.get(key)
+            value = load(stored) if stored else None
+        return value
+
     def _entry(self, key: bytes, batch: _Batch) -> AccountEntry | None:
-        entry = batch.states.get(key) or self.commits.get(self.accounts, key)
-        if entry is None:
-            stored = self.accounts.get(key)
-            entry = load_entry(stored) if stored else None
-        return entry
+        return batch.states.get(key) or self._current(self.accounts, key, load_entry)
 
     async def _apply(self, event: EventT, canonical: dict[str, Any], batch: _Batch) -> None:
         if canonical["type"] == "close_period" and not canonical["account_id"]:
@@ -405,11 +406,8 @@ class LedgerWorker:
         """Track this partition's largest usage time; broadcast the close of every month whose
         close time it passed (one ``close_period`` closes that month and all before it)."""
         if batch.clock is None:
-            batch.clock = self.commits.get(self.clock, batch.clock_key)
-        if batch.clock is None:
-            stored = self.clock.get(batch.clock_key)
-            batch.clock = orjson.loads(stored) if stored else {"watermark_ms": 0,
-                                                               "closed_through": None}
+            batch.clock = self._current(self.clock, batch.clock_key, orjson.loads) or {
+                "watermark_ms": 0, "closed_through": None}
         clock = batch.clock
         usage_ms = millis_of(usage_time)
         if usage_ms <= clock["watermark_ms"]:
