@@ -44,10 +44,6 @@ from faust.types import EventT
 log = logging.getLogger("billing.worker.commit")
 
 
-def _acknowledge(event: EventT) -> None:
-    event.ack()
-
-
 class CommitStalled(RuntimeError):
     """Kafka did not confirm a delivery within the stall timeout."""
 
@@ -87,7 +83,6 @@ class CommitQueue:
         self._work = asyncio.Event()
         self._changed = asyncio.Condition()
         self.on_commit: Callable[[int, float], None] | None = None  # (events, seconds): metrics
-        self.acknowledge: Callable[[EventT], None] = _acknowledge  # once the event took effect
 
     # -- the agent's side ------------------------------------------------------------------
 
@@ -187,7 +182,7 @@ class CommitQueue:
         events = 0
         for batch in group:
             for event in batch.events:
-                self.acknowledge(event)
+                event.ack()
             events += len(batch.events)
         for name_key, (batch, _) in latest.items():
             entry = self.overlay.get(name_key)

@@ -12,10 +12,10 @@ table. When it passes a month's close time the worker broadcasts a ``close_perio
 deterministic id ``watermark:YYYY-MM`` and no account to every partition of the control topic, so
 accounts that fell silent close too, on every worker, at the same point of event time.
 
-An offset is committed only once its event's effects are durable (:mod:`streams.positions`): an
-event still waiting in the merge buffer is redelivered after a crash, never skipped, and an applied
-batch goes through :class:`~streams.commit.CommitQueue`, which delivers its outputs, then its
-changelog records, then counts its events as done, without holding up the next batch.
+Offsets are acknowledged only once an event's effects are durable (``noack`` stream): an event
+still waiting in the merge buffer is redelivered after a crash, never skipped, and an applied batch
+goes through :class:`~streams.commit.CommitQueue`, which delivers its outputs, then its changelog
+records, then acknowledges it, without holding up the next batch.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from billing.events import TOPIC_OF_TYPE, InvalidEvent
 from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, Transition
 from billing.ledger import to_millis as millis_of
 from billing.settings import Settings
+from streams.ack_offsets import commit_each_offset_once
 from streams.commit import CommitQueue, CommitStalled, PendingBatch, TableWrite
 from streams.merge import KIND_RANK, EventTimeMerger
 from streams.metrics import WorkerMetrics, received_lag
-from streams.positions import InputPositions, use_for_commits
 from streams.state_store import AccountEntry, dump_entry, load_entry
 
 log = logging.getLogger("billing.worker")
@@ -141,19 +141,17 @@ class LedgerWorker:
         self.merger = EventTimeMerger(tuple(self.kind_of_topic), {
             topic: KIND_RANK[kind] for topic, kind in self.kind_of_topic.items()})
         self.last_received: dict[TP, int] = {}
-        self.positions = InputPositions()  # what the group commits (see streams.positions)
         # Monotonic time since which the agent has been waiting for input with nothing to do
         # (None while it is processing). Only an idle agent can tell a stalled input: a busy one,
         # or one blocked on a full producer buffer, is simply not reading yet.
         self.idle_since: float | None = None
-        # When the last rebalance (with its recovery) ended: during one and right after it every
-        # input is still unfetched, and an agent idle since before must not take them for stalled
-        # (that released payments ahead of the usage they answer, in a test with two workers).
-        self.settled_at = time.monotonic()
+        # When the partitions were last assigned: right after a rebalance every input is still
+        # unfetched, and an agent idle since before it must not take them for stalled (that
+        # released payments ahead of the usage they answer, in a test with two workers).
+        self.assigned_at = time.monotonic()
         self.lock = asyncio.Lock()
         self.commits = CommitQueue(stall_seconds=options.stuck_seconds)
         self.commits.on_commit = self.metrics.committed
-        self.commits.acknowledge = self._acknowledge
         self.app.agent(self.inputs, name="ledger")(self._consume)
         self.app.timer(options.tick_interval, name="merge-tick")(self._tick)
         self.app.task(self._run_committer)
@@ -167,20 +165,11 @@ class LedgerWorker:
         # make Faust create it from the metrics thread.
         self.metrics.set_lag_source(partial(received_lag, self.app.consumer.highwater,
                                             self.last_received))
-        use_for_commits(self.app.consumer, self.positions)
+        commit_each_offset_once(self.app.consumer)
         async for event in stream.noack().events():
             self.idle_since = None
             message = event.message
-            # Acknowledged to Faust at once: the offsets committed come from self.positions, and
-            # Faust waits at a revocation for every message it delivered to be acknowledged,
-            # which would make the merge release what it buffered, out of event-time order.
-            event.ack()
-            if message.offset <= self.last_received.get(message.tp, -1):
-                # Fetched before Faust's post-recovery seek and delivered again after it: the
-                # first copy is already applied or buffered.
-                continue
             self.last_received[message.tp] = message.offset
-            self.positions.received(message.tp, message.offset)
             try:
                 canonical = self._decode(message.topic, message.key, message.value)
             except InvalidEvent as error:
@@ -217,8 +206,6 @@ class LedgerWorker:
     async def _tick(self) -> None:
         """Release events held back by a lagging input once it caught up or waited too long;
         exit if input is waiting but has not arrived for ``stuck_seconds``."""
-        if self.app.rebalancing or self.app.in_recovery:
-            self.settled_at = time.monotonic()
         async with self.lock:
             for partition in self.merger.partitions_with_pending():
                 await self._release(partition)
@@ -230,11 +217,11 @@ class LedgerWorker:
         """Idle, not rebalancing or recovering, nothing waiting for a commit, and yet an
         assigned input has messages after the last one received: Faust stopped fetching (seen
         under heavy load; a restart resumes from the committed offsets)."""
-        idle_since = self._idle_since_settled()
+        app, idle_since = self.app, self._idle_since_assignment()
         if (idle_since is None or time.monotonic() - idle_since < self.options.stuck_seconds
-                or self.commits.pending_events):
+                or app.rebalancing or app.in_recovery or self.commits.pending_events):
             return False
-        return any(self._read_to_end(tp) is False for tp in self.app.consumer.assignment()
+        return any(self._read_to_end(tp) is False for tp in app.consumer.assignment()
                    if tp.topic in self.kind_of_topic)
 
     def _read_to_end(self, tp: TP) -> bool | None:
@@ -264,7 +251,7 @@ class LedgerWorker:
             tp = TP(topic, partition)
             if self._read_to_end(tp):
                 return True
-            idle_since = self._idle_since_settled()
+            idle_since = self._idle_since_assignment()
             stalled = idle_since is not None and now - idle_since > self.options.stall_timeout
             if stalled:
                 log.warning("input_stalled topic=%s partition=%d highwater=%s last_offset=%s",
@@ -313,30 +300,21 @@ class LedgerWorker:
             log.exception("commit_failed error=%r", error)
             await self.app.crash(error)
 
-    def _acknowledge(self, event: EventT) -> None:
-        """An event has taken effect: its offset may be committed."""
-        self.positions.acknowledged(event.message.tp, event.message.offset)
-
-    def _idle_since_settled(self) -> float | None:
-        """Since when the agent has been idle, counting from the end of the last rebalance at
-        the earliest; None while it is processing, or while a rebalance or recovery runs."""
-        if self.idle_since is None or self.app.rebalancing or self.app.in_recovery:
-            return None
-        return max(self.idle_since, self.settled_at)
+    def _idle_since_assignment(self) -> float | None:
+        """Since when the agent has been idle, counting from the last assignment at most."""
+        return None if self.idle_since is None else max(self.idle_since, self.assigned_at)
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
-        self.settled_at = time.monotonic()
+        self.assigned_at = time.monotonic()
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         """Before partitions move: commit what was applied, drop what was only buffered (the
-        new owner gets it redelivered); if the drain times out, the rest is discarded rather
-        than written after the hand-over. Faust committed the positions just before this call;
-        the offsets of batches drained here stay uncommitted, and the next owner skips their
-        events as duplicates (the changelog records carry the offsets)."""
+        new owner gets it redelivered). Faust has already waited for every delivered message
+        to be acknowledged (``stream_wait_empty``), so the drain is normally instant; if it
+        times out, the rest is discarded rather than written after the hand-over."""
         drained = await self.commits.drain(timeout=self.options.session_timeout / 2)
         for tp in revoked:
             self.last_received.pop(tp, None)
-        self.positions.forget(revoked)
         partitions = {tp.partition for tp in revoked}
         for partition in partitions:
             self.merger.drop_partition(partition)
