@@ -41,7 +41,6 @@ from billing.events import TOPIC_OF_TYPE, InvalidEvent
 from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, Transition
 from billing.ledger import to_millis as millis_of
 from billing.settings import Settings
-from streams.ack_offsets import commit_each_offset_once
 from streams.commit import CommitQueue, CommitStalled, PendingBatch, TableWrite
 from streams.merge import KIND_RANK, EventTimeMerger
 from streams.metrics import WorkerMetrics, received_lag
@@ -165,7 +164,6 @@ class LedgerWorker:
         # make Faust create it from the metrics thread.
         self.metrics.set_lag_source(partial(received_lag, self.app.consumer.highwater,
                                             self.last_received))
-        commit_each_offset_once(self.app.consumer)
         async for event in stream.noack().events():
             self.idle_since = None
             message = event.message
