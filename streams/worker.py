@@ -41,6 +41,7 @@ from billing.events import TOPIC_OF_TYPE, InvalidEvent
 from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, Transition
 from billing.ledger import to_millis as millis_of
 from billing.settings import Settings
+from streams.ack_offsets import commit_each_offset_once
 from streams.commit import CommitQueue, CommitStalled, PendingBatch, TableWrite
 from streams.merge import KIND_RANK, EventTimeMerger
 from streams.metrics import WorkerMetrics, received_lag
@@ -164,6 +165,7 @@ class LedgerWorker:
         # make Faust create it from the metrics thread.
         self.metrics.set_lag_source(partial(received_lag, self.app.consumer.highwater,
                                             self.last_received))
+        commit_each_offset_once(self.app.consumer)
         async for event in stream.noack().events():
             self.idle_since = None
             message = event.message
@@ -207,20 +209,29 @@ class LedgerWorker:
         async with self.lock:
             for partition in self.merger.partitions_with_pending():
                 await self._release(partition)
-        if self._input_stuck():
-            self._exit_stuck(f"input waiting but nothing received for "
-                             f"{self.options.stuck_seconds:.0f} s")
+        reason = self._stuck_reason()
+        if reason:
+            self._exit_stuck(f"{reason} for {self.options.stuck_seconds:.0f} s")
 
-    def _input_stuck(self) -> bool:
-        """Idle, not rebalancing or recovering, nothing waiting for a commit, and yet an
-        assigned input has messages after the last one received: Faust stopped fetching (seen
-        under heavy load; a restart resumes from the committed offsets)."""
+    def _stuck_reason(self) -> str | None:
+        """Why the worker makes no progress, if it does not: idle (not rebalancing or
+        recovering, nothing waiting for a commit) for ``stuck_seconds``, and yet an input has
+        messages after the last one received (Faust stopped fetching, seen under heavy load), or
+        an input's committed offset stays before messages already applied (Faust dropped a
+        message, whose offset is then never acknowledged: see :mod:`streams.ack_offsets`). A
+        restart resumes from the committed offsets."""
         app, idle_since = self.app, self._idle_since_assignment()
         if (idle_since is None or time.monotonic() - idle_since < self.options.stuck_seconds
                 or app.rebalancing or app.in_recovery or self.commits.pending_events):
-            return False
-        return any(self._read_to_end(tp) is False for tp in app.consumer.assignment()
-                   if tp.topic in self.kind_of_topic)
+            return None
+        inputs = [tp for tp in app.consumer.assignment() if tp.topic in self.kind_of_topic]
+        if any(self._read_to_end(tp) is False for tp in inputs):
+            return "input waiting but nothing received"
+        committed = app.consumer._committed_offset  # Faust has no public accessor
+        if any(self.last_received.get(tp, -1) >= (committed.get(tp) or 0) for tp in inputs
+               if tp in self.last_received):
+            return "commit behind applied input"
+        return None
 
     def _read_to_end(self, tp: TP) -> bool | None:
         """Whether every message of input ``tp`` up to its log end has been received (counting
