@@ -4,8 +4,8 @@ Faust keeps, per input partition, a list of acknowledged offsets (plus "gaps": o
 jumped over, counted as done) and commits up to the end of the first run of consecutive numbers in
 it. Around a rebalance Faust delivers input before its seek to the committed offsets, and this
 goes wrong two ways (see streams/README.md): an offset can be listed twice, after which every run
-ends after one or two offsets and the commit crawls one offset per interval (the SIGKILL test
-timed out in CI so, the worker idle with everything applied); and records dropped at the seek are
+ends after one or two offsets and the commit crawls one offset per interval (so the SIGKILL test
+timed out in CI, the worker idle with everything applied); and records dropped at the seek are
 recorded as a gap, so their offsets would be committed although their events never took effect.
 
 :func:`commit_each_offset_once` replaces ``Consumer._new_offset`` on the worker's consumer: each
@@ -34,7 +34,7 @@ def committable_offset(consumer: Any, tp: TP) -> int | None:
     input topics every offset is a message (their producers use no transactions and the topics
     are not compacted), so a jump means messages Faust dropped, and counting them as done would
     commit events that never took effect. The worker exits for a restart instead when its commit
-    stays behind input it has applied (see ``LedgerWorker._commit_behind``).
+    stays behind input it has applied (see ``LedgerWorker._stuck_reason``).
     """
     consumer._gap.pop(tp, None)
     acked: list[int] = consumer._acked[tp]

@@ -228,7 +228,7 @@ class LedgerWorker:
         if any(self._read_to_end(tp) is False for tp in inputs):
             return "input waiting but nothing received"
         committed = app.consumer._committed_offset  # Faust has no public accessor
-        if any(self.last_received.get(tp, -1) >= (committed.get(tp) or 0) for tp in inputs
+        if any(self.last_received[tp] >= (committed.get(tp) or 0) for tp in inputs
                if tp in self.last_received):
             return "commit behind applied input"
         return None

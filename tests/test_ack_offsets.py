@@ -10,7 +10,7 @@ from typing import Any
 
 from faust.transport.consumer import Consumer
 from faust.types import TP
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from intervaltree import IntervalTree
 
@@ -65,12 +65,11 @@ def test_nothing_acknowledged_commits_nothing() -> None:
 def test_one_past_the_run_of_acknowledged_offsets_from_the_committed_one(
         acked: list[int], committed: int | None) -> None:
     done = set(acked)
+    assume(not done or committed is None or min(done) >= committed)  # Faust never lists less
     offset = min(done) if committed is None and done else committed
     expected = None
     if done and offset in done:
         while offset in done:
             offset += 1
         expected = offset
-    if done and committed is not None and min(done) < committed:
-        return  # Faust never lists offsets below the committed one
     assert committable_offset(a_consumer(acked, committed), USAGE) == expected
