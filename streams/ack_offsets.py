@@ -1,51 +1,75 @@
-"""Which input offset the worker commits: Faust's calculation, made safe for this worker.
+"""Which input offset the worker commits: only what it applied, from the committed offset on.
 
-Faust keeps, per input partition, a list of acknowledged offsets (plus "gaps": offsets its fetcher
-jumped over, counted as done) and commits up to the end of the first run of consecutive numbers in
-it. Around a rebalance Faust delivers input before its seek to the committed offsets, and this
-goes wrong two ways (see streams/README.md): an offset can be listed twice, after which every run
-ends after one or two offsets and the commit crawls one offset per interval (so the SIGKILL test
-timed out in CI, the worker idle with everything applied); and records dropped at the seek are
-recorded as a gap, so their offsets would be committed although their events never took effect.
+Faust commits, per input partition, up to the end of the first run of consecutive offsets in its
+list of acknowledged ones (plus "gaps": offsets its fetcher jumped over, counted as done). That
+list is not what this worker applied:
 
-:func:`commit_each_offset_once` replaces ``Consumer._new_offset`` on the worker's consumer: each
-offset counts once, gaps count for nothing, and the run must start at the committed offset.
+- Faust's stream acknowledges, by itself, a message it skips because it arrived while flow
+  control was off or from an older consumer generation (``Stream.__aiter__``, even on a ``noack``
+  stream). Around a rebalance such messages never reach the agent, yet their offsets were
+  committed: an event lost for good (seen after a SIGKILL: the group's committed offset moved one
+  past a message the restarted worker never received).
+- An offset can be listed twice, after which every run ends after one or two offsets and the
+  commit crawls one offset per interval (the SIGKILL test timed out in CI that way).
+- Gaps count records dropped at Faust's seek as done.
+
+So the worker keeps its own record (:class:`AppliedOffsets`: what the commit queue acknowledged,
+i.e. whose effects are durable) and :func:`commit_applied_offsets` makes Faust commit one past the
+run of applied offsets that starts at the committed offset. Faust's own lists are emptied at each
+commit and otherwise ignored.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from faust.types import TP
-from faust.utils.functional import consecutive_numbers
 
 
-def commit_each_offset_once(consumer: Any) -> None:
-    """Install :func:`committable_offset` as ``consumer._new_offset``."""
-    consumer._new_offset = lambda tp: committable_offset(consumer, tp)
+class AppliedOffsets:
+    """Per input partition, the offsets whose effects are durable and not yet committed."""
+
+    def __init__(self) -> None:
+        self.offsets: defaultdict[TP, set[int]] = defaultdict(set)
+
+    def add(self, tp: TP, offset: int) -> None:
+        self.offsets[tp].add(offset)
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        """Partitions revoked: what they applied and did not commit is redone by the next owner."""
+        for tp in tps:
+            self.offsets.pop(tp, None)
 
 
-def committable_offset(consumer: Any, tp: TP) -> int | None:
-    """The offset Faust may commit for ``tp``: one past the run of consecutive acknowledged
-    offsets that starts at the committed offset, each offset counted once; None while the
-    committed offset itself is not acknowledged. Removes the run from the consumer's lists.
+def commit_applied_offsets(consumer: Any, applied: AppliedOffsets,
+                           starts: Mapping[TP, int]) -> None:
+    """Install :func:`committable_offset` as ``consumer._new_offset`` (Faust's commit asks it)."""
+    consumer._new_offset = lambda tp: committable_offset(consumer, tp, applied, starts)
 
-    Faust's "gaps" (offsets its fetcher jumped over, which it counts as done) are ignored: on the
-    input topics every offset is a message (their producers use no transactions and the topics
-    are not compacted), so a jump means messages Faust dropped, and counting them as done would
-    commit events that never took effect. The worker exits for a restart instead when its commit
-    stays behind input it has applied (see ``LedgerWorker._stuck_reason``).
+
+def committable_offset(consumer: Any, tp: TP, applied: AppliedOffsets,
+                       starts: Mapping[TP, int]) -> int | None:
+    """The offset to commit for ``tp``: one past the run of consecutive applied offsets that
+    starts at the committed offset; None while the committed offset itself is not applied.
+
+    The committed offset is Faust's (after its seek, or its last commit), else ``starts`` (the
+    group's committed offset as the worker read it at its first message after an assignment,
+    see :mod:`streams.input_sequence`); with neither, nothing is committed.
     """
     consumer._gap.pop(tp, None)
-    acked: list[int] = consumer._acked[tp]
-    if not acked:
+    consumer._acked[tp].clear()  # kept (empty) so Faust's commit keeps asking for tp
+    consumer._acked_index[tp].clear()
+    committed = consumer._committed_offset.get(tp)
+    if committed is None:
+        committed = starts.get(tp)
+    offsets = applied.offsets.get(tp)
+    if committed is None or not offsets:
         return None
-    ordered = sorted(set(acked))
-    committed = consumer._committed_offset[tp]
-    if committed is not None and ordered[0] > committed:
-        acked[:] = ordered
-        return None
-    run = next(consecutive_numbers(ordered))
-    acked[:] = ordered[len(run):]
-    consumer._acked_index[tp].difference_update(run)
-    return run[-1] + 1
+    offsets.difference_update([offset for offset in offsets if offset < committed])
+    end = committed
+    while end in offsets:
+        offsets.discard(end)
+        end += 1
+    return end if end > committed else None

@@ -41,6 +41,8 @@ from typing import Any
 from faust.streams import _current_event
 from faust.types import EventT
 
+from streams.ack_offsets import AppliedOffsets
+
 log = logging.getLogger("billing.worker.commit")
 
 
@@ -83,6 +85,8 @@ class CommitQueue:
         self._work = asyncio.Event()
         self._changed = asyncio.Condition()
         self.on_commit: Callable[[int, float], None] | None = None  # (events, seconds): metrics
+        # What the offset commit may pass: the offsets of committed batches (streams.ack_offsets).
+        self.applied = AppliedOffsets()
 
     # -- the agent's side ------------------------------------------------------------------
 
@@ -182,6 +186,7 @@ class CommitQueue:
         events = 0
         for batch in group:
             for event in batch.events:
+                self.applied.add(event.message.tp, event.message.offset)
                 event.ack()
             events += len(batch.events)
         for name_key, (batch, _) in latest.items():

@@ -55,6 +55,12 @@ class EventTimeMerger:
     def partitions_with_pending(self) -> list[int]:
         return [partition for partition, group in self._groups.items() if group.size()]
 
+    def waiting_for(self, partition: int) -> list[str]:
+        """The sources of ``partition`` with nothing buffered (what its release may wait on)."""
+        group = self._groups.get(partition)
+        return [] if group is None else [
+            source for source in self.sources if not group.queues.get(source)]
+
     def release(self, partition: int, may_skip: Callable[[str], bool]) -> Iterator[Any]:
         """Yield the items of ``partition`` that can go now, earliest first.
 

@@ -35,6 +35,11 @@ class WorkerMetrics:
             "billing_worker_duplicates_total",
             "Input events recognised by event_id as already applied, and ignored.",
             registry=registry)
+        self.inputs_read_directly = Counter(
+            "billing_worker_inputs_read_directly_total",
+            "Input messages the worker read from Kafka itself: Faust skipped them (reason "
+            "skipped, around a rebalance) or stopped delivering their partition (stalled).",
+            ["topic", "reason"], registry=registry)
         self.outputs = Counter(
             "billing_worker_outputs_total",
             "Account-state events published, by type (usage_paused, top_up_requested, ...).",
@@ -61,12 +66,17 @@ class WorkerMetrics:
             self.outputs.labels(output_type)
         for topic in input_topics:
             self.dead_letters.labels(topic)
+            for reason in ("skipped", "stalled"):
+                self.inputs_read_directly.labels(topic, reason)
 
     def event_applied(self, event_type: str) -> None:
         self.events.labels(event_type).inc()
 
     def duplicate(self) -> None:
         self.duplicates.inc()
+
+    def read_directly(self, topic: str, reason: str, messages: int) -> None:
+        self.inputs_read_directly.labels(topic, reason).inc(messages)
 
     def output(self, output_type: str) -> None:
         self.outputs.labels(output_type).inc()

@@ -35,7 +35,7 @@ def group_lag(settings: Settings, group: str, topics: tuple[str, ...]) -> int:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **security)
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **security)
     try:
-        committed = _committed_offsets(admin, group)
+        committed = committed_offsets(admin, group)
         partitions = [TopicPartition(topic, partition) for topic in topics
                       for partition in (consumer.partitions_for_topic(topic) or ())]
         ends = consumer.end_offsets(partitions)
@@ -46,7 +46,7 @@ def group_lag(settings: Settings, group: str, topics: tuple[str, ...]) -> int:
         consumer.close()
 
 
-def _committed_offsets(admin: KafkaAdminClient, group: str, timeout: float = 30.0) -> dict:
+def committed_offsets(admin: KafkaAdminClient, group: str, timeout: float = 30.0) -> dict:
     """The group's committed offsets; retried while a (re)started broker's coordinator loads."""
     deadline = time.monotonic() + timeout
     while True:

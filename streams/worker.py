@@ -28,7 +28,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 import orjson
@@ -41,8 +41,10 @@ from billing.events import TOPIC_OF_TYPE, InvalidEvent
 from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, Transition
 from billing.ledger import to_millis as millis_of
 from billing.settings import Settings
-from streams.ack_offsets import commit_each_offset_once
+from streams.ack_offsets import commit_applied_offsets
+from streams.broker_reader import BrokerReader
 from streams.commit import CommitQueue, CommitStalled, PendingBatch, TableWrite
+from streams.input_sequence import FilledEvent, InputSequence
 from streams.merge import KIND_RANK, EventTimeMerger
 from streams.metrics import WorkerMetrics, received_lag
 from streams.state_store import AccountEntry, dump_entry, load_entry
@@ -62,8 +64,9 @@ class WorkerOptions:
     app_id: str = "billing-ledger"
     store: str = "rocksdb://"  # memory:// for tests; rocksdb:// in production
     processing_guarantee: str = "at_least_once"
-    # Idle seconds (counted from the last assignment at the earliest) after which an input with
-    # unread data is passed over by the merge: a broken fetch delays billing, never stops it.
+    # Idle seconds (counted from the end of the last rebalance at the earliest) after which the
+    # worker reads an input that has unread data itself: a broken fetch delays billing, never
+    # stops it, and the merge never passes over an input (which would bill out of order).
     stall_timeout: float = 5.0
     tick_interval: float = 0.1  # how often buffered events are re-checked without new input
     session_timeout: float = 30.0
@@ -127,6 +130,10 @@ class LedgerWorker:
             value_serializer="raw",
             autodiscover=False,
             table_standby_replicas=0,
+            # Revocation and shutdown must not wait for every delivered message to be
+            # acknowledged: the merge holds some back until the other inputs catch up, which they
+            # do not while Faust has stopped fetching. What is not acknowledged is redelivered.
+            stream_wait_empty=False,
         )
         self.inputs = self.app.topic(*topics.inputs, key_serializer="raw",
                                      value_serializer="raw")
@@ -140,7 +147,11 @@ class LedgerWorker:
                                     key_type=bytes, value_type=bytes)
         self.merger = EventTimeMerger(tuple(self.kind_of_topic), {
             topic: KIND_RANK[kind] for topic, kind in self.kind_of_topic.items()})
-        self.last_received: dict[TP, int] = {}
+        self.last_received: dict[TP, int] = {}  # last offset received without a gap before it
+        self.reader = BrokerReader(settings, options.app_id,
+                                   read_committed=options.processing_guarantee == "exactly_once")
+        self.sequence = InputSequence(self.reader, on_jump=self._log_jump)
+        self.receiving = asyncio.Lock()  # one partition's offsets go into the merge in order
         # Monotonic time since which the agent has been waiting for input with nothing to do
         # (None while it is processing). Only an idle agent can tell a stalled input: a busy one,
         # or one blocked on a full producer buffer, is simply not reading yet.
@@ -157,6 +168,8 @@ class LedgerWorker:
         self.app.task(self._run_committer)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
+        self.app.on_rebalance_complete.connect(self._on_assigned)
+        self.app.on_before_shutdown.connect(self._on_shutdown)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -165,26 +178,56 @@ class LedgerWorker:
         # make Faust create it from the metrics thread.
         self.metrics.set_lag_source(partial(received_lag, self.app.consumer.highwater,
                                             self.last_received))
-        commit_each_offset_once(self.app.consumer)
+        commit_applied_offsets(self.app.consumer, self.commits.applied,
+                               self.sequence.start_offset)
         async for event in stream.noack().events():
             self.idle_since = None
-            message = event.message
-            self.last_received[message.tp] = message.offset
-            try:
-                canonical = self._decode(message.topic, message.key, message.value)
-            except InvalidEvent as error:
-                dead_letter = PendingBatch(message.partition, [event])
-                dead_letter.outputs.append(
-                    await self._send_dead_letter(event, error.reason, error.field))
-                self.commits.submit(dead_letter, ())
-                continue
-            async with self.lock:
-                self.merger.add(message.topic, message.partition,
-                                millis_of(canonical["timestamp"]), message.offset,
-                                (event, canonical))
-                await self._release(message.partition)
+            tp = event.message.tp
+            async with self.receiving:
+                try:
+                    admitted = await self.sequence.admit(tp, event.message.offset)
+                except Exception as error:  # Kafka unreachable: exit, to be restarted
+                    self._exit_stuck(f"could not read skipped input of {tp}: {error!r}")
+                for message in admitted.missing:
+                    await self._receive(FilledEvent(message, self.app.consumer))
+                # A repeat goes through too: the ledger skips it by the offsets in the account's
+                # state, and it is acknowledged only after the first copy.
+                await self._receive(event, repeat=admitted.repeat)
+                self._note_received(tp)
             await self.commits.wait_for_room()
             self.idle_since = time.monotonic()
+
+    async def _receive(self, event: EventT, repeat: bool = False) -> None:
+        """Decode one input message; dead-letter it, or buffer it in the merge and apply what
+        the merge releases. A repeat of an invalid message is not dead-lettered again: its
+        first copy was, in a batch the commit queue commits before this one."""
+        message = event.message
+        if message.tp not in self.sequence.next_offset:
+            return  # revoked while it was read: not acknowledged, the next owner gets it
+        try:
+            canonical = self._decode(message.topic, message.key, message.value)
+        except InvalidEvent as error:
+            dead_letter = PendingBatch(message.partition, [event])
+            if not repeat:
+                dead_letter.outputs.append(
+                    await self._send_dead_letter(event, error.reason, error.field))
+            self.commits.submit(dead_letter, ())
+            return
+        async with self.lock:
+            self.merger.add(message.topic, message.partition, millis_of(canonical["timestamp"]),
+                            message.offset, (event, canonical))
+            await self._release(message.partition)
+
+    def _note_received(self, tp: TP) -> None:
+        next_offset = self.sequence.next_offset.get(tp)
+        if next_offset is not None:
+            self.last_received[tp] = next_offset - 1
+
+    def _log_jump(self, tp: TP, expected: int, delivered: int, read: int) -> None:
+        self.metrics.read_directly(tp.topic, "skipped", read)
+        log.warning("input_gap_filled topic=%s partition=%d expected=%d delivered=%d "
+                    "read_from_kafka=%d faust_committed=%s", tp.topic, tp.partition, expected,
+                    delivered, read, self.app.consumer._committed_offset.get(tp))
 
     def _decode(self, topic: str, key: bytes | None, value: bytes | None) -> dict[str, Any]:
         kind = self.kind_of_topic[topic]
@@ -204,22 +247,55 @@ class LedgerWorker:
         return canonical
 
     async def _tick(self) -> None:
-        """Release events held back by a lagging input once it caught up or waited too long;
-        exit if input is waiting but has not arrived for ``stuck_seconds``."""
+        """Release events held back by a lagging input once it caught up; read an input Faust
+        stopped delivering; exit if input is waiting but has not arrived for ``stuck_seconds``."""
         async with self.lock:
             for partition in self.merger.partitions_with_pending():
                 await self._release(partition)
+        await self._read_stalled_inputs()
         reason = self._stuck_reason()
         if reason:
             self._exit_stuck(f"{reason} for {self.options.stuck_seconds:.0f} s")
+
+    async def _read_stalled_inputs(self, most: int = 2_000) -> None:
+        """Read up to ``most`` messages of each input that holds buffered events back and has
+        data Faust has not delivered while the agent sat idle for ``stall_timeout`` (outside a
+        rebalance): seen under heavy load, Faust's fetcher stops delivering a partition."""
+        app, idle_since = self.app, self._idle_since_assignment()
+        if (idle_since is None or time.monotonic() - idle_since < self.options.stall_timeout
+                or app.rebalancing or app.in_recovery):
+            return
+        for partition in self.merger.partitions_with_pending():
+            for topic in self.merger.waiting_for(partition):
+                tp = TP(topic, partition)
+                highwater = app.consumer.highwater(tp)
+                if highwater is None or self._read_to_end(tp) is not False:
+                    continue
+                async with self.receiving:
+                    start = self.sequence.next_offset.get(tp)
+                    try:
+                        messages = await self.sequence.read_ahead(
+                            tp, highwater if start is None else min(highwater, start + most))
+                    except Exception as error:  # Kafka unreachable: exit, to be restarted
+                        self._exit_stuck(f"could not read stalled input {tp}: {error!r}")
+                    self.metrics.read_directly(topic, "stalled", len(messages))
+                    log.warning("input_stalled_read topic=%s partition=%d from=%s read=%d "
+                                "highwater=%d faust_committed=%s skip=%s", topic, partition, start,
+                                len(messages), highwater,
+                                app.consumer._committed_offset.get(tp),
+                                {t: self._read_to_end(TP(t, partition))
+                                 for t in self.kind_of_topic})
+                    for message in messages:
+                        await self._receive(FilledEvent(message, app.consumer))
+                    self._note_received(tp)
 
     def _stuck_reason(self) -> str | None:
         """Why the worker makes no progress, if it does not: idle (not rebalancing or
         recovering, nothing waiting for a commit) for ``stuck_seconds``, and yet an input has
         messages after the last one received (Faust stopped fetching, seen under heavy load), or
-        an input's committed offset stays before messages already applied (Faust dropped a
-        message, whose offset is then never acknowledged: see :mod:`streams.ack_offsets`). A
-        restart resumes from the committed offsets."""
+        an input's committed offset stays before messages already applied (an offset that was
+        never applied holds the commit back: see :mod:`streams.ack_offsets`). A restart resumes
+        from the committed offsets."""
         app, idle_since = self.app, self._idle_since_assignment()
         if (idle_since is None or time.monotonic() - idle_since < self.options.stuck_seconds
                 or app.rebalancing or app.in_recovery or self.commits.pending_events):
@@ -240,11 +316,12 @@ class LedgerWorker:
         highwater = consumer.highwater(tp)
         if highwater is None:
             return None
-        last = self.last_received.get(tp)
-        committed = consumer._committed_offset.get(tp)  # Faust has no public accessor
-        return (last + 1 if last is not None else (committed or 0)) >= highwater
+        next_offset = self.sequence.next_offset.get(tp)
+        if next_offset is None:
+            next_offset = consumer._committed_offset.get(tp) or 0  # Faust has no accessor
+        return next_offset >= highwater
 
-    def _exit_stuck(self, why: str) -> None:
+    def _exit_stuck(self, why: str) -> NoReturn:
         """End the process at once: a graceful stop would wait on whatever is stuck (Faust
         flushes the producer and waits for its streams before its last offset commit)."""
         log.error("worker_stuck exiting=%d reason=%r", EXIT_STUCK, why)
@@ -252,23 +329,9 @@ class LedgerWorker:
         os._exit(EXIT_STUCK)
 
     def _may_skip(self, partition: int) -> Any:
-        """Whether an input of ``partition`` with nothing buffered need not be waited for:
-        it is read to its end, or it has data but the agent has sat idle for ``stall_timeout``."""
-        now = time.monotonic()
-
-        def may_skip(topic: str) -> bool:
-            tp = TP(topic, partition)
-            if self._read_to_end(tp):
-                return True
-            idle_since = self._idle_since_assignment()
-            stalled = idle_since is not None and now - idle_since > self.options.stall_timeout
-            if stalled:
-                log.warning("input_stalled topic=%s partition=%d highwater=%s last_offset=%s",
-                            topic, partition, self.app.consumer.highwater(tp),
-                            self.last_received.get(tp))
-            return stalled
-
-        return may_skip
+        """Whether an input of ``partition`` with nothing buffered need not be waited for: only
+        when it is read to its end (a stalled one is read by ``_read_stalled_inputs``)."""
+        return lambda topic: bool(self._read_to_end(TP(topic, partition)))
 
     async def _release(self, partition: int) -> None:
         """Apply what the merge releases for ``partition``, as one batch.
@@ -313,17 +376,26 @@ class LedgerWorker:
         """Since when the agent has been idle, counting from the last assignment at most."""
         return None if self.idle_since is None else max(self.idle_since, self.assigned_at)
 
-    async def _on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+    async def _on_assigned(self, sender: Any, *_: Any, **__: Any) -> None:
+        """Partitions assigned, or their recovery complete: inputs are not stalled before."""
         self.assigned_at = time.monotonic()
+
+    async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        await self.reader.close()
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **_: Any) -> None:
         """Before partitions move: commit what was applied, drop what was only buffered (the
-        new owner gets it redelivered). Faust has already waited for every delivered message
-        to be acknowledged (``stream_wait_empty``), so the drain is normally instant; if it
-        times out, the rest is discarded rather than written after the hand-over."""
+        new owner gets it redelivered). Faust does not wait for delivered messages to be
+        acknowledged (``stream_wait_empty`` is off: events in the merge buffer wait for input
+        Faust no longer fetches, so it would wait for ever); the queued batches get half the
+        session timeout to commit, and the rest is discarded rather than written after the
+        hand-over."""
         drained = await self.commits.drain(timeout=self.options.session_timeout / 2)
+        await self.app.consumer.commit_and_end_transactions()
         for tp in revoked:
             self.last_received.pop(tp, None)
+        self.sequence.forget(revoked)
+        self.commits.applied.forget(revoked)
         partitions = {tp.partition for tp in revoked}
         for partition in partitions:
             self.merger.drop_partition(partition)
@@ -353,7 +425,7 @@ class LedgerWorker:
         if canonical["type"] == "close_period" and not canonical["account_id"]:
             self.metrics.event_applied("close_period")
             await self._close_partition(batch, canonical["period"], canonical["event_id"],
-                                        canonical["timestamp"])
+                                        canonical["timestamp"], event.message.offset)
             return
         key = canonical["account_id"].encode()
         entry = self._entry(key, batch)
@@ -396,18 +468,32 @@ class LedgerWorker:
                 key=key, force=True, value=encode("usage_rated", transition.rated_usage)))
 
     async def _close_partition(self, batch: _Batch, period: str, cause_event_id: str,
-                               timestamp: datetime) -> None:
-        """A broadcast close: close ``period`` for every account this partition owns."""
+                               timestamp: datetime, offset: int) -> None:
+        """A broadcast close at control ``offset``: close ``period`` for every account this
+        partition owns.
+
+        An account it closes records the offset, like any input it applies. Delivered again (a
+        crash before its offset commit), the close rewrites the state of those accounts: a
+        SIGKILL can leave a state written to RocksDB whose changelog record was never delivered,
+        and a silent account receives nothing else that would rewrite it (seen: 149 accounts
+        whose changelog stayed in the closed month while their invoices were out)."""
         partitions = self.settings.partitions
         uncommitted = {key for name, key in self.commits.overlay if name == self.accounts.name}
         for key in set(self.accounts.keys()) | uncommitted | set(batch.states):
             if partition_of(key, partitions) != batch.partition:
                 continue
             entry = self._entry(key, batch)
-            if entry is None or entry.state.open_period > period:
+            if entry is None:
+                continue
+            if entry.input_offsets.get("control", -1) >= offset:
+                batch.states[key] = entry  # delivered again: rewrite, emit nothing
+                continue
+            if entry.state.open_period > period:
                 continue
             transition = self.ledger.close_through(entry.state, period, cause_event_id,
                                                    timestamp)
+            entry.state = transition.state
+            entry.input_offsets["control"] = offset
             batch.states[key] = entry
             await self._publish(key, transition, batch)
 

@@ -57,6 +57,7 @@ def test_worker_metrics_count_what_the_worker_reports() -> None:
     metrics.output("top_up_requested")
     metrics.output("top_up_requested")
     metrics.dead_letter("billing.usage")
+    metrics.read_directly("billing.usage", "skipped", 4)
     metrics.committed(events=40, seconds=0.02)
     metrics.set_lag_source(lambda: {("billing.usage", 0): 7, ("billing.payments", 1): 0})
     values = scrape(registry)
@@ -66,6 +67,8 @@ def test_worker_metrics_count_what_the_worker_reports() -> None:
     assert values[("billing_worker_outputs_total", (("type", "top_up_requested"),))] == 2
     assert values[("billing_worker_outputs_total", (("type", "usage_paused"),))] == 1
     assert values[("billing_worker_dead_letters_total", (("topic", "billing.usage"),))] == 1
+    assert values[("billing_worker_inputs_read_directly_total",
+                   (("reason", "skipped"), ("topic", "billing.usage")))] == 4
     assert values[("billing_worker_commit_events_count", ())] == 1
     assert values[("billing_worker_commit_events_sum", ())] == 40
     assert values[("billing_worker_commit_duration_seconds_sum", ())] == pytest.approx(0.02)
@@ -80,6 +83,8 @@ def test_worker_series_known_in_advance_start_at_zero() -> None:
     values = scrape(registry)
     for topic in INPUTS:
         assert values[("billing_worker_dead_letters_total", (("topic", topic),))] == 0
+        assert values[("billing_worker_inputs_read_directly_total",
+                       (("reason", "stalled"), ("topic", topic)))] == 0
     for output_type in ("usage_paused", "account_suspended", "invoice_issued", "tier_changed"):
         assert values[("billing_worker_outputs_total", (("type", output_type),))] == 0
     assert values[("billing_worker_events_total", (("type", "close_period"),))] == 0
