@@ -226,8 +226,7 @@ class LedgerWorker:
     def _log_jump(self, tp: TP, expected: int, delivered: int, read: int) -> None:
         self.metrics.read_directly(tp.topic, "skipped", read)
         log.warning("input_gap_filled topic=%s partition=%d expected=%d delivered=%d "
-                    "read_from_kafka=%d faust_committed=%s", tp.topic, tp.partition, expected,
-                    delivered, read, self.app.consumer._committed_offset.get(tp))
+                    "read_from_kafka=%d", tp.topic, tp.partition, expected, delivered, read)
 
     def _decode(self, topic: str, key: bytes | None, value: bytes | None) -> dict[str, Any]:
         kind = self.kind_of_topic[topic]
@@ -280,11 +279,7 @@ class LedgerWorker:
                         self._exit_stuck(f"could not read stalled input {tp}: {error!r}")
                     self.metrics.read_directly(topic, "stalled", len(messages))
                     log.warning("input_stalled_read topic=%s partition=%d from=%s read=%d "
-                                "highwater=%d faust_committed=%s skip=%s", topic, partition, start,
-                                len(messages), highwater,
-                                app.consumer._committed_offset.get(tp),
-                                {t: self._read_to_end(TP(t, partition))
-                                 for t in self.kind_of_topic})
+                                "highwater=%d", topic, partition, start, len(messages), highwater)
                     for message in messages:
                         await self._receive(FilledEvent(message, app.consumer))
                     self._note_received(tp)

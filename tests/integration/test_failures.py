@@ -77,10 +77,6 @@ def wait_processed(worker: WorkerProcess, total: int, processed: int, timeout: f
                what=f"{processed} of {total} inputs committed")
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known issue, open in issue 7: Faust delivers input before its post-recovery seek and can "
-    "drop messages there; the worker then applies later events first (see streams/README.md). "
-    "Failed in 6 of 11 runs in session 3 across the versions tried, 1 of 2 for this one"))
 def test_sigkill_at_ten_random_points(stack: Settings, workload: list[dict[str, Any]],
                                       expected: Expected, tmp_path: Path) -> None:
     """SIGKILL: no shutdown, no final commit, RocksDB (the production store) left as it was."""
@@ -121,9 +117,6 @@ def test_broker_restart_mid_run(stack: Settings, workload: list[dict[str, Any]],
     assert_same_result(settings, app_id, expected, worker)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known issue, open in issue 7: failed in 2 of 4 runs on the loaded CI machine (outputs "
-    "missing, states diverging early); see streams/README.md"))
 def test_two_workers_one_stopped_mid_run(stack: Settings, workload: list[dict[str, Any]],
                                          expected: Expected, tmp_path: Path) -> None:
     """Two workers share the partitions; when one stops, the other takes its partitions over
