@@ -1,10 +1,12 @@
 """Each input partition's messages in offset order, none missing: the worker's check on Faust.
 
 The event-time merge and the ledger need every input partition's messages in offset order. Faust
-does not guarantee that around a rebalance: its recovery resumes fetching before it seeks to the
-committed offsets, so messages arrive twice, and records the seek discards can be skipped for good
-(seen: a partition went from offset 208 to 213; see streams/README.md). A skipped message would be
-applied after later ones, or never, and the account's state would differ from ``billing replay``.
+does not guarantee that around a restart or rebalance: its recovery resumes fetching before it
+seeks to the committed offsets, so messages arrive twice, and its stream skips messages that
+arrive while flow control is off or from an older generation (seen: a partition went from offset
+208 to 213; after a SIGKILL, the first message delivered was 3,605 offsets past the committed
+one; see streams/README.md). A skipped message would be applied after later ones, or never, and
+the account's state would differ from ``billing replay``.
 
 :class:`InputSequence` keeps, per input partition, the next offset the worker must receive: at
 the first message after an assignment, the group's committed offset (where this owner must start);
@@ -49,8 +51,8 @@ class Admitted:
 
 class FilledEvent:
     """A message the worker read itself, shaped like the Faust event the worker handles: it has
-    the ``message`` and is acknowledged to Faust's consumer like any delivered one, so the offset
-    commit counts it."""
+    the ``message`` (the commit queue records its offset as applied, see streams.ack_offsets) and
+    is acknowledged to Faust's consumer like any delivered one."""
 
     __slots__ = ("__weakref__", "_consumer", "message")
 
