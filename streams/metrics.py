@@ -95,12 +95,12 @@ class WorkerMetrics:
 
 
 def received_lag(highwater: Callable[[Any], int | None],
-                 last_received: Mapping[Any, int]) -> dict[tuple[str, int], int]:
-    """Per partition the worker has received from: messages after the last one it received
-    (``highwater - (last offset + 1)``). Read-only, so it can run in the metrics thread."""
+                 next_offsets: Mapping[Any, int]) -> dict[tuple[str, int], int]:
+    """Per partition the worker reads: messages from the next one it must receive on
+    (``highwater - next offset``). Read-only, so it can run in the metrics thread."""
     lags = {}
-    for tp, offset in list(last_received.items()):  # a copy: the worker's loop adds entries
+    for tp, offset in list(next_offsets.items()):  # a copy: the worker's loop adds entries
         end = highwater(tp)
         if end is not None:
-            lags[(tp.topic, tp.partition)] = max(end - offset - 1, 0)
+            lags[(tp.topic, tp.partition)] = max(end - offset, 0)
     return lags

@@ -12,10 +12,12 @@ table. When it passes a month's close time the worker broadcasts a ``close_perio
 deterministic id ``watermark:YYYY-MM`` and no account to every partition of the control topic, so
 accounts that fell silent close too, on every worker, at the same point of event time.
 
-Offsets are acknowledged only once an event's effects are durable (``noack`` stream): an event
-still waiting in the merge buffer is redelivered after a crash, never skipped, and an applied batch
-goes through :class:`~streams.commit.CommitQueue`, which delivers its outputs, then its changelog
-records, then acknowledges it, without holding up the next batch.
+Every input offset is taken in once, in order, whatever Faust skips or repeats
+(:mod:`streams.input_sequence`), and an offset is committed only once its event's effects are
+durable (:mod:`streams.ack_offsets`): an event still waiting in the merge buffer is redelivered
+after a crash, never skipped, and an applied batch goes through
+:class:`~streams.commit.CommitQueue`, which delivers its outputs, then its changelog records, then
+records its offsets as applied, without holding up the next batch.
 """
 
 from __future__ import annotations
@@ -147,7 +149,6 @@ class LedgerWorker:
                                     key_type=bytes, value_type=bytes)
         self.merger = EventTimeMerger(tuple(self.kind_of_topic), {
             topic: KIND_RANK[kind] for topic, kind in self.kind_of_topic.items()})
-        self.last_received: dict[TP, int] = {}  # last offset received without a gap before it
         self.reader = BrokerReader(settings, options.app_id,
                                    read_committed=options.processing_guarantee == "exactly_once")
         self.sequence = InputSequence(self.reader, on_jump=self._log_jump)
@@ -156,10 +157,10 @@ class LedgerWorker:
         # (None while it is processing). Only an idle agent can tell a stalled input: a busy one,
         # or one blocked on a full producer buffer, is simply not reading yet.
         self.idle_since: float | None = None
-        # When the partitions were last assigned: right after a rebalance every input is still
-        # unfetched, and an agent idle since before it must not take them for stalled (that
-        # released payments ahead of the usage they answer, in a test with two workers).
-        self.assigned_at = time.monotonic()
+        # When the partitions were last assigned or their recovery ended: right after a
+        # rebalance every input is still unfetched, and an agent idle since before must not take
+        # them for stalled.
+        self.settled_at = time.monotonic()
         self.lock = asyncio.Lock()
         self.commits = CommitQueue(stall_seconds=options.stuck_seconds)
         self.commits.on_commit = self.metrics.committed
@@ -167,8 +168,8 @@ class LedgerWorker:
         self.app.timer(options.tick_interval, name="merge-tick")(self._tick)
         self.app.task(self._run_committer)
         self.app.on_partitions_revoked.connect(self._on_revoked)
-        self.app.on_partitions_assigned.connect(self._on_assigned)
-        self.app.on_rebalance_complete.connect(self._on_assigned)
+        self.app.on_partitions_assigned.connect(self._on_settled)
+        self.app.on_rebalance_complete.connect(self._on_settled)
         self.app.on_before_shutdown.connect(self._on_shutdown)
 
     # -- input ---------------------------------------------------------------------------
@@ -177,7 +178,7 @@ class LedgerWorker:
         # Here, not in __init__: the consumer exists once the agent runs, and a scrape must not
         # make Faust create it from the metrics thread.
         self.metrics.set_lag_source(partial(received_lag, self.app.consumer.highwater,
-                                            self.last_received))
+                                            self.sequence.next_offset))
         commit_applied_offsets(self.app.consumer, self.commits.applied,
                                self.sequence.start_offset)
         async for event in stream.noack().events():
@@ -193,7 +194,6 @@ class LedgerWorker:
                 # A repeat goes through too: the ledger skips it by the offsets in the account's
                 # state, and it is acknowledged only after the first copy.
                 await self._receive(event, repeat=admitted.repeat)
-                self._note_received(tp)
             await self.commits.wait_for_room()
             self.idle_since = time.monotonic()
 
@@ -217,11 +217,6 @@ class LedgerWorker:
             self.merger.add(message.topic, message.partition, millis_of(canonical["timestamp"]),
                             message.offset, (event, canonical))
             await self._release(message.partition)
-
-    def _note_received(self, tp: TP) -> None:
-        next_offset = self.sequence.next_offset.get(tp)
-        if next_offset is not None:
-            self.last_received[tp] = next_offset - 1
 
     def _log_jump(self, tp: TP, expected: int, delivered: int, read: int) -> None:
         self.metrics.read_directly(tp.topic, "skipped", read)
@@ -260,9 +255,8 @@ class LedgerWorker:
         """Read up to ``most`` messages of each input that holds buffered events back and has
         data Faust has not delivered while the agent sat idle for ``stall_timeout`` (outside a
         rebalance): seen under heavy load, Faust's fetcher stops delivering a partition."""
-        app, idle_since = self.app, self._idle_since_assignment()
-        if (idle_since is None or time.monotonic() - idle_since < self.options.stall_timeout
-                or app.rebalancing or app.in_recovery):
+        app, idle_since = self.app, self._idle_since_settled()
+        if idle_since is None or time.monotonic() - idle_since < self.options.stall_timeout:
             return
         for partition in self.merger.partitions_with_pending():
             for topic in self.merger.waiting_for(partition):
@@ -282,7 +276,6 @@ class LedgerWorker:
                                 "highwater=%d", topic, partition, start, len(messages), highwater)
                     for message in messages:
                         await self._receive(FilledEvent(message, app.consumer))
-                    self._note_received(tp)
 
     def _stuck_reason(self) -> str | None:
         """Why the worker makes no progress, if it does not: idle (not rebalancing or
@@ -291,16 +284,16 @@ class LedgerWorker:
         an input's committed offset stays before messages already applied (an offset that was
         never applied holds the commit back: see :mod:`streams.ack_offsets`). A restart resumes
         from the committed offsets."""
-        app, idle_since = self.app, self._idle_since_assignment()
+        app, idle_since = self.app, self._idle_since_settled()
         if (idle_since is None or time.monotonic() - idle_since < self.options.stuck_seconds
-                or app.rebalancing or app.in_recovery or self.commits.pending_events):
+                or self.commits.pending_events):
             return None
         inputs = [tp for tp in app.consumer.assignment() if tp.topic in self.kind_of_topic]
         if any(self._read_to_end(tp) is False for tp in inputs):
             return "input waiting but nothing received"
         committed = app.consumer._committed_offset  # Faust has no public accessor
-        if any(self.last_received[tp] >= (committed.get(tp) or 0) for tp in inputs
-               if tp in self.last_received):
+        received = self.sequence.next_offset
+        if any(received[tp] > (committed.get(tp) or 0) for tp in inputs if tp in received):
             return "commit behind applied input"
         return None
 
@@ -367,13 +360,16 @@ class LedgerWorker:
             log.exception("commit_failed error=%r", error)
             await self.app.crash(error)
 
-    def _idle_since_assignment(self) -> float | None:
-        """Since when the agent has been idle, counting from the last assignment at most."""
-        return None if self.idle_since is None else max(self.idle_since, self.assigned_at)
+    def _idle_since_settled(self) -> float | None:
+        """Since when the agent has been idle, counting from the end of the last rebalance at
+        the earliest; None while it is processing, or while a rebalance or recovery runs."""
+        if self.idle_since is None or self.app.rebalancing or self.app.in_recovery:
+            return None
+        return max(self.idle_since, self.settled_at)
 
-    async def _on_assigned(self, sender: Any, *_: Any, **__: Any) -> None:
+    async def _on_settled(self, sender: Any, *_: Any, **__: Any) -> None:
         """Partitions assigned, or their recovery complete: inputs are not stalled before."""
-        self.assigned_at = time.monotonic()
+        self.settled_at = time.monotonic()
 
     async def _on_shutdown(self, sender: Any, **_: Any) -> None:
         await self.reader.close()
@@ -387,8 +383,6 @@ class LedgerWorker:
         hand-over."""
         drained = await self.commits.drain(timeout=self.options.session_timeout / 2)
         await self.app.consumer.commit_and_end_transactions()
-        for tp in revoked:
-            self.last_received.pop(tp, None)
         self.sequence.forget(revoked)
         self.commits.applied.forget(revoked)
         partitions = {tp.partition for tp in revoked}

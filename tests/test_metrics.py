@@ -91,10 +91,10 @@ def test_worker_series_known_in_advance_start_at_zero() -> None:
     assert not any(name == "billing_worker_consumer_lag" for name, _ in values)  # no source yet
 
 
-def test_received_lag_is_highwater_after_the_last_received_offset() -> None:
+def test_received_lag_is_highwater_from_the_next_offset_to_receive() -> None:
     usage0, usage1, payments0 = TP("u", 0), TP("u", 1), TP("p", 0)
     highwaters = {usage0: 100, usage1: 5, payments0: None}  # None: not fetched yet
-    lag = received_lag(highwaters.__getitem__, {usage0: 89, usage1: 4, payments0: 3})
+    lag = received_lag(highwaters.__getitem__, {usage0: 90, usage1: 5, payments0: 4})
     assert lag == {("u", 0): 10, ("u", 1): 0}
 
 
