@@ -1,4 +1,4 @@
-"""Billing configuration: tiers, cutover, free credit, grace period, dedup horizon.
+"""Billing configuration: tiers, cutover, free credit, grace period, the acceptance window.
 
 Defaults are the billing rules' (section 5). A file (JSON or YAML) may override any of them; it is
 validated once at start so a typo fails loudly instead of billing wrongly.
@@ -49,7 +49,14 @@ class BillingConfig:
         default_factory=lambda: parse_time("2025-06-01T00:00:00Z", "prepaid_cutover"))
     free_credit: Decimal = Decimal("1.000000")
     close_grace: timedelta = timedelta(hours=1)
-    dedup_horizon: timedelta = timedelta(days=7)
+    # The acceptance window (billing rules section 4, "Time and identity at the boundary"): an
+    # event more than future_tolerance after the broker's append time is a bad clock; one more
+    # than max_lateness before it (None: no limit) is too late to bill; one older than its
+    # account's newest applied event by more than dedup_horizon cannot be proven not a copy.
+    future_tolerance: timedelta = timedelta(minutes=5)  # Stripe's figure
+    max_lateness: timedelta | None = None  # Stripe refuses 35 days; off by default (backfills)
+    dedup_horizon: timedelta = timedelta(days=35)  # Stripe accepts 35 days back
+    max_id_bytes: int = 256  # every id (event, account, payment, invoice ...), UTF-8 bytes
     # tiers[0] is the no-payment-method tier, tiers[1] the first tier with one; the rest are
     # reached by qualifying amount, in increasing order.
     tiers: tuple[Tier, ...] = DEFAULT_TIERS
@@ -68,7 +75,16 @@ class BillingConfig:
         if self.free_credit < 0 or self.close_grace < timedelta(0):
             raise ConfigError("free_credit and close_grace must not be negative")
         if self.dedup_horizon <= timedelta(0):
-            raise ConfigError("dedup_horizon must be positive")
+            raise ConfigError("dedup_horizon_seconds must be positive")
+        if self.future_tolerance < timedelta(0):
+            raise ConfigError("future_tolerance_seconds must not be negative")
+        if self.max_lateness is not None and not \
+                timedelta(0) < self.max_lateness <= self.dedup_horizon:
+            raise ConfigError("max_lateness_seconds must be positive and at most "
+                              "dedup_horizon_seconds (every accepted event must be checked "
+                              "against every earlier one for copies); use null to turn it off")
+        if self.max_id_bytes < 1:
+            raise ConfigError("max_id_bytes must be a positive whole number")
 
     def tier_named(self, name: str) -> Tier:
         if name == self.enterprise.name:
@@ -120,6 +136,7 @@ def _fail(message: str) -> str:
 
 
 KNOWN_KEYS = {"prepaid_cutover", "free_credit", "close_grace_seconds", "dedup_horizon_seconds",
+              "future_tolerance_seconds", "max_lateness_seconds", "max_id_bytes",
               "tiers", "enterprise", "no_payment_method_rpm"}
 
 
@@ -140,6 +157,13 @@ def config_from_mapping(data: dict[str, Any], source: str = "config") -> Billing
         options["close_grace"] = _seconds(data["close_grace_seconds"], "close_grace_seconds")
     if "dedup_horizon_seconds" in data:
         options["dedup_horizon"] = _seconds(data["dedup_horizon_seconds"], "dedup_horizon_seconds")
+    if "future_tolerance_seconds" in data:
+        options["future_tolerance"] = _seconds(data["future_tolerance_seconds"],
+                                               "future_tolerance_seconds")
+    if data.get("max_lateness_seconds") is not None:
+        options["max_lateness"] = _seconds(data["max_lateness_seconds"], "max_lateness_seconds")
+    if "max_id_bytes" in data:
+        options["max_id_bytes"] = _int(data["max_id_bytes"], "max_id_bytes")
     if "tiers" in data:
         if not isinstance(data["tiers"], list):
             raise ConfigError(f"{source}: tiers must be a list")

@@ -309,11 +309,40 @@ _FIELD_CHECKS = {
 }
 
 
-def normalize_input(raw: dict[str, Any]) -> dict[str, Any]:
+DEFAULT_MAX_ID_BYTES = 256
+# Free text an event may carry (a payment's failure reason, a receipt URL): longer is a broken
+# producer, and it would be copied into every output that names it.
+MAX_TEXT_BYTES = 4096
+# Fields whose value is free text rather than an id.
+TEXT_FIELDS = frozenset({"reason", "receipt_url"})
+
+
+def _check_sizes(event: dict[str, Any], max_id_bytes: int) -> None:
+    """Refuse an id (any string field but free text, meter names included) longer than
+    ``max_id_bytes`` of UTF-8, and free text longer than :data:`MAX_TEXT_BYTES`: every id is
+    copied into state, outputs and keys, where an oversized one would make them too large for
+    Kafka (a 400 KB account id once crash-looped the worker)."""
+    for field, value in event.items():
+        if isinstance(value, str):
+            limit = MAX_TEXT_BYTES if field in TEXT_FIELDS else max_id_bytes
+            if len(value) * 4 > limit and len(value.encode()) > limit:  # UTF-8: <= 4 bytes/char
+                raise InvalidEvent(f"{field} is {len(value.encode()):,} bytes of UTF-8; at most "
+                                   f"{limit:,} are accepted", field)
+    quantities = event.get("quantities")
+    if quantities:
+        for meter in quantities:
+            if len(meter) * 4 > max_id_bytes and len(meter.encode()) > max_id_bytes:
+                raise InvalidEvent(f"meter name is {len(meter.encode()):,} bytes of UTF-8; at "
+                                   f"most {max_id_bytes:,} are accepted", "quantities")
+
+
+def normalize_input(raw: dict[str, Any],
+                    max_id_bytes: int = DEFAULT_MAX_ID_BYTES) -> dict[str, Any]:
     """Validate an input event's structure and return it in canonical form.
 
     Raises :class:`InvalidEvent` naming the first bad field. Unknown extra fields are ignored (so
-    producers may add fields before the schema does, as Avro's reader would).
+    producers may add fields before the schema does, as Avro's reader would). Ids longer than
+    ``max_id_bytes`` (UTF-8) are refused.
     """
     if not isinstance(raw, dict):
         raise InvalidEvent(f"an event must be a JSON object, got {type(raw).__name__}")
@@ -344,6 +373,7 @@ def normalize_input(raw: dict[str, Any]) -> dict[str, Any]:
             event[field] = None
         else:
             raise InvalidEvent(f"missing required field {field!r}", field)
+    _check_sizes(event, max_id_bytes)
     return event
 
 
