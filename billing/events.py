@@ -6,7 +6,11 @@ and from this one shape, so the ledger sees the same values whatever the transpo
 - an event is a ``dict`` keyed by the contract's field names (section 4 and 6 of the billing rules);
 - money is ``Decimal`` with exactly 6 fractional digits (micro-dollars), never a float;
 - timestamps are timezone-aware UTC ``datetime`` at millisecond precision;
-- ``quantities`` is ``dict[str, int]``; optional fields are present with value ``None``.
+- ``quantities`` is ``dict[str, int]``; optional fields are present with value ``None``;
+- an input event may carry ``ingested_at``: when the broker appended it (the record timestamp of a
+  ``LogAppendTime`` topic), the reference clock of the acceptance window. The worker sets it from
+  the record; a replay line may carry it (``billing export`` writes it); absent, the event counts as
+  ingested at its own ``timestamp``.
 
 Validation here is structural (types, required fields, non-negative numbers); whether an event
 makes sense for an account (unknown product, unopened account, budget above the tier) is the
@@ -51,7 +55,7 @@ INPUT_FIELDS: dict[str, dict[str, str]] = {
         "top_up_request_id": "str?",
     },
     "payment_failed": {"payment_id": "str", "reason": "str", "top_up_request_id": "str?"},
-    "invoice_paid": {"invoice_id": "str", "amount": "money>0"},
+    "invoice_paid": {"invoice_id": "str", "amount": "money>0", "payment_id": "str?"},
     "auto_top_up_configured": {
         "enabled": "bool",
         "minimum_balance": "money",
@@ -373,6 +377,9 @@ def normalize_input(raw: dict[str, Any],
             event[field] = None
         else:
             raise InvalidEvent(f"missing required field {field!r}", field)
+    ingested_at = get("ingested_at")
+    if ingested_at is not None:
+        event["ingested_at"] = parse_time(ingested_at, "ingested_at")
     _check_sizes(event, max_id_bytes)
     return event
 

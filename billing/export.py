@@ -7,6 +7,10 @@ changelog). The order is therefore the worker's event-time merge (:mod:`streams.
 heads of every topic-partition, the earliest (event time, topic rank) first. Each partition keeps
 its own order, so an event that arrived late in its partition stays late, as the worker saw it.
 
+Each line carries ``ingested_at``, the record's broker timestamp (the input topics use
+``LogAppendTime``), so that replay applies the acceptance window against the same clock as the
+worker did; ``billing produce --file`` does not send it (the broker stamps the new append time).
+
 Messages the worker dead-letters because they do not decode are skipped and counted; everything
 that decodes is kept, including what the ledger will reject (replay rejects it the same way). The
 copies of an account-less ``close_period``, one per partition of the control topic (a broadcast,
@@ -35,7 +39,7 @@ from tqdm import tqdm
 
 from billing.codec import INPUT_KINDS, Codec
 from billing.events import InvalidEvent, dumps
-from billing.ledger import to_millis
+from billing.ledger import from_millis, to_millis
 from billing.registry import RegistryError
 from billing.settings import Settings, load_settings
 from billing.topic_reader import read_topic
@@ -106,6 +110,9 @@ def _spool(settings: Settings, codec: Codec, kinds: tuple[str, ...], directory: 
                         stats.broadcast_copies += 1
                         continue
                     broadcasts.add(event["event_id"])
+                if record.timestamp is not None and record.timestamp >= 0:
+                    # When the broker appended it: the acceptance window's clock on replay.
+                    event["ingested_at"] = from_millis(record.timestamp)
                 stream = (KIND_RANK[kind], record.partition)
                 if stream not in files:
                     path = directory / f"{kind}-{record.partition}"

@@ -10,34 +10,50 @@ Reading order follows the billing rules (section 5): opening an account, usage, 
 configuration, month close; then :meth:`Ledger._settle`, which re-derives tier, limits, budget,
 top-up, suspension and pause after every change and emits what changed.
 
+Before any rule, :meth:`Ledger._admit` applies the boundary (billing rules section 4, "Time and
+identity at the boundary"): an event stamped more than the future tolerance after the broker
+received it (``ingested_at``), later than the maximum lateness, or older than its account's newest
+applied event by more than the dedup horizon is refused (dead letter). It then changes no state and
+moves no watermark: one gateway's bad clock cannot close anybody's month.
+
 Invariants (checked by the property tests):
 - money is conserved: ``credit_balance - outstanding_balance == free credit + purchases +
   invoice payments - lifetime spend`` after every event;
-- a duplicate ``event_id`` (within the dedup horizon) changes nothing and emits nothing;
+- a copy of an accepted event (same ``event_id``, delivered at any delay the window accepts)
+  changes nothing and emits nothing; so does a payment retried under a new event id with a known
+  ``payment_id`` (:mod:`billing.seen_ids` keeps both memories, outside the account's state);
 - every output ``event_id`` is derived from the account, its cause and its type, so reprocessing
-  yields the same ids. Month-close outputs are derived from the account and the month alone, so
-  they are the same whether the close came from the watermark, a timer or a ``close_period``.
+  yields the same ids, and the parts are escaped (:func:`id_part`) so two different outputs never
+  share one. Month-close outputs are derived from the account and the month alone, so they are the
+  same whether the close came from the watermark, a timer or a ``close_period``.
 
 State is updated in place and returned; every check that can fail (unknown product, unopened
-account) runs before the first change, so a rejected event leaves the state untouched.
+account) runs before the first change, so a rejected event leaves the state untouched. An
+unexpected error inside the rules (a bug) is turned into :class:`LedgerFault`, an
+:class:`InvalidEvent`, after the account's state is put back as it was: the event is
+dead-lettered with the error, and billing goes on for everyone else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from billing.config import ENTERPRISE_TIER, BillingConfig, Tier
-from billing.events import MONEY_LIMIT, ZERO, InvalidEvent
+from billing.events import MONEY_LIMIT, ZERO, InvalidEvent, format_time
 from billing.pricebook import PriceBook
+from billing.seen_ids import BUCKET_MS, MemorySeenIds, PaymentRecord, SeenIds
 
 PREPAID, POSTPAID = "prepaid", "postpaid"
 SELF_SERVE, ENTERPRISE = "self_serve", "enterprise"
 BUDGET_REACHED, CREDITS_EXHAUSTED = "budget_reached", "credits_exhausted"
 TOP_UP_FAILED = "top_up_failed"
 WATERMARK_CAUSE_PREFIX = "watermark:"
+# Inputs whose payment_id is an idempotency key for ever (billing rules section 4).
+PAYMENT_TYPES = frozenset({"credits_purchased", "payment_failed", "invoice_paid"})
 
 
 @dataclass(slots=True)
@@ -77,8 +93,7 @@ class AccountState:
     month_spend: dict[str, Decimal] = field(default_factory=dict)  # unclosed month -> spend
     month_unpaid: dict[str, Decimal] = field(default_factory=dict)  # unclosed month -> unpaid
     invoices: dict[str, Decimal] = field(default_factory=dict)  # open invoice -> unpaid, oldest 1st
-    recent_event_ids: dict[str, int] = field(default_factory=dict)  # event_id -> event time (ms)
-    last_event_ms: int = 0
+    last_event_ms: int = 0  # newest applied event time: the dedup horizon counts back from it
 
     @property
     def has_payment_method(self) -> bool:
@@ -95,12 +110,53 @@ class AccountState:
         return self.month_spend.get(self.current_period, ZERO)
 
 
+_FIELD_VALUES = attrgetter(*(item.name for item in fields(AccountState)))
+_FIELD_NAMES = tuple(item.name for item in fields(AccountState))
+
+
+def _saved(state: AccountState) -> tuple[tuple[Any, ...], tuple[dict[str, Decimal], ...]]:
+    """What :func:`_restore` needs to undo an event: every field, and copies of the dicts the
+    rules change in place (lists and tuples are replaced, never changed). Sub-microsecond."""
+    return _FIELD_VALUES(state), (dict(state.month_spend), dict(state.month_unpaid),
+                                  dict(state.invoices))
+
+
+def _restore(state: AccountState,
+             saved: tuple[tuple[Any, ...], tuple[dict[str, Decimal], ...]]) -> None:
+    values, (month_spend, month_unpaid, invoices) = saved
+    for name, value in zip(_FIELD_NAMES, values, strict=True):
+        setattr(state, name, value)
+    state.month_spend, state.month_unpaid, state.invoices = month_spend, month_unpaid, invoices
+
+
+class LedgerFault(InvalidEvent):
+    """The rules failed on an event with an unexpected error (a bug, or input no check foresaw).
+
+    The account's state is as before the event; the event is dead-lettered with the error, so
+    that one event costs one dead letter and never stops billing for the other accounts."""
+
+
+def id_part(text: str) -> str:
+    """One component of an output id: ``%`` and ``:`` escaped, so that components joined with
+    ``:`` never run into each other (account ``a:b`` with event ``c`` and account ``a`` with
+    event ``b:c`` once both gave ``a:b:c:...``). Ids without either character are unchanged."""
+    if ":" in text or "%" in text:
+        return text.replace("%", "%25").replace(":", "%3A")
+    return text
+
+
+def describe_duration(delta: timedelta) -> str:
+    """A duration for a person: ``3 days 2:00:00``, ``0:05:00``."""
+    return str(delta).replace(", ", " ")
+
+
 class Transition(NamedTuple):
     """What one input event did: the state after it, its output events, its rated usage."""
 
     state: AccountState | None
     outputs: list[dict[str, Any]]
     rated_usage: dict[str, Any] | None = None
+    duplicate: bool = False  # a copy, or a payment retried under a new event id: nothing changed
 
 
 # -- calendar helpers: periods are "YYYY-MM" strings, which sort chronologically -------------
@@ -134,6 +190,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MILLISECOND = timedelta(milliseconds=1)
 
 
+def from_millis(millis: int) -> datetime:
+    """The UTC time ``millis`` milliseconds after the epoch (a Kafka record timestamp)."""
+    return EPOCH + millis * MILLISECOND
+
+
 def to_millis(moment: datetime) -> int:
     """Milliseconds since the epoch, exactly (integer arithmetic; a naive time is taken as UTC)."""
     if moment.tzinfo is None:
@@ -144,12 +205,13 @@ def to_millis(moment: datetime) -> int:
 class _Emitter:
     """Collects the output events of one transition, giving each a deterministic id."""
 
-    __slots__ = ("account_id", "outputs", "seen_ids")
+    __slots__ = ("account_id", "outputs", "payment", "seen_ids")
 
     def __init__(self, account_id: str) -> None:
         self.account_id = account_id
         self.outputs: list[dict[str, Any]] = []
         self.seen_ids: set[str] = set()
+        self.payment: tuple[str, PaymentRecord] | None = None  # recorded once the event applied
 
     def emit(self, id_prefix: str, cause_event_id: str, timestamp: datetime, event_type: str,
              **fields: Any) -> None:
@@ -172,10 +234,14 @@ _Cause = tuple[str, str, datetime]
 class Ledger:
     """The billing rules with their configuration and price book bound once."""
 
-    def __init__(self, config: BillingConfig, pricebook: PriceBook) -> None:
+    def __init__(self, config: BillingConfig, pricebook: PriceBook,
+                 seen: SeenIds | None = None) -> None:
         self.config = config
         self.pricebook = pricebook
-        self._horizon_ms = int(config.dedup_horizon.total_seconds() * 1000)
+        # The accounts' event and payment ids: in memory for replay and tests, a changelog-backed
+        # table in the worker (see billing.seen_ids).
+        self.seen: SeenIds = MemorySeenIds() if seen is None else seen
+        self._horizon_ms = config.dedup_horizon // MILLISECOND
         self._close_after: dict[str, datetime] = {}  # period -> when the watermark closes it
         # Tier lookups run after every event: by name, and the rank of each self-serve tier, so
         # neither a linear search nor tuple.index (dataclass __eq__ field by field) is needed.
@@ -183,26 +249,84 @@ class Ledger:
         self._tier_by_name[config.enterprise.name] = config.enterprise
         self._tier_rank = {tier.name: rank for rank, tier in enumerate(config.tiers)
                            if tier.name != config.enterprise.name}
-        # account -> dedup ids forgotten since its dict was last compacted (see _remember); a
-        # speed hint only: whatever it says, the remembered ids are the same.
-        self._forgotten: dict[str, int] = {}
+
+    def with_seen(self, seen: SeenIds) -> Ledger:
+        """The same rules over another memory of seen ids (the worker's table)."""
+        return Ledger(self.config, self.pricebook, seen)
 
     # -- entry point ---------------------------------------------------------------------
 
     def apply(self, state: AccountState | None, event: dict[str, Any]) -> Transition:
         """Apply one canonical input event to an account's state (``None`` if never opened).
 
-        Raises :class:`InvalidEvent` for input that must go to the dead-letter topic (unopened
-        account, unknown product or meter); the state is then unchanged.
+        Raises :class:`InvalidEvent` for input that must go to the dead-letter topic (outside
+        the acceptance window, unopened account, unknown product or meter), or
+        :class:`LedgerFault` for an unexpected error; the state is then unchanged.
         """
-        event_type = event["type"]
+        millis = self._admit(state, event)
         if state is None:
-            if event_type != "account_opened":
+            if event["type"] != "account_opened":
                 raise InvalidEvent(f"account {event['account_id']!r} was never opened "
                                    "(no account_opened event for it)", "account_id")
-            return self._open(event)
-        if event["event_id"] in state.recent_event_ids:
-            return Transition(state, [])
+            return self._guarded(self._open, None, event, millis)
+        if self.seen.has_event(state.account_id, millis // BUCKET_MS, event["event_id"]) \
+                or (event["type"] in PAYMENT_TYPES and self._is_payment_retry(state, event)):
+            return Transition(state, [], None, True)
+        return self._guarded(self._apply, state, event, millis)
+
+    def _guarded(self, step: Any, state: AccountState | None, event: dict[str, Any],
+                 millis: int) -> Transition:
+        """Run ``step``; an error that is not an :class:`InvalidEvent` becomes a
+        :class:`LedgerFault` naming it, with the account's state put back as it was."""
+        saved = None if state is None else _saved(state)
+        try:
+            return step(state, event, millis) if state is not None else step(event, millis)
+        except InvalidEvent:
+            raise
+        except Exception as error:
+            if saved is not None and state is not None:
+                _restore(state, saved)
+            raise LedgerFault(f"the billing rules failed on this event ({type(error).__name__}: "
+                              f"{error}); nothing was applied. Report it with this dead letter, "
+                              "then re-drive the event once fixed") from error
+
+    def _admit(self, state: AccountState | None, event: dict[str, Any]) -> int:
+        """The acceptance window (billing rules section 4); returns the event time in ms.
+
+        The broker's append time (``ingested_at``; a replay line without it counts as ingested at
+        its own time) is the reference clock: gateways' clocks are not. An event older than its
+        account's newest applied event by more than the dedup horizon is refused too: its ids
+        may be forgotten, so it cannot be proven not to be a copy.
+        """
+        timestamp: datetime = event["timestamp"]
+        ingested: datetime = event.get("ingested_at") or timestamp
+        config = self.config
+        if timestamp - ingested > config.future_tolerance:
+            raise InvalidEvent(
+                f"timestamp {format_time(timestamp)} is "
+                f"{describe_duration(timestamp - ingested)} after the broker received the event "
+                f"({format_time(ingested)}), more than the future tolerance of "
+                f"{describe_duration(config.future_tolerance)}: check the producer's clock",
+                "timestamp")
+        if config.max_lateness is not None and ingested - timestamp > config.max_lateness:
+            raise InvalidEvent(
+                f"timestamp {format_time(timestamp)} is "
+                f"{describe_duration(ingested - timestamp)} before the broker received the event "
+                f"({format_time(ingested)}), later than the maximum lateness of "
+                f"{describe_duration(config.max_lateness)}", "timestamp")
+        millis = to_millis(timestamp)
+        if state is not None and millis < state.last_event_ms - self._horizon_ms:
+            newest = from_millis(state.last_event_ms)
+            raise InvalidEvent(
+                f"older than the dedup horizon: cannot prove it is not a copy (timestamp "
+                f"{format_time(timestamp)} is {describe_duration(newest - timestamp)} before the "
+                f"account's newest applied event at {format_time(newest)}; the horizon is "
+                f"{describe_duration(config.dedup_horizon)})", "timestamp")
+        return millis
+
+    def _apply(self, state: AccountState, event: dict[str, Any], millis: int) -> Transition:
+        """Apply an admitted event that is not a copy to an open account."""
+        event_type = event["type"]
         cost = self.pricebook.rate(event["product"], event["quantities"]) \
             if event_type == "usage" else ZERO
         self._check_totals_fit(state, event, cost)
@@ -212,7 +336,8 @@ class Ledger:
                          or self.watermark_close_time(state.open_period)):
             self._close_months_before(state, timestamp, emitter)
         event_period = period_of(timestamp)
-        cause = (f"{state.account_id}:{event['event_id']}", event["event_id"], timestamp)
+        cause = (f"{id_part(state.account_id)}:{id_part(event['event_id'])}", event["event_id"],
+                 timestamp)
         if event_period > state.current_period:
             # The calendar month rolled over before this event: what depends on month-to-date
             # spend (a budget pause) is re-derived at the event's time, before it is charged.
@@ -224,7 +349,7 @@ class Ledger:
         else:
             getattr(self, f"_{event_type}")(state, event, cause, emitter)
         self._settle(state, cause, emitter)
-        self._remember(state, event["event_id"], timestamp)
+        self._remember(state, event["event_id"], millis, emitter)
         if not emitter.outputs:  # most usage changes nothing that is published
             return Transition(state, emitter.outputs, rated)
         return Transition(state, self._with_snapshot(state, emitter), rated)
@@ -270,7 +395,7 @@ class Ledger:
 
     # -- opening an account --------------------------------------------------------------
 
-    def _open(self, event: dict[str, Any]) -> Transition:
+    def _open(self, event: dict[str, Any], millis: int) -> Transition:
         config = self.config
         contract, requested = event["contract"], event["billing_model"]
         if contract == SELF_SERVE:
@@ -286,7 +411,8 @@ class Ledger:
         if contract == SELF_SERVE:
             state.credit_balance = state.free_credit_granted = config.free_credit
         emitter = _Emitter(state.account_id)
-        cause = (f"{state.account_id}:{event['event_id']}", event["event_id"], event["timestamp"])
+        cause = (f"{id_part(state.account_id)}:{id_part(event['event_id'])}", event["event_id"],
+                 event["timestamp"])
         emitter.emit(*cause, "tier_changed", from_tier=None, to_tier=tier.name)
         emitter.emit(*cause, "rate_limits_changed", rpm_limit=tier.rpm_limit,
                      tpm_limit=tier.tpm_limit)
@@ -298,7 +424,7 @@ class Ledger:
                          reason=f"a self-serve account's billing model follows its sign-up date: "
                                 f"{model}, not the requested {requested}")
         self._settle(state, cause, emitter)
-        self._remember(state, event["event_id"], event["timestamp"])
+        self._remember(state, event["event_id"], millis, emitter)
         return Transition(state, self._with_snapshot(state, emitter))
 
     def _account_opened(self, state: AccountState, event: dict[str, Any], cause: _Cause,
@@ -337,9 +463,41 @@ class Ledger:
 
     # -- payments ------------------------------------------------------------------------
 
+    @staticmethod
+    def _payment_record(event: dict[str, Any]) -> PaymentRecord:
+        return PaymentRecord(event["type"], event.get("amount"), event.get("invoice_id"))
+
+    def _is_payment_retry(self, state: AccountState, event: dict[str, Any]) -> bool:
+        """Whether the event repeats a payment already recorded, identically: a retry under a
+        new event id, which changes nothing."""
+        payment_id = event.get("payment_id")
+        if payment_id is None:
+            return False
+        return self.seen.payment(state.account_id, payment_id) == self._payment_record(event)
+
+    def _payment_conflict(self, state: AccountState, event: dict[str, Any], cause: _Cause,
+                          emitter: _Emitter) -> bool:
+        """A payment id already used differently: ``command_rejected`` naming both uses (a
+        payment id is an idempotency key for ever). Otherwise the payment is recorded once the
+        event is applied."""
+        payment_id = event.get("payment_id")
+        if payment_id is None:
+            return False
+        known = self.seen.payment(state.account_id, payment_id)
+        if known is None:
+            emitter.payment = (payment_id, self._payment_record(event))
+            return False
+        emitter.emit(*cause, "command_rejected", rejected_type=event["type"],
+                     reason=f"payment_id {payment_id} was already used for {_describe(known)}; "
+                            f"this {_describe(self._payment_record(event))} under the same "
+                            "payment_id is refused (a new payment needs a new payment_id)")
+        return True
+
     def _credits_purchased(self, state: AccountState, event: dict[str, Any], cause: _Cause,
                            emitter: _Emitter) -> None:
         """Credits pay what is owed first (oldest invoice first), the rest becomes credit."""
+        if self._payment_conflict(state, event, cause, emitter):
+            return
         amount: Decimal = event["amount"]
         state.lifetime_credits_purchased += amount
         to_outstanding = min(amount, state.outstanding_balance)
@@ -373,6 +531,8 @@ class Ledger:
     def _payment_failed(self, state: AccountState, event: dict[str, Any], cause: _Cause,
                         emitter: _Emitter) -> None:
         """A failed auto top-up blocks further requests; other failed payments change nothing."""
+        if self._payment_conflict(state, event, cause, emitter):
+            return
         if event["top_up_request_id"] is not None \
                 and event["top_up_request_id"] == state.pending_top_up_request_id:
             state.pending_top_up_request_id = None
@@ -388,13 +548,15 @@ class Ledger:
                       f"payment {amount} exceeds the {unpaid} still unpaid on invoice {invoice_id}")
             emitter.emit(*cause, "command_rejected", rejected_type="invoice_paid", reason=reason)
             return
+        if self._payment_conflict(state, event, cause, emitter):
+            return
         if amount == unpaid:
             del state.invoices[invoice_id]
         else:
             state.invoices[invoice_id] = unpaid - amount
         state.outstanding_balance -= amount
         state.lifetime_invoice_payments += amount
-        emitter.emit(*cause, "credits_applied", amount=amount, payment_id=None,
+        emitter.emit(*cause, "credits_applied", amount=amount, payment_id=event["payment_id"],
                      invoice_id=invoice_id, receipt_url=None, applied_to_outstanding=amount,
                      applied_to_credit=ZERO)
 
@@ -466,7 +628,7 @@ class Ledger:
                      emitter: _Emitter) -> None:
         """Close the oldest open month: invoice its unpaid postpaid charges, reset its spend."""
         period = state.open_period
-        cause = (f"{state.account_id}:close:{period}", cause_event_id, timestamp)
+        cause = (f"{id_part(state.account_id)}:close:{period}", cause_event_id, timestamp)
         state.month_spend.pop(period, None)
         unpaid = state.month_unpaid.pop(period, ZERO)
         if state.billing_model == POSTPAID and unpaid > 0:
@@ -587,37 +749,26 @@ class Ledger:
 
     # -- bookkeeping ---------------------------------------------------------------------
 
-    def _remember(self, state: AccountState, event_id: str, timestamp: datetime) -> None:
-        """Record an event id for dedup; forget ids older than the horizon (by event time).
+    def _remember(self, state: AccountState, event_id: str, millis: int,
+                  emitter: _Emitter) -> None:
+        """Record an applied event's id (and payment id); forget the buckets of ids that the
+        horizon now refuses before looking them up (see :mod:`billing.seen_ids`).
 
-        Ids are forgotten from the front of the dict. CPython iterates a dict from its first slot,
-        stepping over deleted ones until the dict next grows, so finding the oldest id costs
-        O(ids forgotten lately), which grows with the account's traffic (a window of 150,000 ids:
-        7,000 events/s). Rebuilding the dict in place (same ids, same order) once 16 x sqrt(its
-        size) ids were forgotten balances the scan against the rebuild (50,000 events/s there;
-        see BENCHMARKS.md).
+        Ids exist only up to the newest event's bucket, and the buckets before the old cut were
+        forgotten when it was reached, so the range to forget is short whatever the gap.
         """
-        millis = to_millis(timestamp)
-        seen = state.recent_event_ids
-        seen[event_id] = millis
-        if millis > state.last_event_ms:
+        seen, account_id = self.seen, state.account_id
+        seen.add_event(account_id, millis // BUCKET_MS, event_id)
+        if emitter.payment is not None:
+            seen.add_payment(account_id, *emitter.payment)
+        newest = state.last_event_ms
+        if millis > newest:
             state.last_event_ms = millis
-            cutoff = millis - self._horizon_ms
-            stale = []
-            for oldest_id, oldest_millis in seen.items():  # oldest first
-                if oldest_millis >= cutoff:
-                    break
-                stale.append(oldest_id)
-            if stale:
-                for oldest_id in stale:
-                    del seen[oldest_id]
-                forgotten = self._forgotten.get(state.account_id, 0) + len(stale)
-                if forgotten * forgotten > 256 * len(seen):
-                    live = seen.copy()
-                    seen.clear()
-                    seen.update(live)
-                    forgotten = 0
-                self._forgotten[state.account_id] = forgotten
+            if newest:
+                first = (newest - self._horizon_ms) // BUCKET_MS
+                end = min((millis - self._horizon_ms) // BUCKET_MS, newest // BUCKET_MS + 1)
+                if end > first:
+                    seen.forget_buckets(account_id, first, end)
 
     def _with_snapshot(self, state: AccountState, emitter: _Emitter) -> list[dict[str, Any]]:
         if emitter.outputs:
@@ -625,6 +776,12 @@ class Ledger:
             for output in emitter.outputs:
                 output["snapshot"] = shared
         return emitter.outputs
+
+
+def _describe(record: PaymentRecord) -> str:
+    amount = "" if record.amount is None else f" of {record.amount}"
+    invoice = "" if record.invoice_id is None else f" on invoice {record.invoice_id}"
+    return f"{record.event_type}{amount}{invoice}"
 
 
 def snapshot(state: AccountState) -> dict[str, Any]:
@@ -655,4 +812,5 @@ def snapshot(state: AccountState) -> dict[str, Any]:
     }
 
 
-__all__ = ["ENTERPRISE_TIER", "AccountState", "Ledger", "Transition", "snapshot"]
+__all__ = ["ENTERPRISE_TIER", "AccountState", "Ledger", "LedgerFault", "Transition", "id_part",
+           "snapshot"]

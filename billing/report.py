@@ -42,7 +42,7 @@ GROUP BY type, detail
 """
 CREDITS_SQL = """
 SELECT
-    countIf(payment_id IS NOT NULL), sumIf(amount, payment_id IS NOT NULL),
+    countIf(invoice_id IS NULL), sumIf(amount, invoice_id IS NULL),
     countIf(invoice_id IS NOT NULL), sumIf(amount, invoice_id IS NOT NULL)
 FROM credit_purchases FINAL
 """

@@ -762,7 +762,7 @@ class _Workload:
     def _invoice_paid(self, account: _Account, at_ms: int, payload: tuple[str, int]) -> Event:
         invoice_id, amount = payload
         return {**self._header("invoice_paid", account, at_ms), "invoice_id": invoice_id,
-                "amount": _money(amount)}
+                "amount": _money(amount), "payment_id": self._payment_id()}
 
 
 def generate(accounts: int, events: int, seed: int, start: datetime = DEFAULT_START,

@@ -57,7 +57,7 @@ class TableWrite:
 
     table: Any  # faust Table
     key: bytes
-    value: bytes
+    value: bytes | None  # None: delete the key (a changelog tombstone)
 
 
 @dataclass
@@ -130,7 +130,7 @@ class CommitQueue:
         return True
 
     def discard_partitions(self, partitions: set[int],
-                           partition_of: Callable[[bytes], int]) -> int:
+                           partition_of: Callable[[str, bytes], int]) -> int:
         """Forget the uncommitted batches and overlay values of ``partitions`` (revoked).
 
         Their events are not acknowledged, so the partitions' next owner gets them again and
@@ -147,7 +147,7 @@ class CommitQueue:
         if discarded:
             asyncio.get_running_loop().create_task(self._notify_room())
         for name_key in [name_key for name_key in self.overlay
-                         if partition_of(name_key[1]) in partitions]:
+                         if partition_of(*name_key) in partitions]:
             del self.overlay[name_key]
         return discarded
 
@@ -217,7 +217,10 @@ class CommitQueue:
         """
         token = _current_event.set(weakref.ref(batch.events[-1]))
         try:
-            write.table.data[write.key] = write.value
+            if write.value is None:
+                write.table.data.pop(write.key, None)
+            else:
+                write.table.data[write.key] = write.value
             return write.table.send_changelog(batch.partition, write.key, write.value)
         finally:
             _current_event.reset(token)

@@ -41,14 +41,18 @@ def _default(value: Any) -> Any:
 
 @dataclass(slots=True)
 class AccountEntry:
-    """One table value: an account's ledger state and the input offsets it includes."""
+    """One table value: an account's ledger state and the input offsets it includes.
+
+    ``legacy_event_ids`` holds the event ids a record written before they moved to their own
+    table still carried (event id -> event time in ms), for the worker to move them there."""
 
     state: AccountState
     input_offsets: dict[str, int]
+    legacy_event_ids: dict[str, int] | None = None
 
 
 def dump_entry(entry: AccountEntry) -> bytes:
-    record = {name: getattr(entry.state, name) for name in _FIELD_NAMES}
+    record: dict[str, Any] = {name: getattr(entry.state, name) for name in _FIELD_NAMES}
     record["input_offsets"] = entry.input_offsets
     return orjson.dumps(record, default=_default)
 
@@ -65,6 +69,7 @@ def load_state(data: bytes) -> AccountState:
 def load_entry(data: bytes) -> AccountEntry:
     record = orjson.loads(data)
     input_offsets = record.pop("input_offsets", {})
+    legacy_event_ids = record.pop("recent_event_ids", None)
     for name in _MONEY:
         record[name] = Decimal(record[name])
     for name in _OPTIONAL_MONEY:
@@ -73,4 +78,4 @@ def load_entry(data: bytes) -> AccountEntry:
     for name in _MONEY_MAPS:
         record[name] = {key: Decimal(value) for key, value in record[name].items()}
     record["pause_reasons"] = tuple(record["pause_reasons"])
-    return AccountEntry(AccountState(**record), input_offsets)
+    return AccountEntry(AccountState(**record), input_offsets, legacy_event_ids or None)

@@ -40,8 +40,9 @@ from faust.types import TP, EventT
 from billing.codec import decode_input, encode
 from billing.deadletter import make_dead_letter
 from billing.events import TOPIC_OF_TYPE, InvalidEvent
-from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, Transition
+from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, LedgerFault, Transition, from_millis
 from billing.ledger import to_millis as millis_of
+from billing.seen_ids import BUCKET_MS
 from billing.settings import Settings
 from streams.ack_offsets import commit_applied_offsets
 from streams.broker_reader import BrokerReader
@@ -49,6 +50,7 @@ from streams.commit import CommitQueue, CommitStalled, PendingBatch, TableWrite
 from streams.input_sequence import FilledEvent, InputSequence
 from streams.merge import KIND_RANK, EventTimeMerger
 from streams.metrics import WorkerMetrics, received_lag
+from streams.seen_table import TableSeenIds, account_of_key
 from streams.state_store import AccountEntry, dump_entry, load_entry
 
 log = logging.getLogger("billing.worker")
@@ -101,7 +103,7 @@ class LedgerWorker:
 
     def __init__(self, settings: Settings, ledger: Ledger, options: WorkerOptions,
                  metrics: WorkerMetrics | None = None) -> None:
-        self.settings, self.ledger, self.options = settings, ledger, options
+        self.settings, self.options = settings, options
         self.metrics = WorkerMetrics(settings.topics.inputs) if metrics is None else metrics
         topics = settings.topics
         self.kind_of_topic = {getattr(topics, kind): kind for kind in
@@ -147,6 +149,11 @@ class LedgerWorker:
                                        key_type=bytes, value_type=bytes)
         self.clock = self.app.Table("partition-clock", partitions=settings.partitions,
                                     key_type=bytes, value_type=bytes)
+        # The accounts' event and payment ids, outside their records (streams/seen_table.py).
+        self.seen_table = self.app.Table("seen-ids", partitions=settings.partitions,
+                                         key_type=bytes, value_type=bytes)
+        self.seen = TableSeenIds(lambda key: self._current(self.seen_table, key, bytes))
+        self.ledger = ledger.with_seen(self.seen)
         self.merger = EventTimeMerger(tuple(self.kind_of_topic), {
             topic: KIND_RANK[kind] for topic, kind in self.kind_of_topic.items()})
         self.reader = BrokerReader(settings, options.app_id,
@@ -206,6 +213,9 @@ class LedgerWorker:
             return  # revoked while it was read: not acknowledged, the next owner gets it
         try:
             canonical = self._decode(message.topic, message.key, message.value)
+            if message.timestamp is not None and message.timestamp >= 0:
+                # The broker's append time (LogAppendTime topics): the acceptance window's clock.
+                canonical["ingested_at"] = from_millis(round(message.timestamp * 1000))
         except InvalidEvent as error:
             dead_letter = PendingBatch(message.partition, [event])
             if not repeat:
@@ -343,6 +353,9 @@ class LedgerWorker:
             pending.writes.append(TableWrite(self.clock, batch.clock_key,
                                              orjson.dumps(batch.clock)))
             live.append((self.clock, batch.clock_key, batch.clock))
+        for key, value in self.seen.take_writes().items():
+            pending.writes.append(TableWrite(self.seen_table, key, value or None))
+            live.append((self.seen_table, key, value))
         self.commits.submit(pending, live)
 
     async def _run_committer(self) -> None:
@@ -383,6 +396,7 @@ class LedgerWorker:
         hand-over."""
         drained = await self.commits.drain(timeout=self.options.session_timeout / 2)
         await self.app.consumer.commit_and_end_transactions()
+        self.seen.clear_cache()
         self.sequence.forget(revoked)
         self.commits.applied.forget(revoked)
         partitions = {tp.partition for tp in revoked}
@@ -392,9 +406,12 @@ class LedgerWorker:
         log.info("partitions_revoked partitions=%s drained=%s uncommitted_events_discarded=%d",
                  sorted(partitions), drained, discarded)
 
-    def _partition_of_key(self, key: bytes) -> int:
-        if key.startswith(b"partition-"):  # the partition clock's keys
+    def _partition_of_key(self, table_name: str, key: bytes) -> int:
+        """The partition of a key of one of the worker's tables (by account, or the clock's)."""
+        if table_name == self.clock.name:
             return int(key.removeprefix(b"partition-"))
+        if table_name == self.seen_table.name:
+            key = account_of_key(key)
         return partition_of(key, self.settings.partitions)
 
     # -- the ledger ------------------------------------------------------------------------
@@ -408,7 +425,18 @@ class LedgerWorker:
         return value
 
     def _entry(self, key: bytes, batch: _Batch) -> AccountEntry | None:
-        return batch.states.get(key) or self._current(self.accounts, key, load_entry)
+        return batch.states.get(key) or self._current(self.accounts, key, self._load_entry)
+
+    def _load_entry(self, stored: bytes) -> AccountEntry:
+        """A stored account record; one written before the ids moved out of it hands its ids
+        to the ``seen-ids`` table (written with the batch), so an upgrade forgets no id."""
+        entry = load_entry(stored)
+        if entry.legacy_event_ids:
+            for event_id, millis in entry.legacy_event_ids.items():
+                if not self.seen.has_event(entry.state.account_id, millis // BUCKET_MS, event_id):
+                    self.seen.add_event(entry.state.account_id, millis // BUCKET_MS, event_id)
+            entry.legacy_event_ids = None
+        return entry
 
     async def _apply(self, event: EventT, canonical: dict[str, Any], batch: _Batch) -> None:
         if canonical["type"] == "close_period" and not canonical["account_id"]:
@@ -419,27 +447,32 @@ class LedgerWorker:
         key = canonical["account_id"].encode()
         entry = self._entry(key, batch)
         kind, offset = self.kind_of_topic[event.message.topic], event.message.offset
-        if entry is not None and (entry.input_offsets.get(kind, -1) >= offset
-                                  or canonical["event_id"] in entry.state.recent_event_ids):
-            # Delivered again (its offset is in the state), or a duplicate by event_id: it
-            # changes nothing and emits nothing. The state is written again all the same, in
-            # case a crash lost its changelog record (see streams.commit).
-            entry.input_offsets[kind] = max(offset, entry.input_offsets.get(kind, -1))
+        if entry is not None and entry.input_offsets.get(kind, -1) >= offset:
+            # Delivered again (its offset is in the state): it changes nothing and emits
+            # nothing. The state is written again all the same, in case a crash lost its
+            # changelog record (see streams.commit).
             batch.states[key] = entry
             self.metrics.duplicate()
             return
         try:
             transition = self.ledger.apply(None if entry is None else entry.state, canonical)
         except InvalidEvent as error:
+            if isinstance(error, LedgerFault):
+                log.error("ledger_fault topic=%s partition=%d offset=%d account=%r",
+                          event.message.topic, event.message.partition, offset,
+                          canonical["account_id"][:64], exc_info=error.__cause__)
             batch.outputs.append(await self._send_dead_letter(event, error.reason, error.field))
             return
-        self.metrics.event_applied(canonical["type"])
         assert transition.state is not None
         if entry is None:
             entry = AccountEntry(transition.state, {})
         entry.state = transition.state
         entry.input_offsets[kind] = offset
         batch.states[key] = entry
+        if transition.duplicate:  # a copy by event_id, or a retried payment: written again too
+            self.metrics.duplicate()
+            return
+        self.metrics.event_applied(canonical["type"])
         await self._publish(key, transition, batch)
         if canonical["type"] == "usage":
             await self._advance_watermark(batch, canonical["timestamp"])

@@ -221,4 +221,4 @@ def ledger_view(state: AccountState) -> dict[str, Any]:
     """Everything an event may change, except the dedup memory (ids seen, latest event time)."""
     return {item.name: copy.deepcopy(getattr(state, item.name))
             for item in dataclasses.fields(state)
-            if item.name not in ("recent_event_ids", "last_event_ms")}
+            if item.name != "last_event_ms"}

@@ -1,0 +1,116 @@
+"""The worker's table of seen ids answers exactly as replay's in-memory one, batch after batch,
+through evictions and forgetting, and keeps every record small."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from billing.seen_ids import MemorySeenIds, PaymentRecord
+from streams.seen_table import CHUNK_IDS, DELETED, TableSeenIds, account_of_key, account_prefix
+
+
+class Table:
+    """A committed table: what take_writes produced, applied (tombstones delete)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def commit(self, writes: dict[bytes, bytes]) -> None:
+        for key, value in writes.items():
+            if value == DELETED:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+
+
+operation = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(["a", "a:b", "b"]), st.integers(0, 5),
+              st.sampled_from([f"e{n}" for n in range(80)])),
+    st.tuples(st.just("has"), st.sampled_from(["a", "a:b", "b"]), st.integers(0, 5),
+              st.sampled_from([f"e{n}" for n in range(80)])),
+    st.tuples(st.just("forget"), st.sampled_from(["a", "a:b", "b"]), st.integers(0, 5),
+              st.integers(0, 3)),
+    st.tuples(st.just("pay"), st.sampled_from(["a", "b"]), st.sampled_from(["p1", "p2"]),
+              st.sampled_from(["1.000000", "2.000000"])),
+    st.just(("batch",)),
+    st.just(("restart",)),
+)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(st.lists(operation, max_size=300), st.sampled_from([1, 5, 1000]))
+def test_the_table_answers_as_the_in_memory_reference(operations, cached_ids):
+    table = Table()
+    seen = TableSeenIds(table.data.get, cached_ids=cached_ids)
+    reference = MemorySeenIds()
+    for step in operations:
+        kind = step[0]
+        if kind == "add":
+            _, account, bucket, event_id = step
+            if not reference.has_event(account, bucket, event_id):
+                seen.add_event(account, bucket, event_id)
+                reference.add_event(account, bucket, event_id)
+        elif kind == "has":
+            _, account, bucket, event_id = step
+            assert seen.has_event(account, bucket, event_id) == \
+                reference.has_event(account, bucket, event_id)
+        elif kind == "forget":
+            _, account, first, length = step
+            seen.forget_buckets(account, first, first + length)
+            reference.forget_buckets(account, first, first + length)
+        elif kind == "pay":
+            _, account, payment_id, amount = step
+            record = PaymentRecord("credits_purchased", Decimal(amount), None)
+            if reference.payment(account, payment_id) is None:
+                seen.add_payment(account, payment_id, record)
+                reference.add_payment(account, payment_id, record)
+            assert seen.payment(account, payment_id) == reference.payment(account, payment_id)
+        elif kind == "batch":
+            table.commit(seen.take_writes())
+        else:  # a restarted worker: only what was committed survives
+            table.commit(seen.take_writes())
+            seen = TableSeenIds(table.data.get, cached_ids=cached_ids)
+    table.commit(seen.take_writes())
+    fresh = TableSeenIds(table.data.get)
+    for account in ("a", "a:b", "b"):
+        for bucket in range(6):
+            for number in range(80):
+                assert fresh.has_event(account, bucket, f"e{number}") == \
+                    reference.has_event(account, bucket, f"e{number}")
+
+
+def test_a_busy_hour_is_split_into_small_chunks_and_a_batch_rewrites_only_the_last():
+    table = Table()
+    seen = TableSeenIds(table.data.get)
+    for number in range(CHUNK_IDS * 3 + 1):
+        seen.add_event("hot", 7, f"event-{number:06d}")
+    first = seen.take_writes()
+    assert len(first) == 4
+    assert max(len(value) for value in first.values()) < 64 * CHUNK_IDS
+    table.commit(first)
+    seen.add_event("hot", 7, "one-more")
+    assert len(seen.take_writes()) == 1
+
+
+def test_forgetting_a_bucket_deletes_all_of_its_chunks_after_a_restart():
+    table = Table()
+    seen = TableSeenIds(table.data.get)
+    for number in range(CHUNK_IDS + 5):
+        seen.add_event("a", 3, f"e{number}")
+    table.commit(seen.take_writes())
+    restarted = TableSeenIds(table.data.get)
+    restarted.forget_buckets("a", 0, 4)
+    writes = restarted.take_writes()
+    assert sorted(writes.values()) == [DELETED, DELETED]
+    table.commit(writes)
+    assert table.data == {}
+
+
+def test_keys_start_with_their_account_so_they_follow_its_partition():
+    assert account_of_key(account_prefix(b"e", "a:b") + b"\x00" * 12) == b"a:b"
+    assert account_of_key(account_prefix(b"p", "ü") + b"pay-1") == "ü".encode()
+    # length-prefixed: account "a" + payment "bc" never reads as account "ab" + payment "c"
+    assert account_prefix(b"p", "a") + b"bc" != account_prefix(b"p", "ab") + b"c"
