@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MAX_MESSAGE_BYTES = 65536  # BILLING_MAX_MESSAGE_BYTES
 
 
 class SettingsError(ValueError):
@@ -241,6 +242,9 @@ class Settings:
     # The ClickHouse password, taken out of clickhouse_url (which every command may print) or
     # from BILLING_CLICKHOUSE_PASSWORD; masked in repr.
     clickhouse_password: Secret | None = None
+    # The largest input message (key or value, bytes) the worker processes; a larger one is
+    # dead-lettered (billing.deadletter.check_message_size), its dead letter carrying a prefix.
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     def to_env(self) -> dict[str, str]:
         """The ``BILLING_*`` variables that reproduce these settings in a child process.
@@ -258,6 +262,7 @@ class Settings:
             "BILLING_CLICKHOUSE_HTTP_PORT": str(self.clickhouse_http_port),
             "BILLING_PARTITIONS": str(self.partitions),
             "BILLING_REPLICATION_FACTOR": str(self.replication_factor),
+            "BILLING_MAX_MESSAGE_BYTES": str(self.max_message_bytes),
         }
         if self.schema_registry_url:
             env["BILLING_SCHEMA_REGISTRY_URL"] = self.schema_registry_url
@@ -389,4 +394,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if env.get("BILLING_CACHE_DIR")
         else None,
         clickhouse_password=clickhouse.password if clickhouse else None,
+        max_message_bytes=_int(env, "BILLING_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES,
+                               high=2**31 - 1),
     )

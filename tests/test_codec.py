@@ -8,6 +8,7 @@ the registry framing is tested against :class:`FakeRegistry`, an in-process HTTP
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -401,7 +402,13 @@ def test_dead_letter_round_trips(codec: Codec, key: bytes | None) -> None:
     assert entry.source == "billing.usage[3]@41"
     assert entry.letter == {"key": key, "value": original, "topic": "billing.usage",
                             "partition": 3, "offset": 41, "reason": "not Avro: looks like JSON",
-                            "field": None, "failed_at": T0, "worker": "worker-a:123"}
+                            "field": None, "failed_at": T0, "worker": "worker-a:123",
+                            "key_size": None if key is None else len(key),
+                            "key_sha256": None if key is None else hashlib.sha256(key).hexdigest(),
+                            "key_truncated": False, "value_size": len(original),
+                            "value_sha256": hashlib.sha256(original).hexdigest(),
+                            "value_truncated": False}
+    assert not entry.truncated and entry.size_note == ""
 
 
 def test_dead_letter_selection(plain: Codec) -> None:

@@ -226,7 +226,11 @@ def test_rated_usage_matches_events_py() -> None:
 
 
 def test_dead_letter_keeps_the_original_bytes() -> None:
+    """... or, past the maximum message size, a prefix of them with their size and SHA-256."""
     fields = {field["name"]: field["type"] for field in load_schema("dead_letter")["fields"]}
     assert fields == {"key": ["null", "bytes"], "value": ["null", "bytes"], "topic": "string",
                       "partition": "int", "offset": "long", "reason": "string",
-                      "field": ["null", "string"], "failed_at": TIME, "worker": "string"}
+                      "field": ["null", "string"], "failed_at": TIME, "worker": "string",
+                      "key_size": ["null", "long"], "key_sha256": ["null", "string"],
+                      "key_truncated": "boolean", "value_size": ["null", "long"],
+                      "value_sha256": ["null", "string"], "value_truncated": "boolean"}
