@@ -19,9 +19,11 @@ ledger's call.
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import orjson
@@ -35,6 +37,10 @@ MONEY_LIMIT = Decimal(10) ** 12
 EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 ZERO = Decimal("0.000000")
+# The most units of one meter a usage event may report. One usage event is one request or one batch;
+# a count above this is a broken producer (or an overflow upstream). The bound is also what lets the
+# price book refuse, at load, a price that could make one event cost more than decimal(18, 6) holds.
+MAX_QUANTITY = 10**12
 
 # Input event type -> {field: kind}. Kinds: "str", "money", "money?" (nullable), "time", "bool",
 # "int>=0", "quantities", "str?" (optional), "contract", "billing_model?", "period".
@@ -159,24 +165,108 @@ class InvalidEvent(ValueError):
         self.field = field
 
 
+# A number on the wire (billing rules section 1): ASCII, an optional "-", digits, at most one ".",
+# at least one digit. Python's Decimal() and int() also take "0_90", " 5", "1e30", "NaN", "+5" and
+# other scripts' digits ("\u0663", Arabic-Indic 3); none of them reaches Decimal() here.
+_PLAIN_DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)", re.ASCII).fullmatch
+_DECIMAL_EXAMPLE = 'a decimal string like "12.50"'
+
+
+def _shown(value: Any) -> str:
+    """``repr`` of a refused value, cut short: it is copied into dead letters and logs."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def parse_decimal(value: Any, field: str, *, signed: bool = True) -> Decimal:
+    """The one parser for a number on the wire (an amount, a price): exact, never a float.
+
+    Accepts a string of ASCII digits with at most one ``.`` and, if ``signed``, an optional leading
+    ``-`` (``"12.5"``, ``"-3"``, ``"0.000001"``); a Python ``int`` (not ``bool``); a finite
+    ``Decimal``. Refuses everything else, including what ``Decimal()`` would take: underscores,
+    spaces, exponents, ``NaN``/``Infinity``, ``+``, non-ASCII digits, floats. A negative zero is
+    returned as zero. Raises :class:`InvalidEvent` naming ``field``; the scale is the caller's.
+    """
+    if isinstance(value, str):
+        if _PLAIN_DECIMAL(value) is None:
+            raise InvalidEvent(f"{field}={_shown(value)} is not a decimal number: write "
+                               f"{_DECIMAL_EXAMPLE} (ASCII digits, at most one '.'"
+                               + (", an optional leading '-'" if signed else "")
+                               + "; no spaces, underscores or exponents)", field)
+        if value[0] != "-":
+            return Decimal(value)
+        if not signed:
+            raise InvalidEvent(f"{field} must be zero or more, got {_shown(value)}", field)
+        number = Decimal(value)
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            raise InvalidEvent(f"{field} must be a finite number, got {_shown(value)}", field)
+        number = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = Decimal(value)
+    else:
+        kind = "the float " if isinstance(value, float) else ""
+        raise InvalidEvent(f"{field} must be {_DECIMAL_EXAMPLE}, not {kind}{_shown(value)}",
+                           field)
+    if number.is_signed():
+        if not number:
+            return number.copy_abs()  # -0 -> 0: the same bytes in JSON as through Avro
+        if not signed:
+            raise InvalidEvent(f"{field} must be zero or more, got {_shown(value)}", field)
+    return number
+
+
 def to_money(value: Any, field: str = "amount") -> Decimal:
-    """Exact decimal with 6 fractional digits; strings/ints/Decimals only (a float is refused)."""
-    if isinstance(value, bool | float):
-        raise InvalidEvent(f"{field} must be a decimal string like \"12.50\", not {value!r}", field)
-    try:
-        amount = Decimal(value) if not isinstance(value, Decimal) else value
-    except (InvalidOperation, TypeError):
-        raise InvalidEvent(f"{field} must be a decimal string like \"12.50\", got {value!r}",
-                           field) from None
-    if not amount.is_finite():
-        raise InvalidEvent(f"{field} must be a finite amount, got {value!r}", field)
+    """Exact decimal with 6 fractional digits, below 10^12 in magnitude (decimal(18, 6)).
+
+    ``value`` is read by :func:`parse_decimal` (a plain decimal string, an int or a finite
+    Decimal; a float is refused); more than 6 fractional digits are refused, not rounded.
+    """
+    amount = parse_decimal(value, field)
     if abs(amount) >= MONEY_LIMIT:
-        raise InvalidEvent(f"{field}={value} is too large: amounts must stay below "
+        raise InvalidEvent(f"{field}={_shown(value)} is too large: amounts must stay below "
                            "1,000,000,000,000 (decimal(18, 6))", field)
     quantized = amount.quantize(MICRO, rounding=ROUND_HALF_EVEN)
     if quantized != amount:
-        raise InvalidEvent(f"{field}={value} has more than 6 fractional digits", field)
+        raise InvalidEvent(f"{field}={_shown(value)} has more than 6 fractional digits", field)
     return quantized
+
+
+# Fields a JSON input line may carry besides the event's own: ``ingested_at``, the broker's append
+# time, which ``billing export`` writes and replay reads (section 4). A producer accepts it and does
+# not send it: the broker stamps the real one.
+ENVELOPE_FIELDS = frozenset({"ingested_at"})
+_KNOWN_FIELDS = {event_type: frozenset(COMMON_FIELDS) | frozenset(fields) | ENVELOPE_FIELDS
+                 for event_type, fields in INPUT_FIELDS.items()}
+
+
+def unknown_fields(raw: Any) -> list[str]:
+    """The keys of a raw input event that are no field of its type, in their order.
+
+    Empty when ``raw`` is not a mapping or its type is unknown (:func:`normalize_input` says so).
+    The pipeline ignores unknown fields, as an Avro reader does; a producer client refuses them,
+    since ``{"request": 500}`` (for ``requests``) would otherwise be billed as 1 request.
+    """
+    if not isinstance(raw, dict):
+        return []
+    event_type = raw.get("type")
+    known = _KNOWN_FIELDS.get(event_type) if isinstance(event_type, str) else None
+    if known is None:
+        return []
+    return [name for name in raw if name not in known]
+
+
+def unknown_fields_reason(raw: dict[str, Any], names: list[str]) -> str:
+    """What to tell a producer about ``names`` (from :func:`unknown_fields`): each with the
+    closest known field, e.g. "unknown field 'request' for usage; did you mean 'requests'?"."""
+    event_type = raw["type"]
+    known = sorted(_KNOWN_FIELDS[event_type] - ENVELOPE_FIELDS)
+    parts = []
+    for name in names:
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"its fields are {', '.join(known)}"
+        parts.append(f"unknown field {name!r} for {event_type}; {hint}")
+    return "; ".join(parts)
 
 
 def parse_time(value: Any, field: str = "timestamp") -> datetime:
@@ -261,6 +351,10 @@ def _check_quantities(field: str, value: Any) -> dict[str, int]:
         if count < 0:
             raise InvalidEvent(f"quantities.{meter} is negative ({count}); usage "
                                "quantities must be >= 0", f"quantities.{meter}")
+        if count > MAX_QUANTITY:
+            raise InvalidEvent(f"quantities.{meter}={count:,} is more than one usage event may "
+                               f"report ({MAX_QUANTITY:,}); report a request or a batch per "
+                               "event", f"quantities.{meter}")
     return dict(value)
 
 

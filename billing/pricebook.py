@@ -7,15 +7,21 @@ cost = sum(quantity * price_per_million) / 1,000,000, rounded once per event to 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from billing.config_files import ConfigError, read_mapping
-from billing.events import MICRO, InvalidEvent
+from billing.events import MAX_QUANTITY, MICRO, MONEY_LIMIT, InvalidEvent, parse_decimal
 
 MILLION = Decimal(1_000_000)
+# Prices are per million units, so they may carry more digits than money ("0.0375"); 12 keep the
+# cost of MAX_QUANTITY units exact at 6 digits, so its rounding can never reach MONEY_LIMIT.
+MAX_PRICE_PLACES = 12
+# One usage event's worst cost, sum(MAX_QUANTITY * price) / 1,000,000, must stay below MONEY_LIMIT
+# (decimal(18, 6)): a product's prices must sum to less than this (10**6 with the defaults).
+PRICE_SUM_LIMIT = MONEY_LIMIT * MILLION / MAX_QUANTITY
 
 
 @dataclass(frozen=True)
@@ -46,15 +52,43 @@ class PriceBook:
 
 
 def _price(value: Any, where: str) -> Decimal:
-    if isinstance(value, float | bool) or not isinstance(value, str | int):
-        raise ConfigError(f"{where}: price must be a decimal string like \"0.20\", got {value!r}")
+    """One price: a plain decimal string (or an int), >= 0, at most 12 fractional digits, and
+    below :data:`PRICE_SUM_LIMIT` on its own (the product's sum is checked by the caller)."""
     try:
-        price = Decimal(value)
-    except InvalidOperation:
-        raise ConfigError(f"{where}: {value!r} is not a decimal number") from None
-    if not price.is_finite() or price < 0:
-        raise ConfigError(f"{where}: price must be zero or more, got {value!r}")
+        price = parse_decimal(value, "price", signed=False)
+    except InvalidEvent as error:
+        raise ConfigError(f"{where}: {error.reason}") from None
+    exponent = price.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite: parse_decimal refuses NaN and Infinity
+    if -exponent > MAX_PRICE_PLACES:
+        raise ConfigError(f"{where}: price {_short(repr(value))} has {-exponent} fractional "
+                          f"digits; at most {MAX_PRICE_PLACES} are accepted")
+    if price >= PRICE_SUM_LIMIT:
+        raise ConfigError(f"{where}: price {_short(repr(value))} is too high: one usage event of "
+                          f"{MAX_QUANTITY:,} units (the most an event may report) would cost "
+                          f"{_worst(price)}, and costs must stay below 1,000,000,000,000 "
+                          "(decimal(18, 6))")
     return price
+
+
+def _worst(prices_sum: Decimal) -> str:
+    """The cost of MAX_QUANTITY units of every meter, for a message (plain digits, grouped)."""
+    return _short(f"{(prices_sum * MAX_QUANTITY / MILLION).normalize():,f}")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _check_worst_cost(prices: dict[str, Decimal], raw: dict[Any, Any], where: str) -> None:
+    """Refuse a product whose prices together could make one event cost past decimal(18, 6)."""
+    total = sum(prices.values(), Decimal(0))  # exact: every price is below 10**6, <= 12 places
+    if total >= PRICE_SUM_LIMIT:
+        shown = ", ".join(f"{meter}={_short(repr(price))}" for meter, price in raw.items())
+        raise ConfigError(f"{where}: prices {shown} are too high together: one usage event of "
+                          f"{MAX_QUANTITY:,} units of every meter (the most an event may report) "
+                          f"would cost {_worst(total)}, and costs must stay below "
+                          "1,000,000,000,000 (decimal(18, 6))")
 
 
 def pricebook_from_mapping(data: dict[str, Any], source: str = "price book") -> PriceBook:
@@ -71,10 +105,10 @@ def pricebook_from_mapping(data: dict[str, Any], source: str = "price book") -> 
     for product, meters in products.items():
         if not isinstance(meters, dict) or not meters:
             raise ConfigError(f"{source}: product {product!r} needs a mapping of meter -> price")
-        parsed[str(product)] = {
-            str(meter): _price(price, f"{source}: {product}.{meter}")
-            for meter, price in meters.items()
-        }
+        prices = {str(meter): _price(price, f"{source}: {product}.{meter}")
+                  for meter, price in meters.items()}
+        _check_worst_cost(prices, meters, f"{source}: product {product}")
+        parsed[str(product)] = prices
     return PriceBook(parsed)
 
 

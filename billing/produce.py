@@ -1,18 +1,26 @@
 """The producer client for gateway and payment teams, and the ``billing produce`` command.
 
 :class:`EventProducer` is how Python services put input events on the billing topics: it
-validates each event exactly as the pipeline will (``billing.events.normalize_input``), so a bad
-event is refused at the source with the field named instead of landing in the dead-letter topic; it
-serializes with the shared codec; it keys by ``account_id`` so one worker sees an account's events
-in order; and it writes with ``acks=all`` and idempotence, so a retried send is never doubled.
+validates each event as the pipeline will (``billing.events.normalize_input``, with the configured
+id size) and refuses, at the source, what the pipeline would dead-letter and what it would silently
+misread: a timestamp more than the future tolerance ahead of this producer's clock, a product or
+meter its price book does not know, a field its type does not have (``{"request": 500}`` would be
+billed as one request). A bad event is refused with the field named instead of landing in the
+dead-letter topic. It serializes with the shared codec; it keys by ``account_id`` so one worker
+sees an account's events in order; and it writes with ``acks=all`` and idempotence, so a retried
+send is never doubled.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,8 +31,20 @@ from kafka.errors import KafkaError
 from tqdm import tqdm
 
 from billing.codec import Codec
-from billing.events import INPUT_FIELDS, TOPIC_OF_TYPE, InvalidEvent, normalize_input
+from billing.config import BillingConfig, load_config
+from billing.config_files import ConfigError
+from billing.events import (
+    ENVELOPE_FIELDS,
+    INPUT_FIELDS,
+    TOPIC_OF_TYPE,
+    InvalidEvent,
+    format_time,
+    normalize_input,
+    unknown_fields,
+    unknown_fields_reason,
+)
 from billing.kafka_security import kafka_python_security
+from billing.pricebook import PriceBook, load_pricebook
 from billing.registry import RegistryError
 from billing.settings import Settings, load_settings
 
@@ -50,12 +70,72 @@ class Message(NamedTuple):
     value: bytes
 
 
-def prepare(event: Mapping[str, Any], settings: Settings, codec: Codec) -> Message:
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ProducerChecks:
+    """What a producer checks besides the event's structure, and against what.
+
+    ``config`` gives the future tolerance and the id size, ``pricebook`` the products and meters
+    (use the worker's files: ``BILLING_CONFIG`` and ``BILLING_PRICEBOOK``, as
+    :meth:`from_environment` does), ``now`` this producer's clock (aware UTC; tests inject one).
+    """
+
+    config: BillingConfig = field(default_factory=BillingConfig)
+    pricebook: PriceBook = field(default_factory=load_pricebook)
+    now: Callable[[], datetime] = _utc_now
+
+    @classmethod
+    def from_environment(cls, config: BillingConfig | None = None,
+                         pricebook: PriceBook | None = None,
+                         now: Callable[[], datetime] | None = None) -> ProducerChecks:
+        """The given ones; the rest from ``BILLING_CONFIG``/``BILLING_PRICEBOOK`` (the files the
+        worker reads; unset: the defaults) and the system clock. Raises ``ConfigError``."""
+        return cls(config or load_config(os.environ.get("BILLING_CONFIG") or None),
+                   pricebook or load_pricebook(os.environ.get("BILLING_PRICEBOOK") or None),
+                   now or _utc_now)
+
+    def check(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """The event in canonical form, or :class:`InvalidEvent` naming the field at fault."""
+        raw = dict(event)
+        unknown = unknown_fields(raw)
+        if unknown:
+            raise InvalidEvent(unknown_fields_reason(raw, unknown), str(unknown[0]))
+        for name in ENVELOPE_FIELDS:  # the broker stamps the real ingested_at
+            raw.pop(name, None)
+        canonical = normalize_input(raw, self.config.max_id_bytes)
+        now = self.now()
+        ahead = canonical["timestamp"] - now
+        if ahead > self.config.future_tolerance:
+            raise InvalidEvent(
+                f"timestamp {format_time(canonical['timestamp'])} is "
+                f"{timedelta(seconds=int(ahead.total_seconds()))} (h:mm:ss) ahead of this "
+                f"producer's clock ({format_time(now)}); the pipeline dead-letters an event more "
+                f"than {self.config.future_tolerance} ahead of its arrival: check the clock that "
+                "set it", "timestamp")
+        if canonical["type"] == "usage":
+            self.pricebook.rate(canonical["product"], canonical["quantities"])  # same message
+        return canonical
+
+
+@functools.lru_cache(maxsize=4)
+def _environment_checks(config_path: str | None, pricebook_path: str | None) -> ProducerChecks:
+    return ProducerChecks(load_config(config_path), load_pricebook(pricebook_path))
+
+
+def prepare(event: Mapping[str, Any], settings: Settings, codec: Codec,
+            checks: ProducerChecks | None = None) -> Message:
     """Validate and serialize one event without sending it; raises :class:`InvalidEvent`.
 
     Kept apart from the producer so a bad event is refused before any connection is made.
+    ``checks`` default: the files of ``BILLING_CONFIG`` and ``BILLING_PRICEBOOK`` (read once).
     """
-    canonical = normalize_input(dict(event))
+    if checks is None:
+        checks = _environment_checks(os.environ.get("BILLING_CONFIG") or None,
+                                     os.environ.get("BILLING_PRICEBOOK") or None)
+    canonical = checks.check(event)
     kind = TOPIC_OF_TYPE[canonical["type"]]
     key = canonical["account_id"].encode() or None
     return Message(getattr(settings.topics, kind), key, codec.encode(kind, canonical))
@@ -74,8 +154,12 @@ class DeliveryError(RuntimeError):
 class EventProducer:
     """Validates, serializes and sends input events; :meth:`flush` raises what Kafka refused.
 
-    ``producer_factory`` builds the Kafka producer from keyword configuration (default
-    ``kafka.KafkaProducer``); tests pass a fake. ``overrides`` change :data:`PRODUCER_CONFIG`.
+    ``config`` (future tolerance, id size) and ``pricebook`` (known products and meters) default
+    to the worker's files, ``BILLING_CONFIG`` and ``BILLING_PRICEBOOK`` (unset: the defaults);
+    ``now`` is this producer's clock (default the system's, aware UTC). A bad file raises
+    ``ConfigError`` here, before connecting. ``producer_factory`` builds the Kafka producer from
+    keyword configuration (default ``kafka.KafkaProducer``); tests pass a fake. ``overrides``
+    change :data:`PRODUCER_CONFIG`.
     """
 
     def __init__(
@@ -83,10 +167,14 @@ class EventProducer:
         settings: Settings | None = None,
         *,
         codec: Codec | None = None,
+        config: BillingConfig | None = None,
+        pricebook: PriceBook | None = None,
+        now: Callable[[], datetime] | None = None,
         producer_factory: Callable[..., Any] | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = settings or load_settings()
+        self.checks = ProducerChecks.from_environment(config, pricebook, now)
         self.codec = codec or Codec.from_settings(self.settings)
         factory = producer_factory or KafkaProducer
         config = {**PRODUCER_CONFIG, **overrides}
@@ -99,12 +187,15 @@ class EventProducer:
         """Queue one event; returns the Kafka future of its message.
 
         Raises :class:`InvalidEvent` naming the field, before anything is sent, if the event is
-        not valid. A ``close_period`` with an empty ``account_id`` closes the month for every
-        account, so it is written once to every partition of the control topic (each worker owns
-        some partitions); the future returned is then the last copy's. Delivery failures of any
+        not valid, has a field its type does not have (``ingested_at``, of exported lines, is
+        accepted and not sent), is dated more than the future tolerance ahead of this
+        producer's clock, or uses a product or meter the price book does not know. A
+        ``close_period`` with an empty ``account_id`` closes the month for every account, so it
+        is written once to every partition of the control topic (each worker owns some
+        partitions); the future returned is then the last copy's. Delivery failures of any
         message are raised by :meth:`flush`.
         """
-        message = prepare(event, self.settings, self.codec)
+        message = prepare(event, self.settings, self.codec, self.checks)
         event_id = str(event["event_id"])
         partitions: list[int | None] = [None]
         if message.key is None:
@@ -147,14 +238,25 @@ class EventProducer:
 # --- the ``billing produce`` command -----------------------------------------------------------
 
 
+# A whole number typed on the command line: ASCII only. int() would also read "٣" as 3, "1_000"
+# and " 5"; str.isdigit() is true for "²", which int() then refuses with a crash.
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+", re.ASCII).fullmatch
+
+
+def _cli_count(text: str) -> int | str:
+    """A count typed on the command line: an int if it is ASCII digits, else the text itself,
+    which ``normalize_input`` then refuses naming the field (a count must be a JSON integer)."""
+    return int(text) if _WHOLE_NUMBER(text) else text
+
+
 def _cli_value(kind: str, text: str) -> Any:
     """A ``--field`` value as the JSON type the field takes; normalize_input judges the result."""
     if kind.endswith("?") and text == "null":
         return None
     if kind == "bool":
         return {"true": True, "false": False}.get(text.lower(), text)
-    if kind == "requests" and text.lstrip("-").isdigit():
-        return int(text)
+    if kind == "requests":
+        return _cli_count(text)
     return text
 
 
@@ -189,8 +291,7 @@ def event_from_flags(
         event[name] = _cli_value(kinds[name], value)
     if quantities:
         counts = dict(_pairs("--quantity", quantities))
-        event["quantities"] = {meter: int(n) if n.lstrip("-").isdigit() else n
-                               for meter, n in counts.items()}
+        event["quantities"] = {meter: _cli_count(n) for meter, n in counts.items()}
     return event
 
 
@@ -230,11 +331,17 @@ def _produce_file(producer: EventProducer, path: Path) -> tuple[int, int]:
 @click.option("--product", help="usage: the price-book product.")
 @click.option("--quantity", "quantities", multiple=True, metavar="METER=N",
               help="usage: units of a meter; repeat for each meter.")
-@click.option("--requests", type=int, help="usage: requests served (default 1).")
+@click.option("--requests", help="usage: requests served (default 1).")
 @click.option("--field", "fields", multiple=True, metavar="NAME=VALUE",
               help="Any other field of the type, e.g. amount=20.00; 'null' for none. Repeatable.")
 @click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Send a JSON-lines file of events instead (one event object a line).")
+@click.option("--pricebook", "pricebook_path", envvar="BILLING_PRICEBOOK", default=None,
+              help="Price book the worker uses (JSON or YAML): usage of a product or meter it "
+                   "does not know is refused. Default: the shipped one.")
+@click.option("--config", "config_path", envvar="BILLING_CONFIG", default=None,
+              help="Billing configuration the worker uses (future tolerance, id size). Default: "
+                   "the rules' defaults.")
 def produce_command(
     event_type: str | None,
     account_id: str | None,
@@ -242,9 +349,11 @@ def produce_command(
     timestamp: str | None,
     product: str | None,
     quantities: tuple[str, ...],
-    requests: int | None,
+    requests: str | None,
     fields: tuple[str, ...],
     path: Path | None,
+    pricebook_path: str | None,
+    config_path: str | None,
 ) -> None:
     """Validate and send input events to the billing topics (one from flags, or a file).
 
@@ -261,6 +370,10 @@ def produce_command(
     if (path is None) == (event_type is None):
         raise click.UsageError("give either --type (one event from flags) or --file")
     settings = load_settings()
+    try:
+        checks = ProducerChecks(load_config(config_path), load_pricebook(pricebook_path))
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
     codec = Codec.from_settings(settings)
     event = None
     if event_type is not None:
@@ -268,11 +381,12 @@ def produce_command(
         fields += tuple(f"{name}={value}" for name, value in shortcuts.items() if value is not None)
         event = event_from_flags(event_type, account_id, event_id, timestamp, quantities, fields)
         try:
-            prepare(event, settings, codec)  # refuse it before connecting to anything
+            prepare(event, settings, codec, checks)  # refuse it before connecting to anything
         except InvalidEvent as error:
             raise click.ClickException(f"invalid event, not sent: {_describe(error)}") from None
     try:
-        with EventProducer(settings, codec=codec) as producer:
+        with EventProducer(settings, codec=codec, config=checks.config,
+                           pricebook=checks.pricebook) as producer:
             if event is None:
                 assert path is not None
                 sent, invalid = _produce_file(producer, path)

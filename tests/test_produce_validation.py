@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,14 +16,23 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from kafka.errors import KafkaTimeoutError
 
 from billing import produce
 from billing.codec import Codec
-from billing.events import TOPIC_OF_TYPE, InvalidEvent, normalize_input
-from billing.produce import DeliveryError, EventProducer, produce_command
+from billing.config import BillingConfig
+from billing.events import (
+    INPUT_FIELDS,
+    MAX_QUANTITY,
+    TOPIC_OF_TYPE,
+    InvalidEvent,
+    normalize_input,
+)
+from billing.pricebook import PriceBook, load_pricebook
+from billing.produce import DeliveryError, EventProducer, ProducerChecks, prepare, produce_command
 from billing.settings import Topics, load_settings
-from tests.test_codec import any_input
+from tests.test_codec import kind_strategy, text, times
 
 PARTITIONS = 4
 
@@ -81,8 +91,12 @@ def no_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     FakeKafkaProducer.fail_with = None
 
 
-def make_producer() -> tuple[EventProducer, FakeKafkaProducer]:
-    producer = EventProducer(load_settings({}), producer_factory=FakeKafkaProducer)
+NOW = datetime(2026, 2, 1, 6, tzinfo=UTC)  # the producer's clock in these tests
+
+
+def make_producer(**options: Any) -> tuple[EventProducer, FakeKafkaProducer]:
+    options = {"now": lambda: NOW, "pricebook": load_pricebook(), **options}
+    producer = EventProducer(load_settings({}), producer_factory=FakeKafkaProducer, **options)
     return producer, FakeKafkaProducer.instances[-1]
 
 
@@ -113,10 +127,31 @@ def test_usage_is_keyed_by_account_and_encoded_with_the_codec() -> None:
     assert Codec().decode_input("usage", message["value"]) == normalize_input(usage())
 
 
+def input_events(event_type: str) -> st.SearchStrategy[dict[str, Any]]:
+    """Canonical input events of a type (as tests.test_codec makes them, quantities in range)."""
+    fields = {"event_id": text, "account_id": text, "timestamp": times}
+    fields |= {name: QUANTITIES if kind == "quantities" else kind_strategy(kind)
+               for name, kind in INPUT_FIELDS[event_type].items()}
+    return st.fixed_dictionaries(fields).map(lambda raw: normalize_input({"type": event_type,
+                                                                         **raw}))
+
+
+QUANTITIES = st.dictionaries(text, st.integers(0, MAX_QUANTITY), min_size=1, max_size=5)
+any_input = st.sampled_from(sorted(INPUT_FIELDS)).flatmap(input_events)
+
+
+def pricing(event: dict[str, Any]) -> PriceBook:
+    """A price book that knows the product and meters of ``event`` (if it is usage)."""
+    if event["type"] != "usage":
+        return load_pricebook()
+    return PriceBook({event["product"]: {meter: Decimal("0.5") for meter in event["quantities"]}})
+
+
 @settings(max_examples=50, deadline=None)
 @given(event=any_input)
 def test_every_type_goes_to_its_topic(event: dict[str, Any]) -> None:
-    producer, kafka = make_producer()
+    producer, kafka = make_producer(now=lambda: datetime(2100, 1, 1, tzinfo=UTC),
+                                    pricebook=pricing(event))
     producer.send(event)
     kind = TOPIC_OF_TYPE[event["type"]]
     assert {message["topic"] for message in kafka.sent} == {getattr(producer.settings.topics,
@@ -143,6 +178,138 @@ def test_invalid_events_are_refused_naming_the_field_and_nothing_is_sent(
     assert refused.value.field == field
     assert field.split(".")[0] in refused.value.reason
     assert kafka.sent == []
+
+
+# --- what the pipeline would dead-letter, or silently misread, is refused at the source ----------
+
+
+@pytest.mark.parametrize(("ahead", "refused"), [
+    (timedelta(0), False),
+    (timedelta(minutes=5), False),  # the tolerance itself is accepted, as by the worker
+    (timedelta(minutes=5, milliseconds=1), True),
+    (timedelta(days=30), True),
+    (-timedelta(days=300), False),  # backfills: lateness is the account's business, not ours
+])
+def test_a_timestamp_beyond_the_future_tolerance_of_the_producers_clock_is_refused(
+    ahead: timedelta, refused: bool
+) -> None:
+    producer, kafka = make_producer()
+    event = usage(timestamp=NOW + ahead)
+    if not refused:
+        producer.send(event)
+        assert len(kafka.sent) == 1
+        return
+    with pytest.raises(InvalidEvent) as error:
+        producer.send(event)
+    assert error.value.field == "timestamp"
+    assert "ahead of this producer's clock (2026-02-01T06:00:00.000Z)" in error.value.reason
+    assert "0:05:00" in error.value.reason
+    assert kafka.sent == []
+
+
+def test_the_future_tolerance_comes_from_the_billing_config() -> None:
+    producer, kafka = make_producer(config=BillingConfig(future_tolerance=timedelta(hours=2)))
+    producer.send(usage(timestamp=NOW + timedelta(hours=1)))
+    with pytest.raises(InvalidEvent, match="2:00:00"):
+        producer.send(usage(event_id="u-2", timestamp=NOW + timedelta(hours=3)))
+    assert len(kafka.sent) == 1
+
+
+def test_every_event_type_is_held_to_the_producers_clock() -> None:
+    producer, kafka = make_producer()
+    with pytest.raises(InvalidEvent, match="ahead of this producer's clock"):
+        producer.send({**CREDITS, "timestamp": "2026-03-01T00:00:00Z"})
+    assert kafka.sent == []
+
+
+@pytest.mark.parametrize(("event", "field", "message"), [
+    (usage(product="deepseek-v4"), "product", "unknown product 'deepseek-v4'"),
+    (usage(quantities={"input_tokens": 5, "image_tokens": 1}), "quantities.image_tokens",
+     "unknown meter 'image_tokens' for product 'deepseek-v3': known meters are "
+     "cached_input_tokens, input_tokens, output_tokens"),
+])
+def test_an_unknown_product_or_meter_is_refused_with_the_pipelines_reason(
+    event: dict[str, Any], field: str, message: str
+) -> None:
+    producer, kafka = make_producer()
+    with pytest.raises(InvalidEvent) as refused:
+        producer.send(event)
+    assert (refused.value.field, message in refused.value.reason) == (field, True)
+    with pytest.raises(InvalidEvent) as pipeline:  # what the ledger would dead-letter it with
+        load_pricebook().rate(event["product"], event["quantities"])
+    assert refused.value.reason == pipeline.value.reason
+    assert kafka.sent == []
+
+
+def test_the_products_are_the_given_price_books() -> None:
+    book = PriceBook({"my-model": {"tokens": Decimal("1")}})
+    producer, kafka = make_producer(pricebook=book)
+    producer.send(usage(product="my-model", quantities={"tokens": 3}))
+    with pytest.raises(InvalidEvent, match="unknown product 'deepseek-v3'"):
+        producer.send(usage())
+    assert len(kafka.sent) == 1
+
+
+@pytest.mark.parametrize(("event", "field", "message"), [
+    (usage(request=500), "request",
+     "unknown field 'request' for usage; did you mean 'requests'?"),
+    (usage(quantity={"input_tokens": 1}), "quantity",
+     "unknown field 'quantity' for usage; did you mean 'quantities'?"),
+    ({**CREDITS, "amout": "5.00"}, "amout",
+     "unknown field 'amout' for credits_purchased; did you mean 'amount'?"),
+    ({**CREDITS, "colour": "red"}, "colour", "unknown field 'colour' for credits_purchased; "
+     "its fields are account_id, amount, event_id, payment_id, receipt_url, timestamp, "
+     "top_up_request_id, type"),
+    # a misspelt required field is named as a typo, not as a missing field
+    ({k: v for k, v in usage(acount_id="acct-1").items() if k != "account_id"}, "acount_id",
+     "did you mean 'account_id'?"),
+])
+def test_an_unknown_field_is_refused_with_the_closest_known_one(
+    event: dict[str, Any], field: str, message: str
+) -> None:
+    producer, kafka = make_producer()
+    with pytest.raises(InvalidEvent) as refused:
+        producer.send(event)
+    assert refused.value.field == field
+    assert message in refused.value.reason
+    assert kafka.sent == []
+    if field != "acount_id":
+        normalize_input(event)  # which the worker accepts: it ignores unknown fields
+
+
+def test_ingested_at_of_an_exported_line_is_accepted_and_not_sent() -> None:
+    producer, kafka = make_producer()
+    producer.send(usage(ingested_at="2026-01-31T12:00:01.000Z"))
+    [message] = kafka.sent
+    assert Codec().decode_input("usage", message["value"]) == normalize_input(usage())
+
+
+def test_ids_longer_than_the_configured_size_are_refused() -> None:
+    producer, kafka = make_producer(config=BillingConfig(max_id_bytes=16))
+    producer.send(usage(event_id="é" * 8))  # 16 bytes of UTF-8
+    with pytest.raises(InvalidEvent) as refused:
+        producer.send(usage(event_id="é" * 8 + "x"))
+    assert refused.value.field == "event_id" and "at most 16" in refused.value.reason
+    assert len(kafka.sent) == 1
+
+
+@pytest.mark.parametrize("count", ["5", "٣", "1_000", 5.0, True, MAX_QUANTITY + 1])
+def test_a_quantity_is_a_json_integer_within_max_quantity(count: Any) -> None:
+    producer, kafka = make_producer()
+    with pytest.raises(InvalidEvent) as refused:
+        producer.send(usage(quantities={"input_tokens": count}))
+    assert refused.value.field == "quantities.input_tokens"
+    producer.send(usage(quantities={"input_tokens": MAX_QUANTITY}))
+    assert len(kafka.sent) == 1
+
+
+def test_prepare_alone_applies_the_same_checks() -> None:
+    checks = ProducerChecks(BillingConfig(), load_pricebook(), lambda: NOW)
+    settings_, codec = load_settings({}), Codec()
+    assert prepare(usage(), settings_, codec, checks).topic == "billing.usage"
+    for bad in (usage(request=5), usage(product="x"), usage(timestamp="2026-03-01T00:00:00Z")):
+        with pytest.raises(InvalidEvent):
+            prepare(bad, settings_, codec, checks)
 
 
 def test_a_broadcast_close_period_goes_to_every_partition() -> None:
@@ -245,3 +412,56 @@ def test_delivery_failure_fails_the_command(run: Any, tmp_path: Path) -> None:
     result = run("--file", str(path))
     assert result.exit_code == 1
     assert "0 event(s) delivered, 1 not delivered" in result.output
+
+
+@pytest.mark.parametrize("flags", [
+    ("--quantity", "input_tokens=٣"),
+    ("--quantity", "input_tokens=1_000"),
+    ("--quantity", "input_tokens=²"),
+    ("--quantity", "input_tokens= 5"),
+    ("--quantity", "input_tokens=1e3"),
+    ("--quantity", "input_tokens=5", "--requests", "٣"),
+    ("--quantity", "input_tokens=5", "--field", "requests=1_000"),
+])
+def test_counts_from_flags_are_ascii_whole_numbers(run: Any, flags: tuple[str, ...]) -> None:
+    result = run("--type", "usage", "--account", "acct-1", "--product", "deepseek-v3", *flags)
+    assert result.exit_code == 1, result.output
+    assert "invalid event, not sent: field " in result.output
+    assert "Traceback" not in result.output
+    assert FakeKafkaProducer.instances == []
+
+
+def test_flags_are_checked_against_the_given_price_book(run: Any, tmp_path: Path) -> None:
+    book = tmp_path / "prices.json"
+    book.write_text('{"products": {"my-model": {"tokens": "2.5"}}}')
+    result = run("--pricebook", str(book), "--type", "usage", "--account", "acct-1",
+                 "--product", "deepseek-v3", "--quantity", "input_tokens=5")
+    assert result.exit_code == 1 and "unknown product 'deepseek-v3'" in result.output
+    result = run("--pricebook", str(book), "--type", "usage", "--account", "acct-1",
+                 "--product", "my-model", "--quantity", "tokens=5")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_bad_price_book_stops_the_command_before_connecting(run: Any, tmp_path: Path) -> None:
+    book = tmp_path / "prices.json"
+    book.write_text('{"products": {"my-model": {"tokens": "1e3"}}}')
+    result = run("--pricebook", str(book), "--file", str(book))
+    assert result.exit_code == 1 and "my-model.tokens" in result.output
+    assert FakeKafkaProducer.instances == []
+
+
+def test_a_file_is_held_to_the_same_checks(run: Any, tmp_path: Path) -> None:
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    lines = [usage(request=3), usage(event_id="u-2", timestamp=future),
+             usage(event_id="u-3", product="gpt-9"),
+             usage(event_id="u-4", ingested_at="2026-01-31T12:00:01.000Z")]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    result = run("--file", str(path))
+    assert result.exit_code == 1
+    assert "line 1: field request: unknown field 'request' for usage; did you mean " \
+           "'requests'?" in result.output
+    assert "line 2: field timestamp: " in result.output
+    assert "line 3: field product: unknown product 'gpt-9'" in result.output
+    assert "1 event(s) delivered, 0 not delivered, 3 invalid not sent" in result.output
+    assert [event["event_id"] for event in sent_events()] == ["u-4"]
