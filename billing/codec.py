@@ -33,6 +33,7 @@ import fastavro
 from fastavro.validation import ValidationError, validate
 
 from billing.events import (
+    DEFAULT_MAX_ID_BYTES,
     INPUT_FIELDS,
     MICRO,
     OUTPUT_FIELDS,
@@ -179,7 +180,8 @@ class Codec:
         name, record = datum if schema.is_union else (schema.records[0], datum)
         return schema.to_event(name, record)
 
-    def decode_input(self, kind: str, data: bytes) -> dict[str, Any]:
+    def decode_input(self, kind: str, data: bytes,
+                     max_id_bytes: int = DEFAULT_MAX_ID_BYTES) -> dict[str, Any]:
         """Decode an input-topic value and validate it as :func:`normalize_input` does.
 
         Raises :class:`InvalidEvent` (or its subclass :class:`CodecError`) naming what is wrong:
@@ -187,7 +189,7 @@ class Codec:
         """
         if kind not in INPUT_KINDS:
             raise ValueError(f"{kind!r} is not an input topic kind; expected one of {INPUT_KINDS}")
-        return normalize_input(self.decode(kind, data))
+        return normalize_input(self.decode(kind, data), max_id_bytes)
 
     def _schema_id(self, schema: TopicSchema) -> int:
         """The registry id of a topic's current schema, registered under ``<topic>-value``."""
@@ -282,6 +284,7 @@ def decode(kind: str, data: bytes) -> dict[str, Any]:
     return default_codec().decode(kind, data)
 
 
-def decode_input(kind: str, data: bytes) -> dict[str, Any]:
+def decode_input(kind: str, data: bytes,
+                 max_id_bytes: int = DEFAULT_MAX_ID_BYTES) -> dict[str, Any]:
     """:meth:`Codec.decode_input` with the codec the environment configures."""
-    return default_codec().decode_input(kind, data)
+    return default_codec().decode_input(kind, data, max_id_bytes)

@@ -103,8 +103,8 @@ CATEGORIES: dict[str, Category] = {
                               InvalidEvent, ("unknown meter",)),
     # Money the contract cannot represent (decimal(18, 6)).
     "cost_beyond_money_range": Category(
-        "token counts whose cost exceeds decimal(18, 6) (>= $10**12)", LEDGER, InvalidEvent,
-        ("decimal(18, 6)",)),
+        "token counts whose cost exceeds decimal(18, 6) (>= $10**12): above MAX_QUANTITY",
+        DECODE, InvalidEvent, ("may report",)),
     "amount_beyond_money_range": Category(
         "an amount with more than 18 digits (decimal(18, 6) overflow)", DECODE, InvalidEvent,
         ("decimal(18, 6)", "precision")),

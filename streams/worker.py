@@ -38,7 +38,13 @@ from aiokafka.partitioner import murmur2
 from faust.types import TP, EventT
 
 from billing.codec import decode_input, encode
-from billing.deadletter import make_dead_letter
+from billing.deadletter import (
+    REASON_BYTES,
+    check_message_size,
+    clip_text,
+    dead_letter_key,
+    make_dead_letter,
+)
 from billing.events import TOPIC_OF_TYPE, InvalidEvent
 from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, LedgerFault, Transition, from_millis
 from billing.ledger import to_millis as millis_of
@@ -225,7 +231,7 @@ class LedgerWorker:
             return
         async with self.lock:
             self.merger.add(message.topic, message.partition, millis_of(canonical["timestamp"]),
-                            message.offset, (event, canonical))
+                            message.offset, (event, canonical, repeat))
             await self._release(message.partition)
 
     def _log_jump(self, tp: TP, expected: int, delivered: int, read: int) -> None:
@@ -235,9 +241,10 @@ class LedgerWorker:
 
     def _decode(self, topic: str, key: bytes | None, value: bytes | None) -> dict[str, Any]:
         kind = self.kind_of_topic[topic]
+        check_message_size(key, value, self.settings.max_message_bytes)
         if value is None:
             raise InvalidEvent("empty message value (tombstone) on an input topic")
-        canonical = decode_input(kind, value)
+        canonical = decode_input(kind, value, self.ledger.config.max_id_bytes)
         expected_kind = TOPIC_OF_TYPE[canonical["type"]]
         if expected_kind != kind:
             raise InvalidEvent(f"{canonical['type']} events belong on the "
@@ -342,9 +349,9 @@ class LedgerWorker:
         if not released:
             return
         batch = _Batch(partition)
-        for event, canonical in released:
-            await self._apply(event, canonical, batch)
-        pending = PendingBatch(partition, [event for event, _ in released], batch.outputs)
+        for event, canonical, repeat in released:
+            await self._apply(event, canonical, batch, repeat)
+        pending = PendingBatch(partition, [event for event, _, _ in released], batch.outputs)
         live: list[tuple[Any, bytes, Any]] = []
         for key, entry in batch.states.items():
             pending.writes.append(TableWrite(self.accounts, key, dump_entry(entry)))
@@ -438,7 +445,10 @@ class LedgerWorker:
             entry.legacy_event_ids = None
         return entry
 
-    async def _apply(self, event: EventT, canonical: dict[str, Any], batch: _Batch) -> None:
+    async def _apply(self, event: EventT, canonical: dict[str, Any], batch: _Batch,
+                     repeat: bool = False) -> None:
+        """Apply one released event. A ``repeat`` (an offset taken in before) the ledger refuses
+        is not dead-lettered again: its first copy was, in a batch committed before this one."""
         if canonical["type"] == "close_period" and not canonical["account_id"]:
             self.metrics.event_applied("close_period")
             await self._close_partition(batch, canonical["period"], canonical["event_id"],
@@ -461,7 +471,9 @@ class LedgerWorker:
                 log.error("ledger_fault topic=%s partition=%d offset=%d account=%r",
                           event.message.topic, event.message.partition, offset,
                           canonical["account_id"][:64], exc_info=error.__cause__)
-            batch.outputs.append(await self._send_dead_letter(event, error.reason, error.field))
+            if not repeat:
+                batch.outputs.append(
+                    await self._send_dead_letter(event, error.reason, error.field))
             return
         assert transition.state is not None
         if entry is None:
@@ -557,11 +569,12 @@ class LedgerWorker:
         message = event.message
         self.metrics.dead_letter(message.topic)
         log.warning("dead_letter topic=%s partition=%d offset=%d reason=%r", message.topic,
-                    message.partition, message.offset, reason)
+                    message.partition, message.offset, clip_text(reason, REASON_BYTES))
         return await self.dead_letter.send(
             force=True,
-            key=message.key,
+            key=dead_letter_key(message.key),
             value=make_dead_letter(reason=reason, field=field, key=message.key,
                                    value=message.value, topic=message.topic,
                                    partition=message.partition, offset=message.offset,
-                                   worker=self.options.worker_name))
+                                   worker=self.options.worker_name,
+                                   max_bytes=self.settings.max_message_bytes))

@@ -28,6 +28,7 @@ from billing.codec import HEADER, Codec, CodecError
 from billing.deadletter import make_dead_letter, read_entry, select
 from billing.events import (
     INPUT_FIELDS,
+    MAX_QUANTITY,
     OUTPUT_FIELDS,
     SNAPSHOT_FIELDS,
     TOPIC_OF_TYPE,
@@ -125,7 +126,7 @@ KIND_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "bool": st.booleans(),
     "requests": st.integers(0, 2**63 - 1),
     "int": st.integers(-(2**63), 2**63 - 1),
-    "quantities": st.dictionaries(text, st.integers(0, 2**63 - 1), min_size=1, max_size=5),
+    "quantities": st.dictionaries(text, st.integers(0, MAX_QUANTITY), min_size=1, max_size=5),
     "contract": st.sampled_from(["self_serve", "enterprise"]),
     "billing_model": st.sampled_from(["prepaid", "postpaid"]),
     "period": st.builds("{:04d}-{:02d}".format, st.integers(1971, 2200), st.integers(1, 12)),

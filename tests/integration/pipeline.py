@@ -30,7 +30,8 @@ from streams.observe import group_lag, output_events, table_snapshots, wait_unti
 from streams.process import WorkerProcess, private_pipeline
 
 __all__ = ["Position", "WorkerProcess", "as_message", "assert_matches", "clickhouse_output_ids",
-           "in_merge_order", "isolated", "publish", "publish_messages", "replay_of"]
+           "in_merge_order", "isolated", "publish", "publish_messages", "replay_of",
+           "sink_into_clickhouse"]
 
 
 def isolated(settings: Settings, label: str) -> tuple[Settings, str]:
@@ -104,10 +105,9 @@ def assert_matches(settings: Settings, app_id: str,
     return outputs
 
 
-def clickhouse_output_ids(settings: Settings, app_id: str, timeout: float = 600) -> Counter[str]:
+def sink_into_clickhouse(settings: Settings, app_id: str, timeout: float = 600) -> Settings:
     """Run the sink from the account-state topic into a fresh database of the test's
-    clickhouse-server until it caught up; return how often each output id is there, as an
-    analyst sees the table (``FINAL``)."""
+    clickhouse-server until it caught up; return the settings that point at that database."""
     database = f"{app_id.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
     settings = replace(settings, clickhouse_url=(
         f"clickhouse://127.0.0.1:{settings.clickhouse_port}/{database}"))
@@ -127,6 +127,13 @@ def clickhouse_output_ids(settings: Settings, app_id: str, timeout: float = 600)
             sink.stop()
             thread.join(60)
             sink.close()
+    return settings
+
+
+def clickhouse_output_ids(settings: Settings, app_id: str, timeout: float = 600) -> Counter[str]:
+    """How often each output id is in ClickHouse after :func:`sink_into_clickhouse`, as an
+    analyst sees the table (``FINAL``)."""
+    with open_writer(sink_into_clickhouse(settings, app_id, timeout)) as writer:
         rows = writer.query(
             "SELECT event_id, count() FROM account_state_events FINAL GROUP BY event_id")
     return Counter({event_id: count for event_id, count in rows})

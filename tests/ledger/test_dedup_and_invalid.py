@@ -2,11 +2,13 @@
 
 import copy
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
 from billing.config import BillingConfig
-from billing.events import InvalidEvent, normalize_input
+from billing.events import MAX_QUANTITY, InvalidEvent, normalize_input
+from billing.pricebook import PriceBook
 from tests.ledger.builders import (
     Events,
     Run,
@@ -186,9 +188,10 @@ def test_structurally_bad_events_are_refused(raw, message):
 
 
 @pytest.mark.parametrize(("make", "field"), [
-    # one usage costing $1,000,000,000,000 (an absurd token count)
+    # one usage costing $1,000,000,000,000 (an absurd token count): since MAX_QUANTITY, refused
+    # as a quantity before the ledger sees it
     (lambda ev: ev.usage(quantities={"input_tokens": 5 * 10**18}, product="llama-v3p1-8b"),
-     "quantities"),
+     "quantities.input_tokens"),
     (lambda ev: ev.purchase("999999999999.999999"), "amount"),
 ])
 def test_money_past_decimal_18_6_is_refused_and_leaves_the_state_unchanged(run, ev, make, field):
@@ -200,4 +203,16 @@ def test_money_past_decimal_18_6_is_refused_and_leaves_the_state_unchanged(run, 
     with pytest.raises(InvalidEvent, match="1,000,000,000,000") as error:
         run(make(ev))
     assert error.value.field == field
+    assert run.state() == before
+
+
+def test_usage_that_would_take_lifetime_spend_past_decimal_18_6_is_refused(ev):
+    """One event costs below $10^12 (the price book's bound); many can add up past it."""
+    run = Run(pricebook=PriceBook({"big": {"units": Decimal("999999")}}))
+    enterprise_postpaid(run, ev)
+    run(ev.usage(product="big", quantities={"units": MAX_QUANTITY}))
+    before = copy.deepcopy(run.state())
+    with pytest.raises(InvalidEvent, match="lifetime spend") as error:
+        run(ev.usage(product="big", quantities={"units": MAX_QUANTITY}))
+    assert error.value.field == "quantities"
     assert run.state() == before
