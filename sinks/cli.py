@@ -26,7 +26,7 @@ from sinks.clickhouse import ClickHouseError, ClickHouseWriter, open_writer
 from sinks.cluster import cluster_ddl
 from sinks.display import format_table, format_value
 from sinks.metrics import SinkMetrics
-from sinks.reconcile import load_invoice_events, load_snapshots, reconcile
+from sinks.reconcile import load_events, load_snapshots, reconcile
 from sinks.sink import GROUP_ID, SinkConfig, SinkStats, build_sink
 from sinks.sqlfiles import load_query, query_names
 
@@ -191,13 +191,15 @@ def invoice_command(account_id: str, period: str) -> None:
               help="Final snapshots from `billing replay --snapshots-out`.")
 @click.option("--events", "events_file", default=None,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Output events from `billing replay --events-out` (for the invoices).")
+              help="Output events from `billing replay --events-out`: invoices, credits "
+                   "purchased, invoice payments and free credit per account.")
 def reconcile_command(snapshots_file: Path, events_file: Path | None) -> None:
-    """Compare ClickHouse with the ledger's snapshots; exit 1 on any difference."""
+    """Compare ClickHouse with the ledger's snapshots, money per account (spend, credits
+    purchased, invoice payments, invoices, balances); exit 1 on any difference."""
     snapshots = load_snapshots(snapshots_file)
-    invoices = load_invoice_events(events_file) if events_file else None
+    events = load_events(events_file) if events_file else None
     with _writer(load_settings()) as writer:
-        report = reconcile(writer, snapshots, invoices)
+        report = reconcile(writer, snapshots, events=events)
     for difference in report.differences:
         click.echo(str(difference))
     verdict = "OK" if report.ok else f"{len(report.differences)} difference(s)"
