@@ -274,6 +274,27 @@ def default_codec() -> Codec:
     return Codec.from_settings(load_settings())
 
 
+def oversized_reason(key: bytes | None, value: bytes | None, limit: int) -> str | None:
+    """Why a message is too large to process (its key or value is over ``limit`` bytes, the
+    ``BILLING_MAX_MESSAGE_BYTES`` setting), naming the sizes, the limit and the setting; None
+    when it is not."""
+    parts = [f"{name} is {len(data):,} bytes" for name, data in (("key", key), ("value", value))
+             if data is not None and len(data) > limit]
+    if not parts:
+        return None
+    return (f"message {' and '.join(parts)}, over the maximum message size of {limit:,} bytes "
+            "(BILLING_MAX_MESSAGE_BYTES): fix the producer, or raise BILLING_MAX_MESSAGE_BYTES "
+            "on the workers and redrive")
+
+
+def check_message_size(key: bytes | None, value: bytes | None, limit: int) -> None:
+    """Raise :class:`InvalidEvent` with :func:`oversized_reason` when the message is too large:
+    the first line of the worker's ``_decode``, before any byte is decoded."""
+    reason = oversized_reason(key, value, limit)
+    if reason is not None:
+        raise InvalidEvent(reason)
+
+
 def encode(kind: str, event: dict[str, Any]) -> bytes:
     """:meth:`Codec.encode` with the codec the environment configures."""
     return default_codec().encode(kind, event)

@@ -36,7 +36,6 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 
 from billing.codec import Codec, CodecError, default_codec, topic_schema
-from billing.events import InvalidEvent
 from billing.kafka_security import kafka_python_security
 from billing.produce import PRODUCER_CONFIG
 from billing.settings import DEFAULT_MAX_MESSAGE_BYTES, Settings, load_settings
@@ -48,27 +47,6 @@ INLINE_CEILING = 256 * 1024  # a key or value larger than this is cut, whatever 
 REASON_BYTES = 4096  # UTF-8 bytes of reason kept
 TEXT_BYTES = 1024  # UTF-8 bytes kept of the other texts (field, worker, topic)
 DEAD_LETTER_KEY_BYTES = 1024  # a longer original key is replaced by its hash as the Kafka key
-SETTING = "BILLING_MAX_MESSAGE_BYTES"
-
-
-def oversized_reason(key: bytes | None, value: bytes | None, limit: int) -> str | None:
-    """Why a message is too large to process (its key or value is over ``limit`` bytes, the
-    ``BILLING_MAX_MESSAGE_BYTES`` setting), naming the sizes, the limit and the setting; None
-    when it is not."""
-    parts = [f"{name} is {len(data):,} bytes" for name, data in (("key", key), ("value", value))
-             if data is not None and len(data) > limit]
-    if not parts:
-        return None
-    return (f"message {' and '.join(parts)}, over the maximum message size of {limit:,} bytes "
-            f"({SETTING}): fix the producer, or raise {SETTING} on the workers and redrive")
-
-
-def check_message_size(key: bytes | None, value: bytes | None, limit: int) -> None:
-    """Raise :class:`InvalidEvent` with :func:`oversized_reason` when the message is too large:
-    the first line of the worker's ``_decode``, before any byte is decoded."""
-    reason = oversized_reason(key, value, limit)
-    if reason is not None:
-        raise InvalidEvent(reason)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -414,8 +392,9 @@ def redrive_command(
                    f"message, key {key_size:,} and value {size:,} bytes, read back from the "
                    "source; sha256 matches)")
         if max(size, key_size) > settings.max_message_bytes:
-            click.echo(f"  note: it is over {SETTING}={settings.max_message_bytes:,}; the "
-                       f"workers dead-letter it again unless {SETTING} is raised on them")
+            click.echo("  note: it is over BILLING_MAX_MESSAGE_BYTES="
+                       f"{settings.max_message_bytes:,}; the workers dead-letter it again "
+                       "unless BILLING_MAX_MESSAGE_BYTES is raised on them")
         sends.append((entry, original.key, original.value))
     skip_note = (f", {len(skipped)} skipped ({', '.join(e.position for e in skipped)}: not "
                  "retrievable, see above)" if skipped else "")

@@ -30,7 +30,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
-from billing.codec import Codec
+from billing.codec import Codec, check_message_size
 from billing.config import BillingConfig, load_config
 from billing.config_files import ConfigError
 from billing.events import (
@@ -138,7 +138,9 @@ def prepare(event: Mapping[str, Any], settings: Settings, codec: Codec,
     canonical = checks.check(event)
     kind = TOPIC_OF_TYPE[canonical["type"]]
     key = canonical["account_id"].encode() or None
-    return Message(getattr(settings.topics, kind), key, codec.encode(kind, canonical))
+    value = codec.encode(kind, canonical)
+    check_message_size(key, value, settings.max_message_bytes)  # the worker would dead-letter it
+    return Message(getattr(settings.topics, kind), key, value)
 
 
 class DeliveryError(RuntimeError):

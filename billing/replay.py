@@ -1,6 +1,9 @@
 """``billing replay``: the billing rules over a JSON-lines file, without Kafka. The oracle.
 
-It runs exactly the ledger the worker runs. The one thing it adds is the event-time watermark:
+It runs exactly the ledger the worker runs, acceptance window included: a line's ``ingested_at``
+(written by ``billing export`` from the broker's record timestamp) is the reference clock, and a
+line without it counts as ingested at its own ``timestamp``. The one thing it adds is the
+event-time watermark:
 the largest usage timestamp seen so far. When it passes a month's close time (start of the next
 month + grace), that month closes for every account, as the worker's watermark broadcast does.
 Input that the pipeline would dead-letter is reported (``--dead-letters-out``) and skipped.
@@ -22,7 +25,7 @@ from tqdm import tqdm
 
 from billing.config import load_config
 from billing.config_files import ConfigError
-from billing.events import InvalidEvent, dumps, normalize_input
+from billing.events import DEFAULT_MAX_ID_BYTES, InvalidEvent, dumps, normalize_input
 from billing.ledger import WATERMARK_CAUSE_PREFIX, AccountState, Ledger, next_period, snapshot
 from billing.pricebook import load_pricebook
 
@@ -84,10 +87,11 @@ class Replay:
         return {account_id: snapshot(state) for account_id, state in sorted(self.accounts.items())}
 
 
-def parse_line(line: bytes, line_number: int) -> dict[str, Any] | DeadLetter:
+def parse_line(line: bytes, line_number: int,
+               max_id_bytes: int = DEFAULT_MAX_ID_BYTES) -> dict[str, Any] | DeadLetter:
     """One JSON line -> a canonical event, or a DeadLetter saying what is wrong with it."""
     try:
-        return normalize_input(orjson.loads(line))
+        return normalize_input(orjson.loads(line), max_id_bytes)
     except orjson.JSONDecodeError as error:
         return DeadLetter(line_number, f"not valid JSON: {error}", None, line)
     except InvalidEvent as error:
@@ -110,8 +114,9 @@ def run_replay(replay: Replay, lines: Iterable[tuple[int, bytes]], events_out: I
     """Feed lines through ``replay``, writing outputs as they come; return the dead letters."""
     dead_letters: list[DeadLetter] = []
     write = events_out.write
+    max_id_bytes = replay.ledger.config.max_id_bytes
     for number, line in lines:
-        parsed = parse_line(line, number)
+        parsed = parse_line(line, number, max_id_bytes)
         if isinstance(parsed, DeadLetter):
             dead_letters.append(parsed)
             continue

@@ -243,7 +243,7 @@ class Settings:
     # from BILLING_CLICKHOUSE_PASSWORD; masked in repr.
     clickhouse_password: Secret | None = None
     # The largest input message (key or value, bytes) the worker processes; a larger one is
-    # dead-lettered (billing.deadletter.check_message_size), its dead letter carrying a prefix.
+    # dead-lettered (billing.codec.check_message_size), its dead letter carrying a prefix.
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     def to_env(self) -> dict[str, str]:

@@ -51,8 +51,10 @@ class WorkerProcess:
     """
 
     def __init__(self, settings: Settings, app_id: str, log_path: Path,
-                 store: str = "memory://") -> None:
+                 store: str = "memory://", module: str = "billing.cli") -> None:
+        """``module`` is the one run with ``python -m MODULE worker`` (tests wrap the CLI)."""
         self.settings, self.app_id, self.log_path, self.store = settings, app_id, log_path, store
+        self.module = module
         self.process: subprocess.Popen[bytes] | None = None
         self.stuck_restarts = 0
 
@@ -62,7 +64,7 @@ class WorkerProcess:
                "BILLING_STUCK_SECONDS": "60"}
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "billing.cli", "worker", "--loglevel", "info"],
+            [sys.executable, "-m", self.module, "worker", "--loglevel", "info"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

@@ -37,10 +37,9 @@ import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import TP, EventT
 
-from billing.codec import decode_input, encode
+from billing.codec import check_message_size, decode_input, encode
 from billing.deadletter import (
     REASON_BYTES,
-    check_message_size,
     clip_text,
     dead_letter_key,
     make_dead_letter,

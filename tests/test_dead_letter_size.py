@@ -16,19 +16,17 @@ import fastavro
 import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
-from billing.codec import Codec
+from billing.codec import Codec, check_message_size, oversized_reason
 from billing.deadletter import (
     DEAD_LETTER_KEY_BYTES,
     INLINE_CEILING,
     PREFIX_BYTES,
     REASON_BYTES,
     NotRetrieved,
-    check_message_size,
     clip_text,
     dead_letter_key,
     fetch_original,
     make_dead_letter,
-    oversized_reason,
     read_entry,
 )
 from billing.events import InvalidEvent

@@ -465,3 +465,16 @@ def test_a_file_is_held_to_the_same_checks(run: Any, tmp_path: Path) -> None:
     assert "line 3: field product: unknown product 'gpt-9'" in result.output
     assert "1 event(s) delivered, 0 not delivered, 3 invalid not sent" in result.output
     assert [event["event_id"] for event in sent_events()] == ["u-4"]
+
+
+def test_an_id_or_message_the_worker_would_dead_letter_for_size_is_refused() -> None:
+    producer, kafka = make_producer()
+    with pytest.raises(InvalidEvent, match="at most 256") as refused:
+        producer.send(usage(event_id="e" * 257))
+    assert refused.value.field == "event_id"
+    small = EventProducer(load_settings({"BILLING_MAX_MESSAGE_BYTES": "32"}),
+                          producer_factory=FakeKafkaProducer, now=lambda: NOW,
+                          pricebook=load_pricebook())
+    with pytest.raises(InvalidEvent, match="maximum message size of 32 bytes"):
+        small.send(usage())
+    assert kafka.sent == [] and FakeKafkaProducer.instances[-1].sent == []

@@ -15,13 +15,12 @@ import pytest
 from click.testing import CliRunner
 from kafka import KafkaProducer, TopicPartition
 
-from billing.codec import Codec
+from billing.codec import Codec, oversized_reason
 from billing.deadletter import (
     PREFIX_BYTES,
     dead_letter_key,
     deadletter,
     make_dead_letter,
-    oversized_reason,
     read_dead_letters,
     sha256_hex,
 )
