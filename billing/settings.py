@@ -8,8 +8,9 @@ message that names the variable.
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ class Topics:
     account_state: str = "billing.account-state"
     dead_letter: str = "billing.dead-letter"
     usage_rated: str = "billing.usage-rated"
+    # Compacted: each account's latest snapshot, for a gateway that starts (rules, section 3).
+    account_status: str = "billing.account-status"
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -42,7 +45,8 @@ class Topics:
 
     @property
     def all(self) -> tuple[str, ...]:
-        return (*self.inputs, self.account_state, self.dead_letter, self.usage_rated)
+        return (*self.inputs, self.account_state, self.dead_letter, self.usage_rated,
+                self.account_status)
 
 
 class Secret(str):
@@ -289,7 +293,16 @@ TOPIC_VARIABLES = (
     ("account_state", "BILLING_TOPIC_ACCOUNT_STATE"),
     ("dead_letter", "BILLING_TOPIC_DEAD_LETTER"),
     ("usage_rated", "BILLING_TOPIC_USAGE_RATED"),
+    ("account_status", "BILLING_TOPIC_ACCOUNT_STATUS"),
 )
+
+
+def topic_variable(settings: Settings, topic: str) -> str | None:
+    """The ``BILLING_TOPIC_*`` variable that names ``topic`` in ``settings`` (for messages)."""
+    for name, variable in TOPIC_VARIABLES:
+        if getattr(settings.topics, name) == topic:
+            return variable
+    return None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int = 1, high: int = 65535) -> int:
@@ -397,3 +410,74 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_message_bytes=_int(env, "BILLING_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES,
                                high=2**31 - 1),
     )
+
+
+class _ReadRecorder(Mapping[str, str]):
+    """An empty environment that remembers every name it was asked for."""
+
+    def __init__(self) -> None:
+        self.read: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.read.add(name)
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def settings_variables() -> frozenset[str]:
+    """Every ``BILLING_*`` variable :func:`load_settings` reads: recorded by running it on an
+    empty environment (it asks for each one, set or not), so the list cannot drift from the code.
+    """
+    recorder = _ReadRecorder()
+    load_settings(recorder)
+    return frozenset(recorder.read)
+
+
+def unknown_variables(env: Mapping[str, str], known: Iterable[str]) -> list[str]:
+    """One warning per ``BILLING_*`` variable of ``env`` that nothing reads (a typo is otherwise
+    silently ignored), with the close known names (difflib) as "did you mean"."""
+    prefix = "BILLING_"
+    # Compared without the prefix they all share, which would make any two names look close.
+    known_suffixes = sorted(name.removeprefix(prefix) for name in set(known))
+    warnings = []
+    for name in sorted(variable for variable in env if variable.startswith(prefix)):
+        suffix = name.removeprefix(prefix)
+        if suffix in known_suffixes:
+            continue
+        close = [prefix + match for match in
+                 difflib.get_close_matches(suffix, known_suffixes, n=3, cutoff=0.75)]
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        warnings.append(f"{name} is set, but no setting has that name: it is ignored{hint}")
+    return warnings
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` and its missing parents with mode 0700 (data only its owner may read:
+    broker logs, ClickHouse tables, RocksDB files). Directories that exist are left alone; see
+    :func:`make_private`."""
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:  # created concurrently
+            continue
+        directory.chmod(0o700)  # mkdir's mode is masked by the umask; be exact
+    return path
+
+
+def make_private(path: Path) -> Path:
+    """:func:`private_dir`, and an existing ``path`` that group or others may enter is
+    restricted to its owner (a directory the project owns, created by an earlier version)."""
+    private_dir(path)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path

@@ -20,6 +20,7 @@ import click
 from prometheus_client import CollectorRegistry
 
 from billing.events import ZERO
+from billing.logs import install_repeat_filter
 from billing.metrics import metrics_endpoint, metrics_options, new_registry
 from billing.settings import Settings, SettingsError, load_settings
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter, open_writer
@@ -110,6 +111,7 @@ def run_command(batch_rows: int, batch_seconds: float, progress_seconds: float, 
                 metrics_host: str, metrics_port: int) -> None:
     """Consume billing.account-state and billing.usage-rated into ClickHouse until stopped."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    install_repeat_filter()  # a broker down for a minute: a few lines, not thousands
     registry = new_registry()
     try:
         settings = load_settings()

@@ -1,21 +1,49 @@
-"""``billing worker``: run the Faust ledger worker against the configured Kafka."""
+"""``billing worker``: run the Faust ledger worker against the configured Kafka.
+
+Before the Faust app starts, :func:`streams.preflight.preflight` checks the settings against the
+broker. A refused setting raises :class:`~billing.settings.SettingsError`, which the ``billing``
+group ends with its message and exit status 2, like any other bad setting; a broker that does
+not answer ends the command with status 75 (try again, as for a stuck worker).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import click
 
 from billing.config import load_config
-from billing.config_files import ConfigError
 from billing.ledger import Ledger
+from billing.logs import install_repeat_filter
 from billing.metrics import metrics_endpoint, metrics_options, new_registry
 from billing.pricebook import load_pricebook
-from billing.settings import SettingsError, load_settings
+from billing.settings import load_settings, make_private
 from streams.metrics import WorkerMetrics
-from streams.worker import LedgerWorker, WorkerOptions
+from streams.preflight import BrokerUnavailable, preflight, unknown_variable_warnings
+from streams.worker import EXIT_STUCK, LedgerWorker, WorkerOptions
 
 METRICS_PORT_VARIABLE = "BILLING_WORKER_METRICS_PORT"
+
+
+class BrokerUnavailableError(click.ClickException):
+    """Kafka did not answer the start-up checks: exit 75, for the supervisor to try again."""
+
+    exit_code = EXIT_STUCK
+
+
+def _worker_class() -> type:
+    """Faust's Worker, with :class:`~billing.logs.RepeatFilter` on the handlers of the root
+    logger that Faust configures when it starts (it replaces any configured before). Named
+    ``Worker`` like Faust's: its name is the label of Faust's log lines."""
+    import faust
+
+    class Worker(faust.Worker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            install_repeat_filter(logger)
+
+    return Worker
 
 
 @click.command("worker")
@@ -46,22 +74,26 @@ def worker_command(pricebook_path: str | None, config_path: str | None, store: s
                    stuck_seconds: float, app_id: str, loglevel: str, metrics_host: str,
                    metrics_port: int) -> None:
     """Run the ledger worker: input topics -> ledger -> billing.account-state."""
+    # Errors of settings and configuration files end the command with exit status 2
+    # (billing.cli.BillingGroup).
+    for warning in unknown_variable_warnings(os.environ, click.get_current_context().find_root()
+                                             .command):
+        click.echo(f"billing worker: warning: {warning}", err=True)
+    settings = load_settings()
+    ledger = Ledger(load_config(config_path), load_pricebook(pricebook_path))
     try:
-        settings = load_settings()
-        ledger = Ledger(load_config(config_path), load_pricebook(pricebook_path))
-    except (ConfigError, SettingsError) as error:
-        raise click.ClickException(str(error)) from None
+        settings = preflight(settings, session_timeout, os.environ)
+    except BrokerUnavailable as error:
+        raise BrokerUnavailableError(str(error)) from None
     options = WorkerOptions(app_id=app_id, store=store, processing_guarantee=guarantee,
                             session_timeout=session_timeout, web_port=web_port,
                             stuck_seconds=stuck_seconds,
                             worker_name=f"{os.uname().nodename}:{os.getpid()}")
+    # RocksDB files: private to the owner. Created here so that the worker's own mkdir (which
+    # uses the default mode) finds it.
+    make_private(settings.data_dir / "faust" / app_id)
     registry = new_registry()
     metrics = WorkerMetrics(settings.topics.inputs, registry)
     worker = LedgerWorker(settings, ledger, options, metrics)
-    from faust import Worker
-
-    try:
-        with metrics_endpoint(registry, metrics_host, metrics_port, METRICS_PORT_VARIABLE):
-            Worker(worker.app, loglevel=loglevel, quiet=True).execute_from_commandline()
-    except SettingsError as error:
-        raise click.ClickException(str(error)) from None
+    with metrics_endpoint(registry, metrics_host, metrics_port, METRICS_PORT_VARIABLE):
+        _worker_class()(worker.app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from billing.settings import REPO_ROOT, load_settings
+from billing.settings import REPO_ROOT, load_settings, settings_variables
 from billing.stack.cli import stack
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -28,8 +28,7 @@ def compose() -> dict[str, Any]:
 
 
 def _billing_variables_read_by_settings() -> set[str]:
-    source = (REPO_ROOT / "billing" / "settings.py").read_text()
-    return set(re.findall(r'"(BILLING_[A-Z0-9_]+)"', source))
+    return set(settings_variables())  # recorded while load_settings runs
 
 
 def test_services_are_there(compose: dict[str, Any]) -> None:
@@ -62,6 +61,18 @@ def test_every_billing_variable_is_one_the_settings_read(compose: dict[str, Any]
     named = set(re.findall(r"\bBILLING_[A-Z0-9_]+", COMPOSE.read_text()))
     assert named, "compose names no BILLING_* variable"
     assert named <= _billing_variables_read_by_settings()
+
+
+def test_the_topics_service_creates_every_topic_the_settings_name(compose: dict[str, Any]) -> None:
+    """`billing stack topics` creates `Topics.all` (the account-status topic included) with the
+    partition count of the worker's environment, so the worker's start-up check agrees."""
+    env = {key: str(value) for key, value in compose["services"]["topics"]["environment"].items()}
+    worker_env = {key: str(value)
+                  for key, value in compose["services"]["worker"]["environment"].items()}
+    assert env == worker_env
+    topics = load_settings(env).topics
+    assert topics.account_status == "billing.account-status"
+    assert topics.account_status in topics.all and set(topics.inputs) <= set(topics.all)
 
 
 def test_app_services_get_valid_settings_pointing_at_the_compose_services(

@@ -18,7 +18,7 @@ from string import Template
 from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as ClickHouseError
 
-from billing.settings import ClickHouseTarget, Settings, parse_clickhouse_url
+from billing.settings import ClickHouseTarget, Settings, make_private, parse_clickhouse_url
 from billing.stack.install import STACK_DIR, ensure_clickhouse_binary
 from billing.stack.process import BackgroundServer, StackError
 
@@ -101,7 +101,8 @@ class ClickHouseServer(BackgroundServer):
 
     def prepare(self) -> list[str]:
         binary = ensure_clickhouse_binary()
-        (self.home / "data").mkdir(parents=True, exist_ok=True)
+        make_private(self.home)
+        make_private(self.home / "data")
         values = {
             "home": self.home,
             "tcp_port": self.settings.clickhouse_port,

@@ -22,6 +22,7 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from billing.settings import make_private
 from billing.stack.install import STACK_DIR, cache_dir, ensure_kafka_libs, find_java
 from billing.stack.logfmt import log_event
 from billing.stack.process import BackgroundServer, StackError
@@ -119,7 +120,8 @@ class KafkaServer(BackgroundServer):
     def prepare(self) -> list[str]:
         java = str(find_java())
         classpath = f"{ensure_kafka_libs(self.settings)}/*"
-        self.home.mkdir(parents=True, exist_ok=True)
+        make_private(self.home)
+        make_private(self.log_dirs)  # format accepts an empty directory
         self.config_file.write_text(
             Template(TEMPLATE.read_text()).substitute(
                 port=self.settings.kafka_port,

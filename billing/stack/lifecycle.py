@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from billing.kafka_security import kafka_python_security
-from billing.settings import Settings
+from billing.settings import Settings, make_private, private_dir
 from billing.stack import clickhouse
 from billing.stack.clickhouse import ClickHouseServer, clickhouse_answers
 from billing.stack.kafka import KafkaServer, kafka_answers
@@ -50,8 +50,13 @@ class PartStatus:
 def start_stack(
     settings: Settings, *, with_clickhouse: bool = True, timeout: float = 120.0
 ) -> dict[str, str]:
-    """Start what is local and not running, create the topics; return part -> what happened."""
+    """Start what is local and not running, create the topics; return part -> what happened.
+
+    The data directory is created private (0700) when missing; the servers' homes and the
+    worker's RocksDB directory (``faust/``) inside it are made private in any case."""
     outcome = {}
+    private_dir(settings.data_dir)
+    make_private(settings.data_dir / "faust")
     kafka_server = KafkaServer(settings) if settings.uses_local_kafka else None
     ch_server = (
         ClickHouseServer(settings) if with_clickhouse and clickhouse.is_managed(settings) else None

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
-from billing.settings import Settings
+from billing.settings import Settings, make_private
 from billing.stack.logfmt import log_event
 
 log = logging.getLogger("billing.stack")
@@ -116,7 +116,8 @@ class BackgroundServer(ABC):
 
     @property
     def home(self) -> Path:
-        """Everything this server writes: generated config, data, logs, pid file."""
+        """Everything this server writes: generated config, data, logs, pid file. Private to
+        its owner (0700), created so by :meth:`start`."""
         return self.settings.data_dir / self.name
 
     @property
@@ -167,6 +168,7 @@ class BackgroundServer(ABC):
 
     def start(self, timeout: float = 120.0) -> bool:
         """Start the server and wait until it answers; False when it was already running."""
+        make_private(self.home)
         with file_lock(self.home / f".{self.name}.lock"):
             return self._start(timeout)
 

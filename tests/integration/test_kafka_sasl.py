@@ -78,6 +78,7 @@ super.users=User:ANONYMOUS
 
 READ, WRITE, CREATE, DESCRIBE = (ACLOperation.READ, ACLOperation.WRITE, ACLOperation.CREATE,
                                  ACLOperation.DESCRIBE)
+DESCRIBE_CONFIGS, ALTER_CONFIGS = ACLOperation.DESCRIBE_CONFIGS, ACLOperation.ALTER_CONFIGS
 TOPIC, GROUP = ResourceType.TOPIC, ResourceType.GROUP
 LITERAL, PREFIXED = ACLResourcePatternType.LITERAL, ACLResourcePatternType.PREFIXED
 
@@ -87,11 +88,13 @@ def acls(settings: Settings) -> dict[str, list[tuple[ResourceType, str, object, 
     ("ACLs"). READ and WRITE imply DESCRIBE."""
     topics = settings.topics
     return {
-        "ops": [(TOPIC, "billing.", PREFIXED, CREATE), (TOPIC, "billing.", PREFIXED, DESCRIBE),
+        "ops": [*((TOPIC, "billing.", PREFIXED, op) for op in (
+                    CREATE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS)),
                 (TOPIC, topics.dead_letter, LITERAL, READ), (TOPIC, f"{APP_ID}-", PREFIXED, READ),
                 (GROUP, APP_ID, LITERAL, DESCRIBE), (GROUP, SINK_GROUP, LITERAL, DESCRIBE)],
         "gateway": [(TOPIC, topic, LITERAL, WRITE) for topic in topics.inputs],
-        "worker": [*((TOPIC, topic, LITERAL, READ) for topic in topics.inputs),
+        "worker": [*((TOPIC, topic, LITERAL, op) for topic in topics.inputs
+                     for op in (READ, DESCRIBE_CONFIGS)),
                    *((TOPIC, topic, LITERAL, WRITE) for topic in (
                        topics.account_state, topics.usage_rated, topics.dead_letter,
                        topics.control)),
