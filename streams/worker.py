@@ -48,13 +48,14 @@ from billing.events import TOPIC_OF_TYPE, InvalidEvent
 from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, LedgerFault, Transition, from_millis
 from billing.ledger import to_millis as millis_of
 from billing.seen_ids import BUCKET_MS
-from billing.settings import Settings
+from billing.settings import Settings, make_private
 from streams.ack_offsets import commit_applied_offsets
 from streams.broker_reader import BrokerReader
 from streams.commit import CommitQueue, CommitStalled, PendingBatch, TableWrite
 from streams.input_sequence import FilledEvent, InputSequence
 from streams.merge import KIND_RANK, EventTimeMerger
 from streams.metrics import WorkerMetrics, received_lag
+from streams.preflight import heartbeat_interval
 from streams.seen_table import TableSeenIds, account_of_key
 from streams.state_store import AccountEntry, dump_entry, load_entry
 
@@ -114,7 +115,7 @@ class LedgerWorker:
         self.kind_of_topic = {getattr(topics, kind): kind for kind in
                               ("usage", "payments", "accounts", "control")}
         datadir = settings.data_dir / "faust" / options.app_id  # RocksDB files, per app
-        datadir.mkdir(parents=True, exist_ok=True)
+        make_private(datadir)
         self.app = faust.App(
             options.app_id,
             broker=[f"kafka://{address}" for address in settings.kafka_bootstrap.split(",")],
@@ -125,7 +126,7 @@ class LedgerWorker:
             topic_partitions=settings.partitions,
             topic_replication_factor=settings.replication_factor,
             broker_session_timeout=options.session_timeout,
-            broker_heartbeat_interval=min(3.0, options.session_timeout / 4),
+            broker_heartbeat_interval=heartbeat_interval(options.session_timeout),
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             # Batch what one burst of events produces (changelog, outputs, rated usage): with

@@ -12,11 +12,13 @@ stack; the Maven jar cache is shared with ``var/`` so the broker jars are downlo
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator
 
 import pytest
 
+from billing.logs import RepeatFilter
 from billing.settings import REPO_ROOT, Settings, load_settings
 from billing.stack.lifecycle import start_stack, stop_stack
 from billing.stack.process import port_in_use
@@ -59,3 +61,14 @@ def stack(stack_env: dict[str, str]) -> Iterator[Settings]:
         yield settings
     finally:
         stop_stack(settings)
+
+
+@pytest.fixture(autouse=True)
+def no_repeat_filter_left_behind() -> Iterator[None]:
+    """A command run in-process (CliRunner) installs the repeated-line filter on the root
+    logger's handlers, pytest's log capture among them: take it off again after each test, or
+    later tests would not see the repeated lines they check."""
+    yield
+    for handler in logging.getLogger().handlers:
+        for existing in [item for item in handler.filters if isinstance(item, RepeatFilter)]:
+            handler.removeFilter(existing)
