@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
-from state_bench import replayed_states
+from replay_bench import load_events, replay_core
 
 from billing.settings import Settings, load_settings
 from billing.stack.topics import admin_client
@@ -71,12 +71,11 @@ STORES = ("memory://", "rocksdb://", "rocksdb:// restart")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def sample_records(workload: Path, strip_dedup_ids: bool) -> list[tuple[bytes, bytes]]:
-    """(account id, table value) of every account after replaying ``workload``; without the
-    dedup window's event ids if asked (to see whether recovery time follows bytes or records)."""
-    return [(account_id.encode(),
-             dump_state(replace(state, recent_event_ids={}) if strip_dedup_ids else state))
-            for account_id, state in replayed_states(workload).items()]
+def sample_records(workload: Path) -> list[tuple[bytes, bytes]]:
+    """(account id, table value) of every account after replaying ``workload`` (the event ids
+    live in their own table since the boundary work: these are the records alone)."""
+    return [(account_id.encode(), dump_state(state))
+            for account_id, state in replay_core(load_events(workload)).accounts.items()]
 
 
 def create_changelog(settings: Settings, topic: str) -> None:
@@ -237,13 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", nargs="+", default=list(STORES), choices=STORES)
     parser.add_argument("--runs", type=int, default=3, help="rounds (medians)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per worker start")
-    parser.add_argument("--strip-dedup-ids", action="store_true",
-                        help="records without recent_event_ids (smaller, same count)")
     parser.add_argument("--json-out", type=Path, help="also write every run as JSON")
     args = parser.parse_args(argv)
 
     settings = load_settings()
-    samples = sample_records(args.workload, args.strip_dedup_ids)
+    samples = sample_records(args.workload)
     print(f"{len(samples):,} sample states from {args.workload}; mean value "
           f"{statistics.fmean(len(value) for _, value in samples):,.0f} bytes; "
           f"{settings.partitions} partitions", flush=True)
