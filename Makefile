@@ -21,12 +21,13 @@ demo: setup
 	$(BIN)/billing stack up --no-clickhouse
 	$(BIN)/billing demo
 
-## test: lint, then the whole suite (unit, property, and integration against real Kafka + ClickHouse)
+## test: lint (ruff, import-linter layer contracts), then the whole suite (unit, property, and integration against real Kafka + ClickHouse)
 test: setup lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	-$(BIN)/billing stack down

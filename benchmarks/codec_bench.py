@@ -2,7 +2,7 @@
 
 Every message of every topic passes through the codec at least twice (worker in, sink in), so its
 per-message cost bounds the pipeline's throughput per core. Both libraries get the same schema,
-parsed once, and the same events; the ``billing.codec`` row is the codec as shipped (fastavro plus
+parsed once, and the same events; the ``schemas.codec`` row is the codec as shipped (fastavro plus
 its framing and type mapping), to show what the wrapper costs.
 
 Run: ``python benchmarks/codec_bench.py [--events 2000] [--runs 7]``
@@ -24,8 +24,8 @@ import avro.io
 import avro.schema
 import fastavro
 
-from billing.codec import Codec, record_name, topic_schema
 from schemas import load_schema
+from schemas.codec import Codec, record_name, topic_schema
 
 NOW = datetime(2026, 1, 31, 12, 0, 0, 123000, tzinfo=UTC)
 USAGE: dict[str, Any] = {
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000, help="calls per run")
     parser.add_argument("--runs", type=int, default=7, help="runs; the median is reported")
     args = parser.parse_args()
-    libraries = (("avro", avro_pair), ("fastavro", fastavro_pair), ("billing.codec", codec_pair))
+    libraries = (("avro", avro_pair), ("fastavro", fastavro_pair), ("schemas.codec", codec_pair))
     print(f"median of {args.runs} runs x {args.events} calls, microseconds per message")
     print(f"{'event':<16}{'library':<15}{'encode':>9}{'decode':>9}")
     for kind, event in CASES:

@@ -64,11 +64,11 @@ from benchmarks.pipeline_bench import (
     scheduler_seconds,
     start_profile,
 )
-from billing.codec import Codec, decode
 from billing.events import normalize_input
-from billing.produce import prepare
-from billing.settings import Settings, load_settings
-from streams.process import WorkerProcess, private_pipeline
+from devkit.harness import WorkerProcess, private_pipeline
+from runtime.codecs import codec_for, decode
+from runtime.produce import prepare
+from runtime.settings import Settings, load_settings
 from tests.integration.pipeline import publish
 
 TRIGGER_PREFIX = "trigger-"
@@ -144,7 +144,7 @@ async def publish_phase(settings: Settings, phase: Phase) -> dict[str, Any]:
     machine with the worker, and its validation and kafka-python's pure-Python record building
     cost twice the CPU per event (the events are valid by construction)."""
     rng = random.Random(phase.seed)
-    codec = Codec.from_settings(settings)
+    codec = codec_for(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                 enable_idempotence=True, linger_ms=phase.linger_ms)
     await producer.start()

@@ -23,10 +23,10 @@ from pathlib import Path
 import orjson
 
 from billing.events import normalize_input, to_jsonable
-from billing.settings import load_settings
-from billing.workload import generate, write_jsonl
-from streams.observe import output_events, table_snapshots
-from streams.process import WorkerProcess, private_pipeline
+from devkit.harness import WorkerProcess, private_pipeline
+from devkit.workload import generate, write_jsonl
+from runtime.observe import output_events, table_snapshots
+from runtime.settings import load_settings
 from tests.integration.pipeline import in_merge_order, publish
 
 
@@ -47,7 +47,7 @@ def main() -> int:
     print(f"generated {len(events):,} events in {time.perf_counter() - started:.0f} s", flush=True)
 
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "billing.cli", "replay", str(source), "--no-progress",
+    subprocess.run([sys.executable, "-m", "commands.cli", "replay", str(source), "--no-progress",
                     "--events-out", str(args.workdir / "replay-events.jsonl"),
                     "--snapshots-out", str(args.workdir / "replay-snapshots.json")], check=True)
     replay_seconds = time.perf_counter() - started

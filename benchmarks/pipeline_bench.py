@@ -42,10 +42,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from billing.events import normalize_input
-from billing.settings import Settings, load_settings
-from billing.workload import generate
-from streams.observe import wait_until
-from streams.process import WorkerProcess, private_pipeline
+from devkit.harness import WorkerProcess, private_pipeline
+from devkit.workload import generate
+from runtime.observe import wait_until
+from runtime.settings import Settings, load_settings
 from tests.integration.pipeline import in_merge_order, publish
 
 CURRENT = "."  # this checkout, as installed

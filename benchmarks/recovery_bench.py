@@ -10,7 +10,7 @@ it with input partition p). Then, round by round:
 
 - **raw**: a bare aiokafka consumer reads the changelog from the beginning to its end (the
   baseline: what reading the same bytes costs without Faust);
-- **worker**: ``billing worker`` with that app id (``streams.process.WorkerProcess``), for each
+- **worker**: ``billing worker`` with that app id (``devkit.harness.WorkerProcess``), for each
   store: ``memory://`` (rebuilds everything at every start), ``rocksdb://`` with its local files
   removed first (a new machine or a lost disk: everything is rebuilt) and ``rocksdb://`` restarted
   on the files the previous run left (the usual restart: only what is past the offsets persisted
@@ -54,11 +54,11 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from replay_bench import load_events, replay_core
 
-from billing.settings import Settings, load_settings
-from billing.stack.topics import admin_client
-from streams.observe import changelog_topic, wait_until
-from streams.process import WorkerProcess, private_pipeline
-from streams.state_store import dump_state
+from billing.account_record import dump_state
+from devkit.harness import WorkerProcess, private_pipeline
+from runtime.observe import changelog_topic, wait_until
+from runtime.settings import Settings, load_settings
+from runtime.topics import admin_client
 from streams.worker import partition_of
 
 RESTORING = "Restoring state from changelog topics..."

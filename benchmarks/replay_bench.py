@@ -38,11 +38,10 @@ from typing import Any
 
 import orjson
 
-from billing.config import load_config
 from billing.events import InvalidEvent
 from billing.ledger import Ledger
-from billing.pricebook import load_pricebook
 from billing.replay import DeadLetter, Replay, parse_line
+from runtime.rules_files import load_config, load_pricebook
 
 
 def pin_to_one_cpu() -> str:
@@ -132,7 +131,7 @@ def replay_command(path: Path, workdir: Path,
                    env: dict[str, str] | None = None) -> Callable[[], None]:
     """``billing replay`` as a user runs it: a fresh process, outputs written to files.
 
-    The click command is called directly rather than through ``billing.cli``, which would also
+    The click command is called directly rather than through ``commands.cli``, which would also
     import every other sub-command (the worker's Faust, the sink's ClickHouse driver): that start-up
     cost is not replay's, and an older checkout measured for comparison may lack those modules.
     """
@@ -247,7 +246,7 @@ def workload_path(args: argparse.Namespace, workdir: Path) -> Path:
     """``--workload``, or a workload generated into ``workdir`` from the other options."""
     if args.workload is not None:
         return args.workload
-    from billing.workload import generate, write_jsonl
+    from devkit.workload import generate, write_jsonl
     path = workdir / "workload.jsonl"
     write_jsonl(path, generate(args.accounts, args.events, args.seed))
     return path

@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from billing.settings import load_settings
-from billing.stack.clickhouse import clickhouse_client, server_target
+from runtime.clickhouse import clickhouse_client, server_target
+from runtime.settings import load_settings
 from sinks.clickhouse import DriverWriter, insert_statement
 from sinks.dedup import new_rated_usage
 from sinks.rows import RATED_USAGE_COLUMNS, RATED_USAGE_TABLE, rows_for_rated_usage

@@ -39,13 +39,12 @@ from typing import Any
 import orjson
 from replay_bench import add_workload_arguments, load_events, workload_path
 
-from billing.config import load_config
+from billing.account_record import dump_state
 from billing.events import InvalidEvent, normalize_input
 from billing.ledger import AccountState, Ledger, to_millis
-from billing.pricebook import load_pricebook
 from billing.replay import Replay
+from runtime.rules_files import load_config, load_pricebook
 from streams.seen_table import DELETED, TableSeenIds
-from streams.state_store import dump_state
 
 OLD_WINDOW_MS = 7 * 86_400_000  # the previous layout's dedup window, kept inside the record
 OLD_FIELD = len(b',"recent_event_ids":{}')
@@ -139,7 +138,7 @@ def distribution(values: Iterable[int]) -> dict[str, float]:
 
 
 def account_type(state: AccountState) -> str:
-    """The workload's population kinds as far as a state shows them (``billing.workload.KINDS``)."""
+    """The workload's population kinds as far as a state shows them (``devkit.workload.KINDS``)."""
     kind = f"{state.contract} {state.billing_model}"
     if state.auto_top_up_enabled:
         kind += " auto top-up"

@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
-from billing.config_files import ConfigError, read_mapping
 from billing.events import InvalidEvent, parse_time, to_money
 
 ENTERPRISE_TIER = "enterprise"
+
+
+class ConfigError(ValueError):
+    """A configuration or price-book file is unreadable or invalid; fail at start with this."""
 
 
 @dataclass(frozen=True)
@@ -182,8 +184,3 @@ def config_from_mapping(data: dict[str, Any], source: str = "config") -> Billing
         raise ConfigError(f"{source}: {error}") from None
 
 
-def load_config(path: str | Path | None = None) -> BillingConfig:
-    """The defaults, or the file at ``path`` (JSON or YAML) layered over them."""
-    if path is None:
-        return BillingConfig()
-    return config_from_mapping(read_mapping(path), str(path))

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-from billing.config_files import ConfigError, read_mapping
+from billing.config import ConfigError
 from billing.events import MAX_QUANTITY, MICRO, MONEY_LIMIT, InvalidEvent, parse_decimal
 
 MILLION = Decimal(1_000_000)
@@ -112,10 +110,3 @@ def pricebook_from_mapping(data: dict[str, Any], source: str = "price book") -> 
     return PriceBook(parsed)
 
 
-def load_pricebook(path: str | Path | None = None) -> PriceBook:
-    """The shipped default price book, or the one at ``path`` (JSON or YAML)."""
-    if path is None:
-        default = resources.files("billing").joinpath("pricebook.default.json")
-        with resources.as_file(default) as default_path:
-            return pricebook_from_mapping(read_mapping(default_path), "default price book")
-    return pricebook_from_mapping(read_mapping(path), str(path))

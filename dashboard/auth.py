@@ -21,7 +21,7 @@ import hmac
 import ipaddress
 from collections.abc import Mapping
 
-from billing.settings import SettingsError
+from runtime.settings import SettingsError
 
 TOKEN_VARIABLE = "BILLING_DASHBOARD_TOKEN"
 MIN_TOKEN_LENGTH = 16

@@ -14,12 +14,12 @@ import os
 import click
 from aiohttp import web
 
-from billing.settings import Settings, SettingsError, load_settings
-from billing.stack.clickhouse import server_target
-from billing.stack.logfmt import log_event
 from dashboard.app import AccessLog, build_app
 from dashboard.auth import load_token
 from dashboard.data import DashboardData, DashboardDataError
+from runtime.clickhouse import server_target
+from runtime.logfmt import log_event
+from runtime.settings import Settings, SettingsError, load_settings
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter, chdb_directory, open_writer
 
 log = logging.getLogger("dashboard")

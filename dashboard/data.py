@@ -3,7 +3,7 @@
 Only SELECTs, through the project's one ClickHouse interface (``sinks.clickhouse``), so the same
 code reads the embedded chdb that ``billing demo`` writes and a clickhouse-server 18.16. The SQL
 is in ``queries/*.sql`` (the same dialect rules as ``sinks/queries``); the totals reuse the
-demo report's queries (``billing.report``) so the two pages cannot count differently.
+demo report's queries (``dashboard.report``) so the two pages cannot count differently.
 
 Where each figure comes from, and why:
 
@@ -31,7 +31,7 @@ from importlib import resources
 from typing import Any
 
 from billing.events import ZERO, to_money
-from billing.report import (
+from dashboard.report import (
     CREDITS_SQL,
     DAILY_SPEND_SQL,
     INVOICES_SQL,

@@ -2,7 +2,7 @@
 
 The machine serving it may be offline and the page shows money, so it loads nothing from
 anywhere (no CDN, no JavaScript; the Content-Security-Policy of ``app.py`` forbids both). Charts,
-money formatting and the base style are the demo report's (``billing.report``), so both pages
+money formatting and the base style are the demo report's (``dashboard.report``), so both pages
 look and count alike. Every value that comes from data is escaped (``html.escape``): account ids,
 reasons and payment ids are whatever producers sent.
 """
@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from urllib.parse import quote
 
-from billing.report import (
+from dashboard.data import DAILY_WINDOW_DAYS, AccountView, Record, Totals
+from dashboard.report import (
     STATUS_ORDER,
     STYLE,
     TIER_ORDER,
@@ -24,7 +25,6 @@ from billing.report import (
     dollars,
     line_chart,
 )
-from dashboard.data import DAILY_WINDOW_DAYS, AccountView, Record, Totals
 
 EXTRA_STYLE = """
 header { display: flex; align-items: center; justify-content: space-between; gap: 16px;

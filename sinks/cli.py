@@ -20,9 +20,9 @@ import click
 from prometheus_client import CollectorRegistry
 
 from billing.events import ZERO
-from billing.logs import install_repeat_filter
-from billing.metrics import metrics_endpoint, metrics_options, new_registry
-from billing.settings import Settings, SettingsError, load_settings
+from runtime.logs import install_repeat_filter
+from runtime.metrics import metrics_endpoint, metrics_options, new_registry
+from runtime.settings import Settings, SettingsError, load_settings
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter, open_writer
 from sinks.cluster import cluster_ddl
 from sinks.display import format_table, format_value

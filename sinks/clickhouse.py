@@ -34,8 +34,8 @@ from clickhouse_driver import Client
 from clickhouse_driver import errors as driver_errors
 from clickhouse_driver.util.escape import escape_params
 
-from billing.settings import ClickHouseTarget, Settings
-from billing.stack.clickhouse import clickhouse_client, server_target
+from runtime.clickhouse import clickhouse_client, server_target
+from runtime.settings import ClickHouseTarget, Settings
 from sinks.sqlfiles import Statement, ddl_statements
 
 Rows = list[tuple[Any, ...]]

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import re
 
-from billing.settings import Settings
-from billing.stack.clickhouse import server_target
+from runtime.clickhouse import server_target
+from runtime.settings import Settings
 from sinks.sqlfiles import Statement, ddl_statements
 
 LOCAL_SUFFIX = "_local"

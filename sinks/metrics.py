@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
-from billing.metrics import PartitionLagCollector
+from runtime.metrics import PartitionLagCollector
 from sinks.sink import SinkStats
 
 

@@ -28,10 +28,10 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Histogram
 
-from billing import codec
-from billing.kafka_security import kafka_python_security
-from billing.settings import Settings
-from billing.stack.logfmt import log_event
+from runtime import codecs as codec
+from runtime.kafka_security import kafka_python_security
+from runtime.logfmt import log_event
+from runtime.settings import Settings
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter
 from sinks.dedup import first_of_each_event, new_rated_usage
 from sinks.rows import (

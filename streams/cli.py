@@ -1,7 +1,7 @@
 """``billing worker``: run the Faust ledger worker against the configured Kafka.
 
 Before the Faust app starts, :func:`streams.preflight.preflight` checks the settings against the
-broker. A refused setting raises :class:`~billing.settings.SettingsError`, which the ``billing``
+broker. A refused setting raises :class:`~runtime.settings.SettingsError`, which the ``billing``
 group ends with its message and exit status 2, like any other bad setting; a broker that does
 not answer ends the command with status 75 (try again, as for a stuck worker).
 """
@@ -13,12 +13,11 @@ import os
 
 import click
 
-from billing.config import load_config
 from billing.ledger import Ledger
-from billing.logs import install_repeat_filter
-from billing.metrics import metrics_endpoint, metrics_options, new_registry
-from billing.pricebook import load_pricebook
-from billing.settings import load_settings, make_private
+from runtime.logs import install_repeat_filter
+from runtime.metrics import metrics_endpoint, metrics_options, new_registry
+from runtime.rules_files import load_config, load_pricebook
+from runtime.settings import load_settings
 from streams.metrics import WorkerMetrics
 from streams.preflight import BrokerUnavailable, preflight, unknown_variable_warnings
 from streams.worker import EXIT_STUCK, LedgerWorker, WorkerOptions
@@ -33,7 +32,7 @@ class BrokerUnavailableError(click.ClickException):
 
 
 def _worker_class() -> type:
-    """Faust's Worker, with :class:`~billing.logs.RepeatFilter` on the handlers of the root
+    """Faust's Worker, with :class:`~runtime.logs.RepeatFilter` on the handlers of the root
     logger that Faust configures when it starts (it replaces any configured before). Named
     ``Worker`` like Faust's: its name is the label of Faust's log lines."""
     import faust
@@ -47,10 +46,12 @@ def _worker_class() -> type:
 
 
 @click.command("worker")
-@click.option("--pricebook", "pricebook_path", envvar="BILLING_PRICEBOOK", default=None,
-              help="Price book file (JSON or YAML); default: the shipped one.")
-@click.option("--config", "config_path", envvar="BILLING_CONFIG", default=None,
-              help="Billing configuration file (JSON or YAML); default: the rules' defaults.")
+@click.option("--pricebook", "pricebook_path", default=None,
+              help="Price book file (JSON or YAML); default: BILLING_PRICEBOOK, else the shipped "
+                   "one.")
+@click.option("--config", "config_path", default=None,
+              help="Billing configuration file (JSON or YAML); default: BILLING_CONFIG, else the "
+                   "rules' defaults.")
 @click.option("--store", envvar="BILLING_TABLE_STORE", default="rocksdb://",
               type=click.Choice(["rocksdb://", "memory://"]), show_default=True,
               help="Table store; memory:// recovers everything from the changelog at start.")
@@ -75,12 +76,13 @@ def worker_command(pricebook_path: str | None, config_path: str | None, store: s
                    metrics_port: int) -> None:
     """Run the ledger worker: input topics -> ledger -> billing.account-state."""
     # Errors of settings and configuration files end the command with exit status 2
-    # (billing.cli.BillingGroup).
+    # (commands.cli.BillingGroup).
     for warning in unknown_variable_warnings(os.environ, click.get_current_context().find_root()
                                              .command):
         click.echo(f"billing worker: warning: {warning}", err=True)
     settings = load_settings()
-    ledger = Ledger(load_config(config_path), load_pricebook(pricebook_path))
+    ledger = Ledger(load_config(config_path or settings.config_path),
+                    load_pricebook(pricebook_path or settings.pricebook_path))
     try:
         settings = preflight(settings, session_timeout, os.environ)
     except BrokerUnavailable as error:
@@ -89,9 +91,6 @@ def worker_command(pricebook_path: str | None, config_path: str | None, store: s
                             session_timeout=session_timeout, web_port=web_port,
                             stuck_seconds=stuck_seconds,
                             worker_name=f"{os.uname().nodename}:{os.getpid()}")
-    # RocksDB files: private to the owner. Created here so that the worker's own mkdir (which
-    # uses the default mode) finds it.
-    make_private(settings.data_dir / "faust" / app_id)
     registry = new_registry()
     metrics = WorkerMetrics(settings.topics.inputs, registry)
     worker = LedgerWorker(settings, ledger, options, metrics)

@@ -41,7 +41,7 @@ from typing import Any
 from faust.streams import _current_event
 from faust.types import EventT
 
-from streams.ack_offsets import AppliedOffsets
+from streams.quirks.ack_offsets import AppliedOffsets
 
 log = logging.getLogger("billing.worker.commit")
 
@@ -85,7 +85,8 @@ class CommitQueue:
         self._work = asyncio.Event()
         self._changed = asyncio.Condition()
         self.on_commit: Callable[[int, float], None] | None = None  # (events, seconds): metrics
-        # What the offset commit may pass: the offsets of committed batches (streams.ack_offsets).
+        # What the offset commit may pass: the offsets of committed batches
+        # (streams.quirks.ack_offsets).
         self.applied = AppliedOffsets()
 
     # -- the agent's side ------------------------------------------------------------------

@@ -2,7 +2,7 @@
 behind its inputs it reads.
 
 The worker calls the methods of :class:`WorkerMetrics` where things happen; the registry is served
-by ``billing worker --metrics-port`` (:mod:`billing.metrics`). Every label value that is known in
+by ``billing worker --metrics-port`` (:mod:`runtime.metrics`). Every label value that is known in
 advance (event types, output types, input topics) starts at 0, so a rate or an ``increase() > 0``
 alert sees the first occurrence instead of a series that appears already at 1.
 """
@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from billing.events import OUTPUT_TYPES, TOPIC_OF_TYPE
-from billing.metrics import LagSource, PartitionLagCollector
+from runtime.metrics import LagSource, PartitionLagCollector
 
 COMMIT_EVENT_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
 

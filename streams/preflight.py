@@ -1,7 +1,7 @@
 """The worker's start-up checks: what would otherwise fail later, silently or for ever.
 
 ``billing worker`` runs :func:`preflight` before the Faust app starts. Each refused setting
-raises :class:`~billing.settings.SettingsError` with one message that names the setting or topic
+raises :class:`~runtime.settings.SettingsError` with one message that names the setting or topic
 and the fix, so the command ends with exit status 2 like any other bad setting:
 
 - the input topics exist, are co-partitioned (one partition count), and agree with
@@ -34,17 +34,17 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 
-from billing.settings import (
+from runtime.settings import (
     Settings,
     SettingsError,
     settings_variables,
     topic_variable,
     unknown_variables,
 )
-from billing.stack.process import StackError
-from billing.stack.topics import (
+from runtime.topics import (
     LOG_APPEND_TIME,
     TIMESTAMP_TYPE,
+    StackError,
     admin_client,
     partition_counts,
     set_timestamp_command,
@@ -144,7 +144,7 @@ def check_input_topics(settings: Settings, admin: KafkaAdminClient,
 
 def check_timestamp_type(settings: Settings, configs: Mapping[str, Mapping[str, str]]) -> None:
     """Every input topic's ``message.timestamp.type`` is ``LogAppendTime`` (``configs``: topic
-    -> its configuration, as :func:`billing.stack.topics.topic_configs` reads it)."""
+    -> its configuration, as :func:`runtime.topics.topic_configs` reads it)."""
     wrong = {topic: configs.get(topic, {}).get(TIMESTAMP_TYPE)
              for topic in settings.topics.inputs}
     wrong = {topic: value for topic, value in wrong.items() if value != LOG_APPEND_TIME}

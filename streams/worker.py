@@ -2,7 +2,7 @@
 
 One agent consumes the four co-partitioned input topics. Each message is decoded and validated
 (bad input goes to ``billing.dead-letter`` with a reason, and is acknowledged), buffered in the
-:class:`~streams.merge.EventTimeMerger`, and applied to the account's state in event-time order by
+:class:`~billing.merge.EventTimeMerger`, and applied to the account's state in event-time order by
 the pure ledger. The state lives in the ``accounts`` table, whose changelog topic (compacted) is
 what a restarted worker recovers from. Outputs go to ``billing.account-state``, rated usage to
 ``billing.usage-rated``; both keyed by account so they stay co-partitioned with the inputs.
@@ -13,9 +13,9 @@ deterministic id ``watermark:YYYY-MM`` and no account to every partition of the 
 accounts that fell silent close too, on every worker, at the same point of event time.
 
 Every input offset is taken in once, in order, whatever Faust skips or repeats
-(:mod:`streams.input_sequence`), and an offset is committed only once its event's effects are
-durable (:mod:`streams.ack_offsets`): an event still waiting in the merge buffer is redelivered
-after a crash, never skipped, and an applied batch goes through
+(:mod:`streams.quirks.input_sequence`), and an offset is committed only once its event's
+effects are durable (:mod:`streams.quirks.ack_offsets`): an event still waiting in the merge
+buffer is redelivered after a crash, never skipped, and an applied batch goes through
 :class:`~streams.commit.CommitQueue`, which delivers its outputs, then its changelog records, then
 records its offsets as applied, without holding up the next batch.
 """
@@ -37,27 +37,24 @@ import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import TP, EventT
 
-from billing.codec import check_message_size, decode_input, encode
-from billing.deadletter import (
-    REASON_BYTES,
-    clip_text,
-    dead_letter_key,
-    make_dead_letter,
-)
+from billing.account_record import AccountEntry, dump_entry, load_entry
 from billing.events import TOPIC_OF_TYPE, InvalidEvent
 from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, LedgerFault, Transition, from_millis
 from billing.ledger import to_millis as millis_of
+from billing.merge import KIND_RANK, EventTimeMerger
 from billing.seen_ids import BUCKET_MS
-from billing.settings import Settings, make_private
-from streams.ack_offsets import commit_applied_offsets
-from streams.broker_reader import BrokerReader
+from billing.watermark import Watermark
+from runtime.codecs import codec_for
+from runtime.dead_letters import REASON_BYTES, clip_text, dead_letter_key, make_dead_letter
+from runtime.settings import Settings, make_private
+from schemas.codec import check_message_size
 from streams.commit import CommitQueue, CommitStalled, PendingBatch, TableWrite
-from streams.input_sequence import FilledEvent, InputSequence
-from streams.merge import KIND_RANK, EventTimeMerger
 from streams.metrics import WorkerMetrics, received_lag
 from streams.preflight import heartbeat_interval
+from streams.quirks.ack_offsets import commit_applied_offsets
+from streams.quirks.broker_reader import BrokerReader
+from streams.quirks.input_sequence import FilledEvent, InputSequence
 from streams.seen_table import TableSeenIds, account_of_key
-from streams.state_store import AccountEntry, dump_entry, load_entry
 
 log = logging.getLogger("billing.worker")
 
@@ -91,6 +88,10 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+def _load_watermark(stored: bytes) -> Watermark:
+    return Watermark.from_record(orjson.loads(stored))
+
+
 class _Batch:
     """What one release of a partition has changed so far, handed to the commit queue at its end."""
 
@@ -100,7 +101,7 @@ class _Batch:
         self.partition = partition
         self.states: dict[bytes, AccountEntry] = {}
         self.clock_key = f"partition-{partition}".encode()
-        self.clock: dict[str, Any] | None = None
+        self.clock: Watermark | None = None
         self.outputs: list[Awaitable[Any]] = []  # delivery futures
 
 
@@ -110,6 +111,7 @@ class LedgerWorker:
     def __init__(self, settings: Settings, ledger: Ledger, options: WorkerOptions,
                  metrics: WorkerMetrics | None = None) -> None:
         self.settings, self.options = settings, options
+        self.codec = codec_for(settings)  # Avro, with registry framing iff the settings say so
         self.metrics = WorkerMetrics(settings.topics.inputs) if metrics is None else metrics
         topics = settings.topics
         self.kind_of_topic = {getattr(topics, kind): kind for kind in
@@ -244,7 +246,7 @@ class LedgerWorker:
         check_message_size(key, value, self.settings.max_message_bytes)
         if value is None:
             raise InvalidEvent("empty message value (tombstone) on an input topic")
-        canonical = decode_input(kind, value, self.ledger.config.max_id_bytes)
+        canonical = self.codec.decode_input(kind, value, self.ledger.config.max_id_bytes)
         expected_kind = TOPIC_OF_TYPE[canonical["type"]]
         if expected_kind != kind:
             raise InvalidEvent(f"{canonical['type']} events belong on the "
@@ -299,8 +301,8 @@ class LedgerWorker:
         recovering, nothing waiting for a commit) for ``stuck_seconds``, and yet an input has
         messages after the last one received (Faust stopped fetching, seen under heavy load), or
         an input's committed offset stays before messages already applied (an offset that was
-        never applied holds the commit back: see :mod:`streams.ack_offsets`). A restart resumes
-        from the committed offsets."""
+        never applied holds the commit back: see :mod:`streams.quirks.ack_offsets`). A restart
+        resumes from the committed offsets."""
         app, idle_since = self.app, self._idle_since_settled()
         if (idle_since is None or time.monotonic() - idle_since < self.options.stuck_seconds
                 or self.commits.pending_events):
@@ -358,7 +360,7 @@ class LedgerWorker:
             live.append((self.accounts, key, entry))
         if batch.clock is not None:
             pending.writes.append(TableWrite(self.clock, batch.clock_key,
-                                             orjson.dumps(batch.clock)))
+                                             orjson.dumps(batch.clock.to_record())))
             live.append((self.clock, batch.clock_key, batch.clock))
         for key, value in self.seen.take_writes().items():
             pending.writes.append(TableWrite(self.seen_table, key, value or None))
@@ -496,10 +498,11 @@ class LedgerWorker:
         for output in transition.outputs:
             self.metrics.output(output["type"])
             batch.outputs.append(await self.account_state.send(
-                key=key, value=encode("account_state", output), force=True))
+                key=key, value=self.codec.encode("account_state", output), force=True))
         if transition.rated_usage is not None:
             batch.outputs.append(await self.usage_rated.send(
-                key=key, force=True, value=encode("usage_rated", transition.rated_usage)))
+                key=key, force=True,
+                value=self.codec.encode("usage_rated", transition.rated_usage)))
 
     async def _close_partition(self, batch: _Batch, period: str, cause_event_id: str,
                                timestamp: datetime, offset: int) -> None:
@@ -534,26 +537,21 @@ class LedgerWorker:
     # -- the watermark -------------------------------------------------------------------
 
     async def _advance_watermark(self, batch: _Batch, usage_time: datetime) -> None:
-        """Track this partition's largest usage time; broadcast the close of every month whose
-        close time it passed (one ``close_period`` closes that month and all before it)."""
+        """Track this partition's watermark (``billing.watermark``); broadcast the close of every
+        month whose close time it passed (one ``close_period`` closes that month and all before
+        it)."""
         if batch.clock is None:
-            batch.clock = self._current(self.clock, batch.clock_key, orjson.loads) or {
-                "watermark_ms": 0, "closed_through": None}
-        clock = batch.clock
-        usage_ms = millis_of(usage_time)
-        if usage_ms <= clock["watermark_ms"]:
-            return
-        clock["watermark_ms"] = usage_ms
-        closable = self.ledger.closable_through(usage_time)
-        if clock["closed_through"] is None or closable > clock["closed_through"]:
-            clock["closed_through"] = closable
+            batch.clock = self._current(self.clock, batch.clock_key, _load_watermark) \
+                or Watermark()
+        closable = batch.clock.advance(self.ledger, usage_time)
+        if closable is not None:
             batch.outputs.extend(await self._broadcast_close(closable))
 
     async def _broadcast_close(self, period: str) -> list[Awaitable[Any]]:
         close = {"type": "close_period", "event_id": WATERMARK_CAUSE_PREFIX + period,
                  "account_id": "", "timestamp": self.ledger.watermark_close_time(period),
                  "period": period}
-        value = encode("control", close)
+        value = self.codec.encode("control", close)
         deliveries = [await self.control.send(key=b"", value=value, partition=partition,
                                               force=True)
                       for partition in range(self.settings.partitions)]
@@ -577,4 +575,4 @@ class LedgerWorker:
                                    value=message.value, topic=message.topic,
                                    partition=message.partition, offset=message.offset,
                                    worker=self.options.worker_name,
-                                   max_bytes=self.settings.max_message_bytes))
+                                   max_bytes=self.settings.max_message_bytes, codec=self.codec))

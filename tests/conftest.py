@@ -7,7 +7,7 @@ stack; the Maven jar cache is shared with ``var/`` so the broker jars are downlo
 - ``stack_env``: the ``BILLING_*`` variables of the test stack, e.g. for a ``billing worker``
   subprocess: ``subprocess.run([...], env={**os.environ, **stack_env})``.
 - ``stack``: starts the stack (Kafka, ClickHouse server, topics) once per session, yields its
-  :class:`~billing.settings.Settings`, and stops it at the end.
+  :class:`~runtime.settings.Settings`, and stops it at the end.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from billing.logs import RepeatFilter
-from billing.settings import REPO_ROOT, Settings, load_settings
-from billing.stack.lifecycle import start_stack, stop_stack
-from billing.stack.process import port_in_use
+from devkit.stack.lifecycle import start_stack, stop_stack
+from devkit.stack.process import port_in_use
+from runtime.logs import RepeatFilter
+from runtime.settings import REPO_ROOT, Settings, load_settings
 
 # Tried first (easy to recognise in `ss -ltnp`); any taken one makes all four random instead.
 PREFERRED_PORTS = (29092, 29093, 29000, 28123)

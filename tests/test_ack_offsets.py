@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from intervaltree import IntervalTree
 
-from streams.ack_offsets import AppliedOffsets, committable_offset
+from streams.quirks.ack_offsets import AppliedOffsets, committable_offset
 
 USAGE = TP("billing.usage", 2)
 

@@ -1,5 +1,5 @@
 """A bad ``BILLING_*`` value or configuration file ends any ``billing`` command with its message
-and exit status 2, never a traceback (``billing.cli.BillingGroup``)."""
+and exit status 2, never a traceback (``commands.cli.BillingGroup``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from billing.cli import BillingGroup, main
-from billing.config_files import ConfigError
+from billing.config import ConfigError
+from commands.cli import BillingGroup, main
 
 
 @pytest.mark.parametrize("args", [

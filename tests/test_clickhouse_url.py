@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from billing.cli import main
-from billing.settings import (
+from commands.cli import main
+from runtime.clickhouse import clickhouse_client, server_target
+from runtime.settings import (
     ClickHouseTarget,
     SettingsError,
     load_settings,
@@ -16,7 +17,6 @@ from billing.settings import (
     parse_clickhouse_url,
     url_without_password,
 )
-from billing.stack.clickhouse import clickhouse_client, server_target
 from sinks.clickhouse import DriverWriter, open_writer
 
 SECRET = "p@ss:w/rd"

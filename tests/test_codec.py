@@ -24,8 +24,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.codec import HEADER, Codec, CodecError
-from billing.deadletter import make_dead_letter, read_entry, select
 from billing.events import (
     INPUT_FIELDS,
     MAX_QUANTITY,
@@ -35,9 +33,12 @@ from billing.events import (
     InvalidEvent,
     normalize_input,
 )
-from billing.registry import RegistryError, SchemaRegistry
-from billing.settings import Topics
+from commands.deadletter import read_entry, select
+from runtime.dead_letters import make_dead_letter
 from schemas import load_schema
+from schemas.codec import HEADER, Codec, CodecError
+from schemas.registry import RegistryError, SchemaRegistry
+from schemas.topics import Topics
 
 # --- a fake Confluent schema registry ------------------------------------------------------------
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from billing.settings import REPO_ROOT, load_settings, settings_variables
-from billing.stack.cli import stack
+from devkit.stack.cli import stack
+from runtime.settings import REPO_ROOT, load_settings, settings_variables
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 # `billing` sub-commands that compose runs. `stack topics` exists here (checked against the click

@@ -21,12 +21,12 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from billing.cli import main
-from billing.report import dollars
-from billing.settings import SettingsError
+from commands.cli import main
 from dashboard.auth import COOKIE_NAME, TOKEN_VARIABLE, is_loopback, load_token
 from dashboard.data import DashboardData, daily_series
 from dashboard.pages import account_href, status_badge
+from dashboard.report import dollars
+from runtime.settings import SettingsError
 from tests.dashboard_support import (
     ODD_ACCOUNT,
     ODD_NET_BALANCE,
@@ -259,7 +259,7 @@ def test_command_refuses_clickhouse_without_the_tables(tmp_path: Path) -> None:
     # A process of its own: this one holds the module's chdb directory open.
     env = {**os.environ, "BILLING_CLICKHOUSE_URL": f"chdb://{tmp_path}"}
     env.pop(TOKEN_VARIABLE, None)
-    result = subprocess.run([sys.executable, "-m", "billing.cli", "dashboard", "--port", "9"],
+    result = subprocess.run([sys.executable, "-m", "commands.cli", "dashboard", "--port", "9"],
                             env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 1, result.stderr
     assert "no billing tables" in result.stderr and "billing sink migrate" in result.stderr

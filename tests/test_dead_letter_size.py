@@ -16,22 +16,20 @@ import fastavro
 import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
-from billing.codec import Codec, check_message_size, oversized_reason
-from billing.deadletter import (
+from billing.events import InvalidEvent
+from commands.deadletter import NotRetrieved, fetch_original, read_entry
+from runtime.dead_letters import (
     DEAD_LETTER_KEY_BYTES,
     INLINE_CEILING,
     PREFIX_BYTES,
     REASON_BYTES,
-    NotRetrieved,
     clip_text,
     dead_letter_key,
-    fetch_original,
     make_dead_letter,
-    read_entry,
 )
-from billing.events import InvalidEvent
-from billing.settings import SettingsError, load_settings
+from runtime.settings import SettingsError, load_settings
 from schemas import load_schema
+from schemas.codec import Codec, check_message_size, oversized_reason
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 KIB = 1024

@@ -14,13 +14,12 @@ import pytest
 from click.testing import CliRunner
 from kafka.errors import KafkaError, NotCoordinatorError, TopicAuthorizationFailedError
 
-import billing.demo
-from billing.cli import main
+import commands.demo
 from billing.config import BillingConfig
-from billing.demo import DemoOptions, PaymentProcessor, wait_quiet, workload
 from billing.events import normalize_input
-from billing.pricebook import load_pricebook
-from billing.report import (
+from commands.cli import main
+from commands.demo import DemoOptions, PaymentProcessor, wait_quiet, workload
+from dashboard.report import (
     RunFacts,
     RunReport,
     Section,
@@ -32,8 +31,9 @@ from billing.report import (
     summary_text,
     write_html,
 )
-from billing.settings import load_settings
-from billing.workload import generate
+from devkit.workload import generate
+from runtime.rules_files import load_pricebook
+from runtime.settings import load_settings
 from sinks.reconcile import reconcile
 from tests.test_sink_samples import chdb_with_tables, ledger_run, store
 
@@ -206,7 +206,7 @@ class FakePipeline:
 
 @pytest.fixture
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(billing.demo.time, "sleep", lambda _seconds: None)
+    monkeypatch.setattr(commands.demo.time, "sleep", lambda _seconds: None)
 
 
 def test_quiet_means_no_lag_twice_with_nothing_new_in_between(no_sleep: None) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import pytest
 
-from billing.export import ExportStats, Skipped, _merged, parse_kinds, summary
+from commands.export import ExportStats, Skipped, _merged, parse_kinds, summary
 
 
 def test_topics_are_input_kinds_in_the_usual_order() -> None:

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from billing.codec import Codec
-from billing.config import load_config
 from billing.events import InvalidEvent, normalize_input
-from billing.fuzz import (
+from billing.ledger import AccountState, Ledger, snapshot
+from devkit.fuzz import (
     CATEGORIES,
     DECODE,
     DEFAULT_CATEGORIES,
@@ -21,8 +20,8 @@ from billing.fuzz import (
     FuzzCase,
     generate_fuzz,
 )
-from billing.ledger import AccountState, Ledger, snapshot
-from billing.pricebook import load_pricebook
+from runtime.rules_files import load_config, load_pricebook
+from schemas.codec import Codec
 
 ACCOUNTS = ("acct-a", "acct-b", "acct-c")
 START, END = datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 2, 1, 6, tzinfo=UTC)

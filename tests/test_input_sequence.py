@@ -10,7 +10,7 @@ from faust.types import TP, Message
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.input_sequence import FilledEvent, InputSequence
+from streams.quirks.input_sequence import FilledEvent, InputSequence
 
 USAGE = TP("billing.usage", 0)
 

@@ -17,13 +17,12 @@ import faust
 import pytest
 from click.testing import CliRunner
 
-from billing.cli import main
-from billing.config import load_config
-from billing.kafka_security import faust_credentials, kafka_python_security
 from billing.ledger import Ledger
-from billing.pricebook import load_pricebook
-from billing.produce import EventProducer
-from billing.settings import SettingsError, load_settings
+from commands.cli import main
+from runtime.kafka_security import faust_credentials, kafka_python_security
+from runtime.produce import EventProducer
+from runtime.rules_files import load_config, load_pricebook
+from runtime.settings import SettingsError, load_settings
 from streams.worker import LedgerWorker, WorkerOptions
 
 PASSWORD = "s3cr3t-Pa55"

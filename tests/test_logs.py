@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from billing.logs import RepeatFilter, install_repeat_filter
+from runtime.logs import RepeatFilter, install_repeat_filter
 
 
 class Clock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.merge import KIND_RANK, EventTimeMerger
+from billing.merge import KIND_RANK, EventTimeMerger
 
 SOURCES = ("usage", "payments", "accounts", "control")
 

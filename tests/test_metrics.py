@@ -14,8 +14,8 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from billing.metrics import PartitionLagCollector, metrics_endpoint, new_registry
-from billing.settings import SettingsError
+from runtime.metrics import PartitionLagCollector, metrics_endpoint, new_registry
+from runtime.settings import SettingsError
 from sinks.cli import sink_group
 from sinks.clickhouse import ClickHouseWriter
 from sinks.metrics import SinkMetrics

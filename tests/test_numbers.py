@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.config_files import ConfigError
+from billing.config import ConfigError
 from billing.events import (
     MAX_QUANTITY,
     MONEY_LIMIT,

@@ -9,11 +9,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from billing.cli import main
-from billing.config import load_config
 from billing.ledger import Ledger
-from billing.pricebook import load_pricebook
-from billing.settings import SettingsError, load_settings, settings_variables, unknown_variables
+from commands.cli import main
+from runtime.rules_files import load_config, load_pricebook
+from runtime.settings import SettingsError, load_settings, settings_variables, unknown_variables
 from streams.preflight import (
     DEFAULT_SESSION_BOUNDS_MS,
     FAUST_REQUEST_TIMEOUT,
@@ -58,7 +57,7 @@ def test_every_variable_the_docs_name_is_known() -> None:
     """A name in the docs the code does not read is a documented typo (or a stale name)."""
     import re
 
-    from billing.settings import REPO_ROOT
+    from runtime.settings import REPO_ROOT
 
     documented = set()
     for doc in ("README.md", "docs/operations.md", "docs/contracts.md", "docs/metrics.md"):

@@ -9,14 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from billing.config_files import ConfigError
+from billing.config import ConfigError
 from billing.events import MAX_QUANTITY, MONEY_LIMIT
-from billing.pricebook import (
-    MAX_PRICE_PLACES,
-    PRICE_SUM_LIMIT,
-    load_pricebook,
-    pricebook_from_mapping,
-)
+from billing.pricebook import MAX_PRICE_PLACES, PRICE_SUM_LIMIT, pricebook_from_mapping
+from runtime.rules_files import load_pricebook
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

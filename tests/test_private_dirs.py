@@ -1,4 +1,4 @@
-"""Data directories are private to their owner (``billing.settings.private_dir``)."""
+"""Data directories are private to their owner (``runtime.settings.private_dir``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from billing.settings import make_private, private_dir
+from runtime.settings import make_private, private_dir
 
 
 def mode(path: Path) -> int:

@@ -19,8 +19,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.errors import KafkaTimeoutError
 
-from billing import produce
-from billing.codec import Codec
 from billing.config import BillingConfig
 from billing.events import (
     INPUT_FIELDS,
@@ -29,9 +27,13 @@ from billing.events import (
     InvalidEvent,
     normalize_input,
 )
-from billing.pricebook import PriceBook, load_pricebook
-from billing.produce import DeliveryError, EventProducer, ProducerChecks, prepare, produce_command
-from billing.settings import Topics, load_settings
+from billing.pricebook import PriceBook
+from runtime import produce
+from runtime.produce import DeliveryError, EventProducer, ProducerChecks, prepare, produce_command
+from runtime.rules_files import load_pricebook
+from runtime.settings import load_settings
+from schemas.codec import Codec
+from schemas.topics import Topics
 from tests.test_codec import kind_strategy, text, times
 
 PARTITIONS = 4

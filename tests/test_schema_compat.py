@@ -19,7 +19,6 @@ import fastavro
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from billing.codec import record_name
 from billing.events import (
     INPUT_FIELDS,
     OUTPUT_COMMON_FIELDS,
@@ -36,6 +35,7 @@ from schemas import (
     TOPIC_KINDS,
     load_schema,
 )
+from schemas.codec import record_name
 
 MONEY = {"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": 6}
 TIME = {"type": "long", "logicalType": "timestamp-millis"}

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kafka import TopicPartition
 
-from billing import codec
+from runtime import codecs as codec
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter
 from sinks.sink import ClickHouseSink, SinkConfig
 from tests.test_sink_samples import (

@@ -22,12 +22,11 @@ import orjson
 from kafka import TopicPartition
 from kafka.errors import CommitFailedError
 
-from billing.config import load_config
 from billing.events import RATED_USAGE_FIELDS, SNAPSHOT_FIELDS, dumps, normalize_input
 from billing.ledger import Ledger
-from billing.pricebook import load_pricebook
 from billing.replay import Replay
-from billing.workload import generate
+from devkit.workload import generate
+from runtime.rules_files import load_config, load_pricebook
 from sinks.clickhouse import ChdbWriter, ClickHouseWriter
 from sinks.rows import (
     ACCOUNT_STATE_COLUMNS,

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import orjson
 
-from streams.state_store import AccountEntry, dump_entry, dump_state, load_entry, load_state
+from billing.account_record import AccountEntry, dump_entry, dump_state, load_entry, load_state
 from tests.ledger.builders import Events, Run
 
 

@@ -19,12 +19,10 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from billing.config import load_config
 from billing.events import InvalidEvent, dumps, normalize_input, parse_time
 from billing.ledger import Ledger
-from billing.pricebook import load_pricebook
 from billing.replay import Replay, run_replay
-from billing.workload import (
+from devkit.workload import (
     BAD_PRODUCT,
     ENTERPRISE_POSTPAID,
     ENTERPRISE_PREPAID,
@@ -37,6 +35,7 @@ from billing.workload import (
     generate_command,
     write_jsonl,
 )
+from runtime.rules_files import load_config, load_pricebook
 
 CUTOVER = load_config().prepaid_cutover
 

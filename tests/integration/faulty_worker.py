@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from billing.cli import main
 from billing.pricebook import PriceBook
+from commands.cli import main
 
 _rate = PriceBook.rate
 

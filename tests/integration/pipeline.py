@@ -1,7 +1,7 @@
 """Helpers for the end-to-end tests: isolated topics, publishing a workload, running the worker,
 and checking what came out against the replay oracle and in ClickHouse.
 
-The worker process and the per-run topics live in :mod:`streams.process` (``billing demo`` uses
+The worker process and the per-run topics live in :mod:`devkit.harness` (``billing demo`` uses
 them too); ``WorkerProcess`` is re-exported here for the tests that import it from this module.
 """
 
@@ -16,18 +16,17 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from billing.codec import encode
-from billing.config import load_config
 from billing.events import TOPIC_OF_TYPE, InvalidEvent
 from billing.ledger import Ledger, to_millis
-from billing.pricebook import load_pricebook
+from billing.merge import KIND_RANK
 from billing.replay import Replay
-from billing.settings import Settings
+from devkit.harness import WorkerProcess, private_pipeline
+from runtime.codecs import encode
+from runtime.observe import group_lag, output_events, table_snapshots, wait_until
+from runtime.rules_files import load_config, load_pricebook
+from runtime.settings import Settings
 from sinks.clickhouse import open_writer
 from sinks.sink import SinkConfig, build_sink
-from streams.merge import KIND_RANK
-from streams.observe import group_lag, output_events, table_snapshots, wait_until
-from streams.process import WorkerProcess, private_pipeline
 
 __all__ = ["Position", "WorkerProcess", "as_message", "assert_matches", "clickhouse_output_ids",
            "in_merge_order", "isolated", "publish", "publish_messages", "replay_of",

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from billing.codec import Codec
-from billing.deadletter import read_dead_letters
 from billing.events import normalize_input
 from billing.ledger import WATERMARK_CAUSE_PREFIX, period_of
-from billing.settings import Settings
+from commands.deadletter import read_dead_letters
+from runtime.observe import output_events
+from runtime.settings import Settings
+from schemas.codec import Codec
 from sinks.clickhouse import open_writer
-from streams.observe import output_events
 from tests.integration.pipeline import (
     WorkerProcess,
     assert_matches,

@@ -22,13 +22,14 @@ from xml.sax.saxutils import escape
 import pytest
 from click.testing import CliRunner
 
-from billing import codec
-from billing.cli import main
-from billing.settings import ClickHouseTarget, Secret, Settings, load_settings
-from billing.stack.clickhouse import ClickHouseServer, clickhouse_answers, local_target
+from commands.cli import main
+from devkit.stack.clickhouse import ClickHouseServer
+from runtime import codecs as codec
+from runtime.clickhouse import clickhouse_answers, local_target
+from runtime.observe import group_lag, wait_until
+from runtime.settings import ClickHouseTarget, Secret, Settings, load_settings
 from sinks.clickhouse import ClickHouseError, open_writer
 from sinks.sink import SinkConfig, build_sink
-from streams.observe import group_lag, wait_until
 from tests.integration.pipeline import isolated
 from tests.integration.test_sink_kafka import produce, run_until
 from tests.test_sink_samples import ledger_run
@@ -123,7 +124,7 @@ def test_sink_run_in_a_new_group_loads_the_topics_again(stack: Settings, tmp_pat
                          "BILLING_CLICKHOUSE_PASSWORD": PASSWORD})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "billing.cli", "sink", "run", "--group", new_group,
+            [sys.executable, "-m", "commands.cli", "sink", "run", "--group", new_group,
              "--progress-seconds", "1", "--batch-seconds", "0.5"],
             env={**os.environ, **new.to_env()}, stdout=log, stderr=subprocess.STDOUT)
     try:

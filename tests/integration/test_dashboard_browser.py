@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageStat
 
-from billing.report import dollars
-from billing.stack.install import apt_install
 from dashboard.auth import TOKEN_VARIABLE
 from dashboard.pages import account_href
+from dashboard.report import dollars
+from devkit.stack.install import apt_install
 from tests.dashboard_support import Expected, fetch, populate
 from tests.test_sink_samples import chdb_with_tables
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "browser-test-token-0123456789"
 WIDTH, HEIGHT = 1280, 1600
-LINE_BLUE = (0x3D, 0x7D, 0xD8)  # billing.report's chart colour
+LINE_BLUE = (0x3D, 0x7D, 0xD8)  # dashboard.report's chart colour
 BROWSER_SECONDS = 90
 
 
@@ -70,7 +70,7 @@ def dashboard_url(filled_chdb: tuple[Path, dict[str, Expected]],
     log_path = tmp_path_factory.mktemp("dashboard-log") / "dashboard.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "billing.cli", "dashboard", "--port", str(port)],
+            [sys.executable, "-m", "commands.cli", "dashboard", "--port", str(port)],
             env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -13,10 +13,10 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from billing.settings import Settings
 from dashboard.cli import open_data
 from dashboard.data import DashboardData
 from dashboard.pages import account_href
+from runtime.settings import Settings
 from sinks.clickhouse import DriverWriter, open_writer
 from tests.dashboard_support import (
     ODD_ACCOUNT,

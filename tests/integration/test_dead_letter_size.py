@@ -15,18 +15,13 @@ import pytest
 from click.testing import CliRunner
 from kafka import KafkaProducer, TopicPartition
 
-from billing.codec import Codec, oversized_reason
-from billing.deadletter import (
-    PREFIX_BYTES,
-    dead_letter_key,
-    deadletter,
-    make_dead_letter,
-    read_dead_letters,
-    sha256_hex,
-)
-from billing.settings import Settings
-from billing.stack.topics import admin_client
-from billing.topic_reader import read_topic
+from commands.deadletter import deadletter, read_dead_letters
+from runtime.codecs import codec_for
+from runtime.dead_letters import PREFIX_BYTES, dead_letter_key, make_dead_letter, sha256_hex
+from runtime.settings import Settings
+from runtime.topic_reader import read_topic
+from runtime.topics import admin_client
+from schemas.codec import oversized_reason
 from tests.integration.pipeline import isolated
 
 pytestmark = pytest.mark.integration
@@ -56,7 +51,7 @@ def test_truncated_dead_letters_are_redriven_from_the_source_while_kafka_holds_i
     originals = [(source, 0, b"acct-1", BIG_VALUE), (source, 0, BIG_KEY, b"small value"),
                  (source, 1, b"acct-2", GONE_VALUE)]
     offsets = produce(settings, originals)
-    codec = Codec.from_settings(settings)
+    codec = codec_for(settings)
     letters = [(dead_letter_key(key),
                 make_dead_letter(oversized_reason(key, value, limit) or "", None, key, value,
                                  topic, partition, offset, "test-worker", codec=codec,

@@ -15,11 +15,12 @@ from click.testing import CliRunner
 from kafka import KafkaProducer
 
 import billing
-from billing.codec import Codec, encode
-from billing.deadletter import deadletter, read_dead_letters
 from billing.events import normalize_input
-from billing.settings import Settings
-from streams.observe import table_snapshots
+from commands.deadletter import deadletter, read_dead_letters
+from runtime.codecs import encode
+from runtime.observe import table_snapshots
+from runtime.settings import Settings
+from schemas.codec import Codec
 from tests.integration.pipeline import WorkerProcess, isolated, publish
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from billing.demo import DemoOptions, run_demo
-from billing.settings import Settings
+from commands.demo import DemoOptions, run_demo
+from runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 

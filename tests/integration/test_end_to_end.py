@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from billing.events import normalize_input
-from billing.settings import Settings
+from runtime.observe import table_snapshots
+from runtime.settings import Settings
 from sinks.clickhouse import open_writer
 from sinks.sink import SinkConfig, build_sink
-from streams.observe import table_snapshots
 from tests.integration.pipeline import WorkerProcess, isolated, publish
 from tests.integration.test_sink_kafka import run_until
 

@@ -11,11 +11,11 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from billing.cli import main
 from billing.events import dumps, normalize_input, parse_time
-from billing.produce import EventProducer
-from billing.settings import Settings
-from billing.workload import generate
+from commands.cli import main
+from devkit.workload import generate
+from runtime.produce import EventProducer
+from runtime.settings import Settings
 from tests.integration.pipeline import in_merge_order, isolated, publish
 from tests.integration.test_sink_kafka import produce
 

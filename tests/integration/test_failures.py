@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from billing.events import normalize_input
-from billing.settings import Settings
-from billing.stack.kafka import KafkaServer
-from billing.workload import generate
-from streams.observe import wait_until
+from devkit.stack.kafka import KafkaServer
+from devkit.workload import generate
+from runtime.observe import wait_until
+from runtime.settings import Settings
 from tests.integration.pipeline import (
     WorkerProcess,
     assert_matches,

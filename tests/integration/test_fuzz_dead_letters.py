@@ -2,7 +2,7 @@
 every one lands in the dead-letter topic with a reason, none of the good traffic does, the good
 traffic is billed exactly as ``billing replay`` bills it alone, and the worker is still running.
 
-The bad messages come from :mod:`billing.fuzz` (random bytes, empty values and tombstones, JSON,
+The bad messages come from :mod:`devkit.fuzz` (random bytes, empty values and tombstones, JSON,
 truncated Avro, other topics' records, Confluent headers, unknown union branches, times out of
 range, empty ids and fields, negative counts and amounts, unknown contracts, months, products and
 meters, foreign keys, accounts never opened). They are identified in the dead-letter topic by the
@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
-from billing.codec import Codec
-from billing.deadletter import read_dead_letters
 from billing.events import normalize_input
-from billing.fuzz import CATEGORIES, DEFAULT_CATEGORIES, FuzzCase, generate_fuzz
 from billing.ledger import to_millis
-from billing.settings import Settings
-from billing.workload import generate
-from streams.observe import wait_until
+from commands.deadletter import read_dead_letters
+from devkit.fuzz import CATEGORIES, DEFAULT_CATEGORIES, FuzzCase, generate_fuzz
+from devkit.workload import generate
+from runtime.observe import wait_until
+from runtime.settings import Settings
+from schemas.codec import Codec
 from tests.integration.pipeline import (
     Position,
     WorkerProcess,

@@ -34,15 +34,15 @@ from kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from billing.cli import main
-from billing.kafka_security import kafka_python_security
-from billing.produce import EventProducer
-from billing.settings import REPO_ROOT, Settings, load_settings
-from billing.stack.kafka import KafkaServer, kafka_answers
-from billing.stack.process import port_in_use
-from billing.stack.topics import admin_client
-from streams.observe import changelog_topic, group_lag, table_snapshots
-from streams.process import WorkerProcess
+from commands.cli import main
+from devkit.harness import WorkerProcess
+from devkit.stack.kafka import KafkaServer, kafka_answers
+from devkit.stack.process import port_in_use
+from runtime.kafka_security import kafka_python_security
+from runtime.observe import changelog_topic, group_lag, table_snapshots
+from runtime.produce import EventProducer
+from runtime.settings import REPO_ROOT, Settings, load_settings
+from runtime.topics import admin_client
 
 pytestmark = pytest.mark.integration
 
@@ -209,7 +209,7 @@ def test_every_component_works_with_its_own_user_and_acls(sasl_broker: dict[str,
     chdb = {"BILLING_CLICKHOUSE_URL": f"chdb://{tmp_path / 'chdb'}"}
     _run_sink_until_caught_up(sink, chdb, tmp_path / "sink.log")
     counted = subprocess.run(
-        [sys.executable, "-m", "billing.cli", "sql",
+        [sys.executable, "-m", "commands.cli", "sql",
          "SELECT (SELECT count() FROM rated_usage FINAL) AS rated, "
          "(SELECT count() FROM account_state_events FINAL) > 0 AS outputs"],
         env={**os.environ, **chdb}, capture_output=True, text=True, timeout=120, check=True)
@@ -226,7 +226,7 @@ def _run_sink_until_caught_up(settings: Settings, extra_env: dict[str, str], log
     """``billing sink run`` as a child until it reports messages written and no lag."""
     with log.open("wb") as out:
         sink = subprocess.Popen(
-            [sys.executable, "-m", "billing.cli", "sink", "run", "--progress-seconds", "1"],
+            [sys.executable, "-m", "commands.cli", "sink", "run", "--progress-seconds", "1"],
             env={**os.environ, **settings.to_env(), **extra_env}, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True)
     try:

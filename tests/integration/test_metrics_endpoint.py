@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from billing import codec
-from billing.settings import Settings
-from streams.observe import wait_until
+from runtime import codecs as codec
+from runtime.observe import wait_until
+from runtime.settings import Settings
 from tests.integration.pipeline import isolated
 from tests.integration.test_sink_kafka import produce
 from tests.test_metrics import free_port, samples
@@ -42,7 +42,7 @@ def test_sink_run_serves_batches_rows_and_lag(stack: Settings, tmp_path: Path) -
     log_path = tmp_path / "sink.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "billing.cli", "sink", "run", "--progress-seconds", "1",
+            [sys.executable, "-m", "commands.cli", "sink", "run", "--progress-seconds", "1",
              "--batch-seconds", "0.5"],
             env={**os.environ, **settings.to_env(), "BILLING_SINK_METRICS_PORT": str(port)},
             stdout=log, stderr=subprocess.STDOUT)

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from billing.events import normalize_input, to_jsonable
-from billing.settings import Settings
-from billing.stack.clickhouse import ClickHouseServer
-from billing.workload import generate
+from devkit.stack.clickhouse import ClickHouseServer
+from devkit.workload import generate
+from runtime.observe import group_lag, output_events, table_snapshots, wait_until
+from runtime.settings import Settings
 from sinks.clickhouse import open_writer
 from sinks.reconcile import reconcile
 from sinks.sink import SinkConfig, build_sink
-from streams.observe import group_lag, output_events, table_snapshots, wait_until
 from tests.integration.pipeline import WorkerProcess, in_merge_order, isolated, publish
 
 pytestmark = pytest.mark.integration

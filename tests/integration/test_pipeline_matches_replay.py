@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from billing.events import normalize_input
-from billing.workload import generate
-from streams.observe import wait_until
+from devkit.workload import generate
+from runtime.observe import wait_until
 from tests.integration.pipeline import (
     WorkerProcess,
     assert_matches,

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from billing.codec import Codec, encode
-from billing.deadletter import read_dead_letters
 from billing.events import normalize_input
-from billing.settings import Settings
-from billing.workload import generate
+from commands.deadletter import read_dead_letters
+from devkit.workload import generate
+from runtime.codecs import encode
+from runtime.settings import Settings
+from schemas.codec import Codec
 from tests.integration.pipeline import (
     WorkerProcess,
     as_message,

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from billing.cli import main
-from billing.settings import Settings, load_settings
-from billing.stack.clickhouse import ClickHouseServer
-from billing.stack.kafka import KafkaServer
-from billing.stack.topics import admin_client, describe_topic_configs
+from commands.cli import main
+from devkit.stack.clickhouse import ClickHouseServer
+from devkit.stack.kafka import KafkaServer
+from runtime.settings import Settings, load_settings
+from runtime.topics import admin_client, describe_topic_configs
 from streams.preflight import preflight
 
 pytestmark = pytest.mark.integration
@@ -150,7 +150,7 @@ def test_the_real_command_exits_2_with_a_misspelt_variable_warned(
         stack: Settings, stack_env: dict[str, str]) -> None:
     """As a supervisor sees it: a child process, its exit status and stderr."""
     result = subprocess.run(
-        [sys.executable, "-m", "billing.cli", "worker"],
+        [sys.executable, "-m", "commands.cli", "worker"],
         env={"PATH": "/usr/bin:/bin", **stack_env, "BILLING_PARTITIONS": "7",
              "BILLING_SESION_TIMEOUT": "10"},
         capture_output=True, text=True, timeout=120, check=False)

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from billing.settings import Settings
+from runtime.settings import Settings
 from sinks.cli import reconcile_command
 from sinks.clickhouse import DriverWriter, open_writer
 from tests.test_sink_samples import ledger_run, store

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from billing.settings import Settings
+from runtime.settings import Settings
 from sinks.clickhouse import ClickHouseWriter, DriverWriter, open_writer
 from sinks.dedup import new_rated_usage
 from sinks.reconcile import load_invoice_events, reconcile

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from billing import codec
-from billing.settings import Settings
+from runtime import codecs as codec
+from runtime.observe import group_lag, wait_until
+from runtime.settings import Settings
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter, open_writer
 from sinks.sink import ClickHouseSink, SinkConfig, build_sink
-from streams.observe import group_lag, wait_until
 from tests.integration.pipeline import isolated
 from tests.test_sink_samples import ledger_run
 
@@ -106,7 +106,7 @@ def test_sink_run_command_shows_progress_and_stops_on_sigterm(stack: Settings,
     log_path = tmp_path / "sink.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "billing.cli", "sink", "run", "--progress-seconds", "1"],
+            [sys.executable, "-m", "commands.cli", "sink", "run", "--progress-seconds", "1"],
             env={**os.environ, **settings.to_env()}, stdout=log, stderr=subprocess.STDOUT)
     try:
         with open_writer(settings) as writer:

@@ -17,17 +17,19 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import CoordinatorLoadInProgressError, NotCoordinatorError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from billing.settings import Settings, Topics
-from billing.stack.clickhouse import ClickHouseServer
-from billing.stack.kafka import KafkaServer
-from billing.stack.lifecycle import stack_status, start_stack, stop_stack
-from billing.stack.process import StackError, cmdline, pid_alive, port_in_use
-from billing.stack.topics import (
+from devkit.stack.clickhouse import ClickHouseServer
+from devkit.stack.kafka import KafkaServer
+from devkit.stack.lifecycle import stack_status, start_stack, stop_stack
+from devkit.stack.process import cmdline, pid_alive, port_in_use
+from runtime.settings import Settings
+from runtime.topics import (
+    StackError,
     admin_client,
     describe_topic_configs,
     ensure_topics,
     partition_counts,
 )
+from schemas.topics import Topics
 
 pytestmark = pytest.mark.integration
 

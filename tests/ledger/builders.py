@@ -22,7 +22,8 @@ from typing import Any
 from billing.config import BillingConfig, Tier
 from billing.events import MICRO, normalize_input, parse_time
 from billing.ledger import AccountState, Ledger, Transition, snapshot
-from billing.pricebook import PriceBook, load_pricebook
+from billing.pricebook import PriceBook
+from runtime.rules_files import load_pricebook
 
 CUTOVER = "2025-06-01T00:00:00.000Z"
 JUST_BEFORE_CUTOVER = "2025-05-31T23:59:59.999Z"

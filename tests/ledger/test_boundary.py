@@ -89,7 +89,7 @@ def test_a_refused_event_never_moves_the_watermark():
             replay.apply(ingested(a.usage("1", at=stamp), "2025-07-29T00:00:00Z"))
     outputs, _ = replay.apply(b.usage("29", at="2025-07-30T00:00:00Z"))
     assert "invoice_issued" not in types(outputs)
-    assert replay.closed_through == "2025-06"  # the month before any usage: nothing closed
+    assert replay.watermark.closed_through == "2025-06"  # before any usage: nothing closed
     assert replay.snapshots()["B"]["month_to_date_spend"] == money("39")
 
 

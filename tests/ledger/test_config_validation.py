@@ -5,9 +5,9 @@ from decimal import Decimal
 
 import pytest
 
-from billing.config import BillingConfig, config_from_mapping, load_config
-from billing.config_files import ConfigError
-from billing.pricebook import load_pricebook, pricebook_from_mapping
+from billing.config import BillingConfig, ConfigError, config_from_mapping
+from billing.pricebook import pricebook_from_mapping
+from runtime.rules_files import load_config, load_pricebook
 
 TIER0 = {"name": "0", "rpm_limit": 10, "tpm_limit": 60000}
 

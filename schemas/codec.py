@@ -1,0 +1,285 @@
+"""The one Avro codec: canonical event dicts (``billing.events``) <-> Kafka message values.
+
+Every process that touches Kafka (gateway producers, the Faust worker, the ClickHouse sink, the
+dead-letter tools) goes through :class:`Codec`, so a value means the same thing everywhere.
+
+Framing. Without a schema registry a value is the plain Avro binary body (no header) written with
+the repo's current schema for the topic, so reader and writer must run the same schema version.
+With ``BILLING_SCHEMA_REGISTRY_URL`` set, a value is Confluent-framed: byte 0, the 4-byte big-endian
+schema id, then the body. The producer registers its schema under ``<topic>-value``; the consumer
+fetches the writer's schema by id and resolves it against its own, which is what lets producers and
+consumers upgrade schemas independently (see docs/contracts.md).
+
+Event type. The Avro records carry no ``type`` field: the type is the name of the union branch (the
+record name is the type in CamelCase, ``credits_purchased`` <-> ``CreditsPurchased``). Encoding
+picks the branch by name, never by shape, because several types have identical fields
+(``usage_paused``/``usage_resumed``, ``payment_method_added``/``payment_method_removed``).
+
+fastavro, not the ``avro`` package: it is several times faster (``benchmarks/codec_bench.py``) and
+lets the writer name the union branch. Each schema is parsed once, on first use.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+import fastavro
+from fastavro.validation import ValidationError, validate
+
+from billing.events import (
+    DEFAULT_MAX_ID_BYTES,
+    INPUT_FIELDS,
+    MICRO,
+    OUTPUT_FIELDS,
+    TOPIC_OF_TYPE,
+    InvalidEvent,
+    normalize_input,
+)
+from schemas import NAMESPACE, TOPIC_KINDS, load_schema, schema_text
+from schemas.registry import SchemaNotFound, SchemaRegistry
+from schemas.topics import Topics
+
+MAGIC = 0
+MONEY_LIMIT = Decimal(10) ** 12  # decimal(18, 6): 12 digits before the point, 6 after
+HEADER = struct.Struct(">BI")  # magic byte, schema id
+INPUT_KINDS = tuple(dict.fromkeys(TOPIC_OF_TYPE.values()))  # usage, payments, accounts, control
+EVENT_TYPES = (*INPUT_FIELDS, *OUTPUT_FIELDS)
+
+
+class CodecError(InvalidEvent):
+    """Bytes that are not a valid message of the topic, or an event the schema cannot carry.
+
+    A subclass of :class:`InvalidEvent`, so a worker dead-letters both with one ``except``.
+    """
+
+
+def record_name(event_type: str) -> str:
+    """The Avro record (union branch) name of an event type: ``budget_set`` -> ``...BudgetSet``."""
+    return f"{NAMESPACE}.{''.join(part.title() for part in event_type.split('_'))}"
+
+
+RECORD_OF_TYPE = {event_type: record_name(event_type) for event_type in EVENT_TYPES}
+TYPE_OF_RECORD = {name: event_type for event_type, name in RECORD_OF_TYPE.items()}
+
+
+@dataclass(frozen=True)
+class TopicSchema:
+    """A topic kind's current schema, parsed once, and how event types map to its records."""
+
+    kind: str
+    text: str  # compact JSON, as registered
+    parsed: Any
+    records: tuple[str, ...]  # full record names, in union order
+    is_union: bool
+
+    def branch(self, event: dict[str, Any]) -> str:
+        """The record that carries ``event``: the one named after its ``type``.
+
+        Rated usage and dead letters are not events and have no ``type``: their topic has one
+        record.
+        """
+        if not self.is_union and self.records[0] not in TYPE_OF_RECORD:
+            return self.records[0]
+        event_type = event.get("type")
+        name = RECORD_OF_TYPE.get(event_type) if isinstance(event_type, str) else None
+        if name not in self.records:
+            carried = ", ".join(TYPE_OF_RECORD[record] for record in self.records)
+            raise CodecError(f"event type {event_type!r} does not belong on the {self.kind} "
+                             f"topic; it carries {carried}", "type")
+        return name
+
+    def to_event(self, name: str, record: dict[str, Any]) -> dict[str, Any]:
+        """A decoded record as a canonical event: the ``type`` (if it is an event) put back."""
+        event_type = TYPE_OF_RECORD.get(name)
+        return record if event_type is None else {"type": event_type, **record}
+
+
+@cache
+def topic_schema(kind: str) -> TopicSchema:
+    """The current schema of a topic kind, read and parsed on first use, then shared."""
+    if kind not in TOPIC_KINDS:
+        raise ValueError(f"unknown topic kind {kind!r}; expected one of {', '.join(TOPIC_KINDS)}")
+    raw = load_schema(kind)
+    branches = raw if isinstance(raw, list) else [raw]
+    records = tuple(f"{branch.get('namespace', NAMESPACE)}.{branch['name']}" for branch in branches)
+    parsed = fastavro.parse_schema(raw)
+    return TopicSchema(kind, schema_text(kind), parsed, records, isinstance(raw, list))
+
+
+class Codec:
+    """Encodes and decodes the values of every billing topic; registry-framed when given one."""
+
+    def __init__(
+        self, topics: Topics | None = None, registry: SchemaRegistry | None = None
+    ) -> None:
+        self.topics = topics or Topics()
+        self.registry = registry
+        self._ids: dict[str, int] = {}  # topic kind -> id of its current schema
+        self._writers: dict[int, Any] = {}  # schema id -> parsed writer schema
+
+    def encode(self, kind: str, event: dict[str, Any]) -> bytes:
+        """Serialize a canonical event (or rated usage / dead letter) for topic kind ``kind``.
+
+        Raises :class:`CodecError` naming the field when the schema cannot carry the event (a
+        float amount, a type that belongs on another topic, a missing required field).
+        """
+        schema = topic_schema(kind)
+        name = schema.branch(event)
+        _check_money(event, kind)
+        datum = (name, event) if schema.is_union else event
+        out = io.BytesIO()
+        if self.registry is not None:
+            out.write(HEADER.pack(MAGIC, self._schema_id(schema)))
+        try:
+            fastavro.schemaless_writer(out, schema.parsed, datum)
+        except (ValueError, TypeError, AttributeError, OverflowError) as error:
+            raise _encode_error(schema, name, datum, error) from error
+        return out.getvalue()
+
+    def decode(self, kind: str, data: bytes) -> dict[str, Any]:
+        """Deserialize a message value of topic kind ``kind`` into the canonical shape.
+
+        Raises :class:`CodecError` with a reason a person can act on when the bytes are not a
+        message of this topic, and :class:`~schemas.registry.RegistryError` when the registry
+        cannot be asked (not the message's fault: do not dead-letter it).
+        """
+        schema = topic_schema(kind)
+        if not data:
+            raise CodecError(f"not Avro: empty value on the {kind} topic")
+        if self.registry is None:
+            writer, start = schema.parsed, 0
+        else:
+            writer, start = self._framed_writer(schema, data)
+        body = io.BytesIO(data)
+        body.seek(start)
+        reader = None if writer is schema.parsed else schema.parsed
+        try:
+            datum = fastavro.schemaless_reader(body, writer, reader, return_record_name=True)
+        except EOFError:
+            raise self._not_avro(f"truncated at byte {len(data)}", data) from None
+        except (ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeDecodeError,
+                fastavro.read.SchemaResolutionError) as error:
+            reason = f"does not match the {kind} schema ({type(error).__name__}: {error})"
+            raise self._not_avro(reason, data) from None
+        if body.tell() != len(data):
+            left = len(data) - body.tell()
+            raise self._not_avro(f"{left} bytes left over after the record ending at byte "
+                                 f"{body.tell()}", data)
+        name, record = datum if schema.is_union else (schema.records[0], datum)
+        return schema.to_event(name, record)
+
+    def decode_input(self, kind: str, data: bytes,
+                     max_id_bytes: int = DEFAULT_MAX_ID_BYTES) -> dict[str, Any]:
+        """Decode an input-topic value and validate it as :func:`normalize_input` does.
+
+        Raises :class:`InvalidEvent` (or its subclass :class:`CodecError`) naming what is wrong:
+        Avro alone cannot say that a quantity is negative or a money amount zero.
+        """
+        if kind not in INPUT_KINDS:
+            raise ValueError(f"{kind!r} is not an input topic kind; expected one of {INPUT_KINDS}")
+        return normalize_input(self.decode(kind, data), max_id_bytes)
+
+    def _schema_id(self, schema: TopicSchema) -> int:
+        """The registry id of a topic's current schema, registered under ``<topic>-value``."""
+        schema_id = self._ids.get(schema.kind)
+        if schema_id is None:
+            assert self.registry is not None
+            subject = f"{getattr(self.topics, schema.kind)}-value"
+            schema_id = self._ids[schema.kind] = self.registry.register(subject, schema.text)
+        return schema_id
+
+    def _framed_writer(self, schema: TopicSchema, data: bytes) -> tuple[Any, int]:
+        """The writer schema named by a Confluent header, and where the Avro body starts."""
+        if data[0] != MAGIC:
+            looks = "looks like JSON" if _looks_like_json(data) else "not Confluent-framed Avro"
+            raise CodecError(f"magic byte 0x{data[0]:02x}: {looks} (expected 0x00)")
+        if len(data) < HEADER.size:
+            raise CodecError(f"not Avro: truncated at byte {len(data)} inside the 5-byte header")
+        _, schema_id = HEADER.unpack_from(data)
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            assert self.registry is not None
+            try:
+                text = self.registry.schema(schema_id)
+            except SchemaNotFound as missing:
+                raise CodecError(str(missing)) from None
+            # The common case, the writer runs our version: skip schema resolution altogether.
+            written = json.loads(text)
+            same = written == json.loads(schema.text)
+            writer = schema.parsed if same else fastavro.parse_schema(written)
+            self._writers[schema_id] = writer
+        return writer, HEADER.size
+
+    def _not_avro(self, reason: str, data: bytes) -> CodecError:
+        """``not Avro: <reason>``, plus a hint when the bytes look like a common mistake."""
+        if _looks_like_json(data):
+            reason += "; looks like JSON"
+        elif self.registry is None and data[:2] == b"\x00\x00" and len(data) > HEADER.size:
+            reason += ("; looks Confluent-framed: set BILLING_SCHEMA_REGISTRY_URL like the "
+                       "producer does")
+        return CodecError(f"not Avro: {reason}")
+
+
+def _looks_like_json(data: bytes) -> bool:
+    return data.lstrip()[:1] in (b"{", b"[", b'"')
+
+
+def _encode_error(schema: TopicSchema, name: str, datum: Any, error: Exception) -> CodecError:
+    """A CodecError naming the offending field: fastavro's writer rarely says which it was."""
+    field = None
+    try:
+        validate(datum, schema.parsed, raise_errors=True)
+    except ValidationError as invalid:
+        field = invalid.errors[0].field.removeprefix(f"{name}.")
+    except (ValueError, TypeError, AttributeError):
+        pass  # the validator trips on the same value and says no more than the writer
+    where = f" field {field}:" if field else ""
+    detail = str(error).removesuffix(f" on field {field}")
+    return CodecError(f"cannot encode {TYPE_OF_RECORD.get(name, name)} for the {schema.kind} "
+                      f"topic:{where} {detail}", field)
+
+
+def _check_money(record: dict[str, Any], kind: str, prefix: str = "") -> None:
+    """Refuse amounts that decimal(18, 6) cannot hold exactly (ClickHouse's Decimal(18, 6) either).
+
+    fastavro checks the digits of the value as given, not once scaled to 6 places, so 10**12
+    would pass it and overflow every reader that trusts the declared precision.
+    """
+    for name, value in record.items():
+        if isinstance(value, dict):
+            _check_money(value, kind, f"{prefix}{name}.")
+        elif isinstance(value, Decimal) and not (
+            value.is_finite() and abs(value) < MONEY_LIMIT and value == value.quantize(MICRO)
+        ):
+            raise CodecError(f"cannot encode {prefix}{name}={value} for the {kind} topic: money "
+                             "is decimal(18, 6), below 10**12 with at most 6 fractional digits",
+                             prefix + name)
+
+
+def oversized_reason(key: bytes | None, value: bytes | None, limit: int) -> str | None:
+    """Why a message is too large to process (its key or value is over ``limit`` bytes, the
+    ``BILLING_MAX_MESSAGE_BYTES`` setting), naming the sizes, the limit and the setting; None
+    when it is not."""
+    parts = [f"{name} is {len(data):,} bytes" for name, data in (("key", key), ("value", value))
+             if data is not None and len(data) > limit]
+    if not parts:
+        return None
+    return (f"message {' and '.join(parts)}, over the maximum message size of {limit:,} bytes "
+            "(BILLING_MAX_MESSAGE_BYTES): fix the producer, or raise BILLING_MAX_MESSAGE_BYTES "
+            "on the workers and redrive")
+
+
+def check_message_size(key: bytes | None, value: bytes | None, limit: int) -> None:
+    """Raise :class:`InvalidEvent` with :func:`oversized_reason` when the message is too large:
+    the first line of the worker's ``_decode``, before any byte is decoded."""
+    reason = oversized_reason(key, value, limit)
+    if reason is not None:
+        raise InvalidEvent(reason)
+
+

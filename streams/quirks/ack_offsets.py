@@ -1,0 +1,75 @@
+"""Which input offset the worker commits: only what it applied, from the committed offset on.
+
+Faust commits, per input partition, up to the end of the first run of consecutive offsets in its
+list of acknowledged ones (plus "gaps": offsets its fetcher jumped over, counted as done). That
+list is not what this worker applied:
+
+- Faust's stream acknowledges, by itself, a message it skips because it arrived while flow
+  control was off or from an older consumer generation (``Stream.__aiter__``, even on a ``noack``
+  stream). Around a rebalance such messages never reach the agent, yet their offsets were
+  committed: an event lost for good (seen after a SIGKILL: the group's committed offset moved one
+  past a message the restarted worker never received).
+- An offset can be listed twice, after which every run ends after one or two offsets and the
+  commit crawls one offset per interval (the SIGKILL test timed out in CI that way).
+- Gaps count records dropped at Faust's seek as done.
+
+So the worker keeps its own record (:class:`AppliedOffsets`: what the commit queue acknowledged,
+i.e. whose effects are durable) and :func:`commit_applied_offsets` makes Faust commit one past the
+run of applied offsets that starts at the committed offset. Faust's own lists are emptied at each
+commit and otherwise ignored.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from faust.types import TP
+
+
+class AppliedOffsets:
+    """Per input partition, the offsets whose effects are durable and not yet committed."""
+
+    def __init__(self) -> None:
+        self.offsets: defaultdict[TP, set[int]] = defaultdict(set)
+
+    def add(self, tp: TP, offset: int) -> None:
+        self.offsets[tp].add(offset)
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        """Partitions revoked: what they applied and did not commit is redone by the next owner."""
+        for tp in tps:
+            self.offsets.pop(tp, None)
+
+
+def commit_applied_offsets(consumer: Any, applied: AppliedOffsets,
+                           starts: Mapping[TP, int]) -> None:
+    """Install :func:`committable_offset` as ``consumer._new_offset`` (Faust's commit asks it)."""
+    consumer._new_offset = lambda tp: committable_offset(consumer, tp, applied, starts)
+
+
+def committable_offset(consumer: Any, tp: TP, applied: AppliedOffsets,
+                       starts: Mapping[TP, int]) -> int | None:
+    """The offset to commit for ``tp``: one past the run of consecutive applied offsets that
+    starts at the committed offset; None while the committed offset itself is not applied.
+
+    The committed offset is Faust's (after its seek, or its last commit), else ``starts`` (the
+    group's committed offset as the worker read it at its first message after an assignment,
+    see :mod:`streams.quirks.input_sequence`); with neither, nothing is committed.
+    """
+    consumer._gap.pop(tp, None)
+    consumer._acked[tp].clear()  # kept (empty) so Faust's commit keeps asking for tp
+    consumer._acked_index[tp].clear()
+    committed = consumer._committed_offset.get(tp)
+    if committed is None:
+        committed = starts.get(tp)
+    offsets = applied.offsets.get(tp)
+    if committed is None or not offsets:
+        return None
+    offsets.difference_update([offset for offset in offsets if offset < committed])
+    end = committed
+    while end in offsets:
+        offsets.discard(end)
+        end += 1
+    return end if end > committed else None
