@@ -2,7 +2,7 @@
 ``billing invoice`` and ``billing reconcile``.
 
 Each command opens the writer named by ``BILLING_CLICKHOUSE_URL`` (a server or an embedded chdb
-directory) and applies the DDL first, so any of them works on an empty ClickHouse.
+directory) and applies the missing migrations first, so any of them works on an empty ClickHouse.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from runtime.logs import install_repeat_filter
 from runtime.metrics import metrics_endpoint, metrics_options, new_registry
 from runtime.settings import Settings, SettingsError, load_settings
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter, open_writer
-from sinks.cluster import cluster_ddl
+from sinks.cluster import cluster_layout
 from sinks.display import format_table, format_value
 from sinks.metrics import SinkMetrics
 from sinks.reconcile import load_events, load_snapshots, reconcile
@@ -45,7 +45,7 @@ def _clean_errors(settings: Settings) -> Iterator[None]:
 
 
 def _writer(settings: Settings) -> ClickHouseWriter:
-    """The configured writer with the tables in place."""
+    """The configured writer with the migrations applied."""
     with _clean_errors(settings):
         writer = open_writer(settings)
         writer.apply_ddl()
@@ -85,15 +85,16 @@ def sink_group() -> None:
               help="Replicated, sharded: *_local tables and Distributed tables over them, "
                    "each ON CLUSTER NAME (see docs/operations.md).")
 def migrate_command(cluster: str | None) -> None:
-    """Create every missing table and view (idempotent; runs the DDL files in order)."""
+    """Apply the migrations the database has not recorded (sinks/migrations, in order) and
+    print each one; refuses when an applied file was edited or is missing."""
     settings = load_settings()
     try:
-        statements = cluster_ddl(settings, cluster) if cluster else None
+        layout = cluster_layout(settings, cluster) if cluster else None
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     with _clean_errors(settings), open_writer(settings) as writer:
-        for name in writer.apply_ddl(statements):
-            click.echo(f"applied {name}")
+        for line in writer.apply_ddl(layout).lines():
+            click.echo(line)
 
 
 @sink_group.command("run")

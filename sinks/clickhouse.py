@@ -36,14 +36,11 @@ from clickhouse_driver.util.escape import escape_params
 
 from runtime.clickhouse import clickhouse_client, server_target
 from runtime.settings import ClickHouseTarget, Settings
-from sinks.sqlfiles import Statement, ddl_statements
+from sinks.exceptions import ClickHouseError
+from sinks.migrate import Layout, MigrationReport, migrate
 
 Rows = list[tuple[Any, ...]]
 Sets = Mapping[str, Sequence[str]]  # table name -> values of its one String column ``value``
-
-
-class ClickHouseError(RuntimeError):
-    """ClickHouse refused or could not be reached; the message names the statement."""
 
 
 def quote_identifier(name: str) -> str:
@@ -59,19 +56,13 @@ def insert_statement(table: str, columns: Sequence[str]) -> str:
 class ClickHouseWriter(ABC):
     """What the sink and the analyst tools need from ClickHouse, and nothing more."""
 
-    def apply_ddl(self, statements: Sequence[Statement] | None = None) -> list[str]:
-        """Create the database and every table and view that is missing (each DDL file is
-        idempotent, so this runs at every start); returns the statements' names, in order.
-        ``statements``: another rendering of the DDL (``sinks.cluster``); default the files."""
+    def apply_ddl(self, layout: Layout | None = None) -> MigrationReport:
+        """Create the database and apply the migrations it has not recorded yet (``sinks.migrate``:
+        in order, each recorded once applied), so every command runs this at start; refuses
+        (:class:`MigrationError`) when an applied file was edited or is gone. ``layout``: another
+        rendering of the migrations (``sinks.cluster``); default the files as they are."""
         self._create_database()
-        names = []
-        for statement in ddl_statements() if statements is None else statements:
-            try:
-                self.execute(statement.sql)
-            except ClickHouseError as error:
-                raise ClickHouseError(f"{statement.name}: {error}") from error
-            names.append(statement.name)
-        return names
+        return migrate(self, layout=layout)
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None, *,
               sets: Sets | None = None) -> Rows:

@@ -1,7 +1,8 @@
-"""The DDL for a replicated, sharded ClickHouse cluster, rendered from the single-server files.
+"""The migrations for a replicated, sharded ClickHouse cluster, rendered from the single-server
+files.
 
-``sinks/ddl/*.sql`` stay the one schema. For a cluster, ``billing sink migrate --cluster NAME``
-runs them rendered here, each ``ON CLUSTER NAME``:
+``sinks/migrations/*.sql`` stay the one schema. For a cluster, ``billing sink migrate --cluster
+NAME`` runs them (``sinks.migrate``) rendered here, each ``ON CLUSTER NAME``:
 
 - every table ``T`` becomes ``T_local`` with the ``Replicated`` form of its engine (one copy per
   replica of a shard, kept in step through ZooKeeper / ClickHouse Keeper, path from the servers'
@@ -13,17 +14,25 @@ runs them rendered here, each ``ON CLUSTER NAME``:
 
 Sharding by account keeps every copy of an event, and everything an account owns, on one shard,
 so ``FINAL`` (which collapses duplicates within a shard only) and the per-account queries stay
-exact through the Distributed tables. Objects keep the names the plain DDL creates, so the plain
-``CREATE ... IF NOT EXISTS`` that other commands run at start finds them and does nothing.
+exact through the Distributed tables. Objects keep the names the plain files create, so another
+command starting on any server with an unrecorded database adopts them instead of creating
+unreplicated twins.
+
+The record of applied migrations (``schema_migrations``) is one replicated table with the same
+ZooKeeper path on every server, not per shard: every server holds the whole record, so any command
+on any server sees what ``--cluster`` applied.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from runtime.clickhouse import server_target
 from runtime.settings import Settings
-from sinks.sqlfiles import Statement, ddl_statements
+from sinks.migrate import RECORD_TABLE, RECORD_TABLE_SQL
+from sinks.sqlfiles import Migration, Statement, ddl_statements, load_migrations
 
 LOCAL_SUFFIX = "_local"
 SHARDING_KEY = "cityHash64(account_id)"
@@ -38,30 +47,68 @@ def replication_path(database: str, table: str) -> str:
     return f"/clickhouse/tables/{{shard}}/{database}.{table}"
 
 
-def cluster_ddl(settings: Settings, cluster: str) -> list[Statement]:
-    """:func:`cluster_statements` for the database of ``BILLING_CLICKHOUSE_URL``, which must
+@dataclass(frozen=True)
+class ClusterLayout:
+    """The :class:`sinks.migrate.Layout` of a cluster: database and record table ``ON CLUSTER``,
+    each migration's statements rendered (all rendered up front, so a file that cannot be
+    rendered is refused before anything runs)."""
+
+    cluster: str
+    database: str
+    rendered: dict[str, list[Statement]]  # migration file name -> its statements, rendered
+
+    def setup(self) -> list[Statement]:
+        return [database_statement(self.cluster, self.database),
+                record_table_statement(self.cluster, self.database)]
+
+    def render(self, migration: Migration) -> Sequence[Statement]:
+        return self.rendered[migration.name]
+
+
+def cluster_layout(settings: Settings, cluster: str,
+                   migrations: Sequence[Migration] | None = None) -> ClusterLayout:
+    """The :class:`ClusterLayout` for the database of ``BILLING_CLICKHOUSE_URL``, which must
     name a server (``clickhouse://``): embedded chdb has no cluster."""
     target = server_target(settings)
     if target is None:
         raise ValueError("a cluster needs a server: set BILLING_CLICKHOUSE_URL="
                          "clickhouse://host:port/database (one of the cluster's servers)")
-    return cluster_statements(cluster, target.database)
+    migrations = load_migrations() if migrations is None else migrations
+    statements = [statement for migration in migrations for statement in migration.statements]
+    rendered: dict[str, list[Statement]] = {migration.name: [] for migration in migrations}
+    for statement in cluster_statements(cluster, target.database, statements)[1:]:
+        rendered[statement.name.split("#")[0]].append(statement)
+    return ClusterLayout(cluster, target.database, rendered)
 
 
-def cluster_statements(cluster: str, database: str) -> list[Statement]:
-    """The database, then each DDL statement rendered for ``cluster``, each table followed by
-    its Distributed table. Every name is qualified with ``database`` (a statement ON CLUSTER runs
-    on every server, whatever database the session that sent it had), and used bare, so cluster
-    and database must be plain identifiers."""
+def database_statement(cluster: str, database: str) -> Statement:
+    """The database on every server, before anything is created in it."""
+    return Statement("database", f"CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {cluster}")
+
+
+def record_table_statement(cluster: str, database: str) -> Statement:
+    """``schema_migrations`` replicated on every server of the cluster (one path for all)."""
+    path = f"'/clickhouse/tables/all/{database}.{RECORD_TABLE}', '{{replica}}'"
+    sql = RECORD_TABLE_SQL.replace(
+        f"EXISTS {RECORD_TABLE}", f"EXISTS {database}.{RECORD_TABLE} ON CLUSTER {cluster}", 1
+    ).replace("ENGINE = MergeTree", f"ENGINE = ReplicatedMergeTree({path})", 1)
+    return Statement(RECORD_TABLE, sql)
+
+
+def cluster_statements(cluster: str, database: str,
+                       statements: Sequence[Statement] | None = None) -> list[Statement]:
+    """The database, then each migration statement (default: every file's) rendered for
+    ``cluster``, each table followed by its Distributed table. Every name is qualified with
+    ``database`` (a statement ON CLUSTER runs on every server, whatever database the session
+    that sent it had), and used bare, so cluster and database must be plain identifiers."""
     for what, name in (("cluster", cluster), ("database", database)):
         if not NAME.match(name):
             raise ValueError(f"{what} name {name!r} must be letters, digits and _")
-    statements = ddl_statements()
+    statements = ddl_statements() if statements is None else statements
     tables = [match[1] for statement in statements
               if (match := _CREATE_TABLE.match(statement.sql))]
     table_names = re.compile(r"\b(" + "|".join(map(re.escape, tables)) + r")\b")
-    rendered = [Statement("database", f"CREATE DATABASE IF NOT EXISTS {database} "
-                                      f"ON CLUSTER {cluster}")]
+    rendered = [database_statement(cluster, database)]
     for statement in statements:
         if table := _CREATE_TABLE.match(statement.sql):
             rendered += _table(statement, table[1], cluster, database)

@@ -1,7 +1,7 @@
 """Canonical events (``billing.events``) -> ClickHouse rows, column for column.
 
 Pure functions, no I/O, so the mapping is tested without a database and both writers (server and
-embedded) insert exactly the same values. Conventions, matching the DDL in ``sinks/ddl``:
+embedded) insert exactly the same values. Conventions, matching the tables of ``sinks/migrations``:
 
 - money stays ``Decimal`` with 6 fractional digits; :func:`billing.events.to_money` refuses a float
   or a seventh digit instead of letting the driver truncate it silently;

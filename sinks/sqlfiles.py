@@ -1,16 +1,22 @@
-"""The SQL shipped with the sink: numbered DDL files and the documented analyst queries.
+"""The SQL shipped with the sink: numbered migrations and the documented analyst queries.
 
 SQL lives in ``.sql`` files rather than Python strings so analysts can read and run it as is
 (``billing sql "$(cat sinks/queries/top_accounts.sql)"`` after filling the parameters), and so the
-DDL reviewed in a pull request is exactly what runs.
+DDL reviewed in a pull request is exactly what runs. Running the migrations and recording them is
+``sinks.migrate``; this module only reads the files.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import NamedTuple
 
 _PACKAGE = resources.files("sinks")
+MIGRATION_FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
 class Statement(NamedTuple):
@@ -42,17 +48,51 @@ def split_statements(text: str) -> list[str]:
     return [statement for statement in statements if statement]
 
 
+class MigrationFileError(ValueError):
+    """The migrations directory is not a clean sequence ``001_name.sql``, ``002_name.sql`` ..."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered schema change: ``sinks/migrations/NNN_name.sql``, applied once, in order."""
+
+    version: int
+    name: str  # the file name, e.g. ``003_credit_purchases.sql``
+    checksum: str  # sha256 of the file (\n line ends): an applied file must never change
+    statements: tuple[Statement, ...]
+
+
+def load_migrations(directory: Traversable | None = None) -> list[Migration]:
+    """The migrations in ``directory`` (default ``sinks/migrations``), by version. Refuses a
+    ``.sql`` file not named ``NNN_name.sql``, two files with one number, and a gap (001, 003)."""
+    directory = _PACKAGE.joinpath("migrations") if directory is None else directory
+    migrations = []
+    for entry in sorted(directory.iterdir(), key=lambda entry: entry.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        match = MIGRATION_FILE.match(entry.name)
+        if match is None:
+            raise MigrationFileError(f"{entry.name}: a migration is named NNN_name.sql "
+                                     "(three digits, lower-case letters, digits and _)")
+        data = entry.read_bytes()
+        statements = tuple(
+            Statement(f"{entry.name}#{index}", sql)
+            for index, sql in enumerate(split_statements(data.decode("utf-8")), start=1))
+        if not statements:
+            raise MigrationFileError(f"{entry.name}: no SQL statement")
+        checksum = hashlib.sha256(data.replace(b"\r\n", b"\n")).hexdigest()
+        migrations.append(Migration(int(match[1]), entry.name, checksum, statements))
+    for expected, migration in enumerate(migrations, start=1):
+        if migration.version != expected:
+            raise MigrationFileError(
+                f"{migration.name}: expected version {expected:03d} here; migration versions "
+                "run 001, 002, ... without gaps or repeats")
+    return migrations
+
+
 def ddl_statements() -> list[Statement]:
-    """Every DDL statement, in file-name order (the numbers prefix the names) then file order."""
-    files = sorted(
-        (entry for entry in _PACKAGE.joinpath("ddl").iterdir() if entry.name.endswith(".sql")),
-        key=lambda entry: entry.name,
-    )
-    return [
-        Statement(f"{entry.name}#{index}", sql)
-        for entry in files
-        for index, sql in enumerate(split_statements(entry.read_text("utf-8")), start=1)
-    ]
+    """Every statement of every migration, in version order then file order."""
+    return [statement for migration in load_migrations() for statement in migration.statements]
 
 
 def query_names() -> list[str]:

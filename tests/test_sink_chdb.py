@@ -35,7 +35,7 @@ def writer(tmp_path: Path) -> Iterator[ClickHouseWriter]:
 
 
 def test_ddl_applies_twice_and_creates_every_table(writer: ClickHouseWriter) -> None:
-    assert writer.apply_ddl()  # second time: nothing to create, nothing fails
+    assert writer.apply_ddl().steps == []  # second time: every migration recorded, none runs
     tables = dict(writer.query(
         "SELECT name, engine FROM system.tables WHERE database = currentDatabase()"))
     assert tables == {
@@ -45,6 +45,7 @@ def test_ddl_applies_twice_and_creates_every_table(writer: ClickHouseWriter) -> 
         "spend_monthly": "SummingMergeTree", "credit_purchases_mv": "MaterializedView",
         "invoices_mv": "MaterializedView", "tier_history_mv": "MaterializedView",
         "spend_daily_mv": "MaterializedView", "spend_monthly_mv": "MaterializedView",
+        "schema_migrations": "MergeTree",
     }
 
 

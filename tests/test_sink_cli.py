@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sinks.cli import invoice_command, reconcile_command, sink_group, sql_command
+from sinks.sqlfiles import load_migrations
 from tests.test_sink_samples import chdb_with_tables, ledger_run, store
 
 
@@ -26,11 +27,14 @@ def invoke(command: object, chdb_dir: Path, *args: str) -> Result:
                               env={"BILLING_CLICKHOUSE_URL": f"chdb://{chdb_dir}"})
 
 
-def test_migrate_is_idempotent(tmp_path: Path) -> None:
-    for _ in range(2):
-        result = invoke(sink_group, tmp_path / "fresh", "migrate")
-        assert result.exit_code == 0, result.output
-        assert "applied 001_rated_usage.sql#1" in result.output
+def test_migrate_prints_what_it_applied_then_is_up_to_date(tmp_path: Path) -> None:
+    first = invoke(sink_group, tmp_path / "fresh", "migrate")
+    assert first.exit_code == 0, first.output
+    assert first.output.splitlines() == [f"applied {m.name}" for m in load_migrations()]
+    assert first.output.splitlines()[2] == "applied 003_credit_purchases.sql"
+    again = invoke(sink_group, tmp_path / "fresh", "migrate")
+    assert again.exit_code == 0, again.output
+    assert again.output.splitlines() == [f"up to date: {len(load_migrations())} migrations"]
 
 
 def test_sql_prints_a_table(chdb_dir: Path) -> None:

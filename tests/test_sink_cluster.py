@@ -1,4 +1,4 @@
-"""``billing sink migrate --cluster``: the DDL rendered for a replicated, sharded cluster.
+"""``billing sink migrate --cluster``: the migrations rendered for a replicated, sharded cluster.
 
 There is no ZooKeeper and no multi-server ClickHouse here, so these check the rendered SQL: it is
 the single-server schema with only names, ``ON CLUSTER`` and engines changed, every object the
@@ -20,11 +20,13 @@ from click.testing import CliRunner
 
 from sinks import cli
 from sinks.clickhouse import ClickHouseWriter, Rows, Sets
-from sinks.cluster import cluster_statements
-from sinks.sqlfiles import ddl_statements
+from sinks.cluster import cluster_statements, record_table_statement
+from sinks.migrate import RECORD_COLUMNS, RECORD_TABLE
+from sinks.sqlfiles import Statement, ddl_statements, load_migrations
 
 CLUSTER, DATABASE = "billing_cluster", "analytics"
 RENDERED = cluster_statements(CLUSTER, DATABASE)
+RECORD = record_table_statement(CLUSTER, DATABASE)
 PLAIN = ddl_statements()
 CREATED = re.compile(r"^CREATE (?:TABLE|MATERIALIZED VIEW|DATABASE) IF NOT EXISTS (\S+) "
                      rf"ON CLUSTER {CLUSTER}\b")
@@ -91,6 +93,12 @@ def test_names_that_are_not_plain_identifiers_are_refused() -> None:
         cluster_statements(CLUSTER, "my-db")
 
 
+def test_a_migration_the_renderer_does_not_know_is_refused() -> None:
+    alter = Statement("008_region.sql#1", "ALTER TABLE rated_usage ADD COLUMN region String")
+    with pytest.raises(ValueError, match=r"008_region\.sql#1: not a CREATE TABLE"):
+        cluster_statements(CLUSTER, DATABASE, [*PLAIN, alter])
+
+
 def test_every_statement_parses() -> None:
     """EXPLAIN AST parses without executing (no cluster here). In a child process, because chdb
     allows one data directory per process and other tests hold one open."""
@@ -98,22 +106,34 @@ def test_every_statement_parses() -> None:
                "for sql in json.load(sys.stdin):\n"
                "    chdb.query('EXPLAIN AST ' + sql, 'CSV')\n")
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                            input=json.dumps([s.sql for s in RENDERED]), timeout=120)
+                            input=json.dumps([s.sql for s in [*RENDERED, RECORD]]),
+                            timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+def test_the_record_of_migrations_is_one_replicated_table_on_every_server() -> None:
+    assert RECORD.sql.startswith(f"CREATE TABLE IF NOT EXISTS {DATABASE}.{RECORD_TABLE} "
+                                 f"ON CLUSTER {CLUSTER}")
+    path = f"'/clickhouse/tables/all/{DATABASE}.{RECORD_TABLE}', '{{replica}}'"  # not {shard}
+    assert f"ENGINE = ReplicatedMergeTree({path})" in RECORD.sql
+
+
 class RecordingWriter(ClickHouseWriter):
-    """Records the statements it is asked to run."""
+    """Records the statements it is asked to run and the rows inserted; a fresh cluster (no
+    table, nothing recorded)."""
 
     def __init__(self) -> None:
         self.executed: list[str] = []
+        self.inserted: list[tuple[str, Sequence[str], Sequence[Any]]] = []
 
     def query_with_names(self, sql: str, params: Mapping[str, Any] | None = None, *,
                          sets: Sets | None = None) -> tuple[list[str], Rows]:
-        raise AssertionError("migrate does not query")
+        assert RECORD_TABLE in sql or "system.tables" in sql, sql
+        return [], []
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
-        raise AssertionError("migrate does not insert")
+        self.inserted += [(table, columns, row) for row in rows]
+        return len(rows)
 
     def execute(self, sql: str) -> None:
         self.executed.append(sql)
@@ -132,8 +152,12 @@ def test_migrate_cluster_runs_the_rendered_ddl_on_the_configured_database(
     result = CliRunner().invoke(cli.sink_group, ["migrate", "--cluster", CLUSTER], env={
         "BILLING_CLICKHOUSE_URL": f"clickhouse://ch-1.internal:9000/{DATABASE}"})
     assert result.exit_code == 0, result.output
-    assert writer.executed == ["local database", *(s.sql for s in RENDERED)]
-    assert result.output.splitlines() == [f"applied {s.name}" for s in RENDERED]
+    assert writer.executed == ["local database", RENDERED[0].sql, RECORD.sql,
+                               *(s.sql for s in RENDERED[1:])]
+    migrations = load_migrations()
+    assert [(table, columns, row[:3]) for table, columns, row in writer.inserted] == [
+        (RECORD_TABLE, RECORD_COLUMNS, (m.version, m.name, m.checksum)) for m in migrations]
+    assert result.output.splitlines() == [f"applied {m.name}" for m in migrations]
 
 
 def test_migrate_cluster_needs_a_server() -> None:
