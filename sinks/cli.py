@@ -19,17 +19,23 @@ from typing import Any
 import click
 from prometheus_client import CollectorRegistry
 
-from billing.events import ZERO
 from runtime.logs import install_repeat_filter
 from runtime.metrics import metrics_endpoint, metrics_options, new_registry
 from runtime.settings import Settings, SettingsError, load_settings
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter, open_writer
 from sinks.cluster import cluster_layout
-from sinks.display import format_table, format_value
+from sinks.display import (
+    exact_sum,
+    format_csv,
+    format_json_lines,
+    format_money_value,
+    format_table,
+    format_value,
+)
 from sinks.metrics import SinkMetrics
 from sinks.reconcile import load_events, load_snapshots, reconcile
 from sinks.sink import GROUP_ID, SinkConfig, SinkStats, build_sink
-from sinks.sqlfiles import load_query, query_names
+from sinks.sqlfiles import load_query, query_info, query_names, query_params
 
 PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 METRICS_PORT_VARIABLE = "BILLING_SINK_METRICS_PORT"
@@ -65,7 +71,9 @@ def _params(pairs: tuple[str, ...]) -> dict[str, Any]:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{pair!r} is not name=value", param_hint="--param")
-        params[name] = int(value) if value.isdigit() else value
+        if name in params:
+            raise click.BadParameter(f"{name!r} is given twice", param_hint="--param")
+        params[name] = int(value) if value.isascii() and value.isdigit() else value
     return params
 
 
@@ -149,43 +157,174 @@ def _run_sink(settings: Settings, config: SinkConfig, progress_seconds: float,
     progress(sink.stats, {})
 
 
-@click.command("sql")
-@click.argument("sql", required=False)
-@click.option("--query", "query_name", type=click.Choice(query_names()),
-              help="Run a documented query from sinks/queries instead of SQL.")
+# A FORMAT clause ends a statement (optionally followed by SETTINGS); literals and comments are
+# blanked out first, so a string or a column called "format" does not count.
+_LITERALS_AND_COMMENTS = re.compile(
+    r"""'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|`(?:[^`\\]|\\.|``)*`|--[^\n]*|/\*.*?\*/""",
+    re.DOTALL)
+_FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+[A-Za-z_]\w*\s*(?:\bSETTINGS\b.*)?;?\s*$",
+                            re.IGNORECASE | re.DOTALL)
+_QUERY_NAME = re.compile(r"[A-Za-z_]\w*")
+OUTPUT_FORMATS = ("table", "csv", "json")
+
+
+class SqlUsageError(click.ClickException):
+    """A usage error of `billing sql` (parameters, query name, FORMAT clause): one line, exit 2."""
+
+    exit_code = 2
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@contextmanager
+def _query_errors(settings: Settings) -> Iterator[None]:
+    """For ``sql`` and ``invoice``: a ClickHouse error (server or chdb) is one line with the
+    server's message and exit 1, never a traceback."""
+    try:
+        yield
+    except ClickHouseError as error:
+        raise click.ClickException(
+            _one_line(f"ClickHouse at {settings.clickhouse_url}: {error}")) from None
+    except click.ClickException as error:  # from _writer: opening or the DDL failed
+        error.message = _one_line(error.message)
+        raise
+
+
+def _has_format_clause(sql: str) -> bool:
+    return bool(_FORMAT_CLAUSE.search(_LITERALS_AND_COMMENTS.sub(" ", sql)))
+
+
+def _check_params(sql: str, params: dict[str, Any], what: str) -> None:
+    """Every placeholder of ``sql`` is given and every given parameter is used (exit 2)."""
+    needed = query_params(sql)
+    listed = ", ".join(needed) if needed else "none"
+    for name in needed:
+        if name not in params:
+            raise SqlUsageError(f"{what} needs -p {name}=VALUE (its parameters: {listed})")
+    for name in params:
+        if name not in needed:
+            raise SqlUsageError(f"{what} has no parameter {name!r} (its parameters: {listed})")
+    if params:
+        try:
+            sql % dict.fromkeys(params, "")
+        except (ValueError, TypeError) as error:
+            raise SqlUsageError(f"{what}: with -p parameters a literal % must be written %% "
+                                 f"({error})") from None
+
+
+def _sql_text(text: str | None, query_name: str | None) -> tuple[str, str]:
+    """(SQL, how error messages name it) from ``QUERY`` or ``--query NAME``."""
+    if (text is None) == (query_name is None):
+        raise click.UsageError("give a documented query's name or SQL (QUERY), or --query NAME")
+    name = query_name or (text if text in query_names() else None)
+    if name is not None:
+        return load_query(name), f"query {name}"
+    assert text is not None
+    if _QUERY_NAME.fullmatch(text.strip()):
+        raise SqlUsageError(f"no documented query {text.strip()!r}; known: "
+                             f"{', '.join(query_names())} (see billing sql --help)")
+    if _has_format_clause(text):
+        raise SqlUsageError("remove the FORMAT clause: billing sql chooses the output format; "
+                             "use --format table|csv|json")
+    return text.strip().removesuffix(";"), "the SQL"
+
+
+def _print_result(names: list[str], rows: list[tuple[Any, ...]], output_format: str) -> None:
+    if output_format == "csv":
+        click.echo(format_csv(names, rows), nl=False)
+    elif output_format == "json":
+        for line in format_json_lines(names, rows):
+            click.echo(line)
+    else:
+        click.echo(format_table(names, rows))
+
+
+class _SqlCommand(click.Command):
+    """``billing sql``, whose help ends with the documented queries and their parameters."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        queries = [query_info(name) for name in query_names()]
+        with formatter.section("Documented queries (QUERY; each parameter as -p NAME=VALUE)"):
+            formatter.write_dl([
+                (info.name, f"{info.description} Parameters: {', '.join(info.params) or 'none'}.")
+                for info in queries])
+
+
+@click.command("sql", cls=_SqlCommand)
+@click.argument("text", metavar="[QUERY]", required=False)
+@click.option("--query", "query_name", type=click.Choice(query_names()), metavar="NAME",
+              help="Run the documented query NAME (the same as giving NAME as QUERY).")
 @click.option("--param", "-p", "pairs", multiple=True, metavar="NAME=VALUE",
-              help="Fill %(NAME)s in the query; repeatable.")
-def sql_command(sql: str | None, query_name: str | None, pairs: tuple[str, ...]) -> None:
-    """Run SQL (or a documented query) on ClickHouse and print the result as a table."""
-    if (sql is None) == (query_name is None):
-        raise click.UsageError("give either SQL or --query NAME")
-    text = load_query(query_name) if query_name else sql
+              help="Fill %(NAME)s in the query; repeatable. A value of ASCII digits only is "
+                   "passed as a number (LIMIT), anything else as a string.")
+@click.option("--format", "output_format", type=click.Choice(OUTPUT_FORMATS), default="table",
+              show_default=True,
+              help="table: aligned columns; csv: RFC 4180 with a header line; json: JSON lines, "
+                   "one object per row. CSV and JSON: money as exact decimal strings, times "
+                   "ISO-8601 UTC with Z, never a float.")
+def sql_command(text: str | None, query_name: str | None, pairs: tuple[str, ...],
+                output_format: str) -> None:
+    """Run a documented query (QUERY is its name) or SQL (QUERY is a SELECT) on ClickHouse.
+
+    Every %(NAME)s in the query needs -p NAME=VALUE, and every -p must be used. The SQL must not
+    end with a FORMAT clause: choose the output with --format. Exit 2 on a usage error (a
+    missing or unknown parameter), 1 when ClickHouse refuses the query.
+    """
+    sql, what = _sql_text(text, query_name)
     params = _params(pairs)
+    _check_params(sql, params, what)
     settings = load_settings()
-    with _writer(settings) as writer, _clean_errors(settings):
-        names, rows = writer.query_with_names(text, params or None)
-    click.echo(format_table(names, rows))
+    with _query_errors(settings), _writer(settings) as writer:
+        names, rows = writer.query_with_names(sql, params or None)
+    _print_result(names, rows, output_format)
+
+
+INVOICE_SECTIONS = (
+    ("Usage charged to the month (per product)", "invoice_lines"),
+    ("Quantities (per product and meter)", "invoice_quantities"),
+    ("Credits and payments applied during the month", "invoice_credits"),
+    ("Invoice", "invoice_issued"),
+)
 
 
 @click.command("invoice")
 @click.argument("account_id")
 @click.argument("period", callback=_period)
-def invoice_command(account_id: str, period: str) -> None:
-    """Print an account's month: usage per product with cost, credits applied, the invoice."""
+@click.option("--exact", is_flag=True,
+              help="Money as stored, to the micro-dollar (6 decimals), instead of dollars "
+                   "rounded to the cent.")
+def invoice_command(account_id: str, period: str, exact: bool) -> None:
+    """Print an account's month: usage per product with cost, credits applied, the invoice.
+
+    Money is shown in dollars rounded to the cent (half to even; display only, the stored
+    values are exact) unless --exact; the usage total is summed from the exact costs. Exit 1
+    for an account ClickHouse has no rows for; a known account with nothing in the month is
+    said so, exit 0.
+    """
     params = {"account_id": account_id, "period": period}
-    with _writer(load_settings()) as writer:
-        sections = [(title, *writer.query_with_names(load_query(name), params)) for title, name in (
-            ("Usage charged to the month (per product)", "invoice_lines"),
-            ("Quantities (per product and meter)", "invoice_quantities"),
-            ("Credits and payments applied during the month", "invoice_credits"),
-            ("Invoice", "invoice_issued"),
-        )]
+    settings = load_settings()
+    with _query_errors(settings), _writer(settings) as writer:
+        sections = [(title, *writer.query_with_names(load_query(name), params))
+                    for title, name in INVOICE_SECTIONS]
+        known = any(rows for _, _, rows in sections) or bool(
+            writer.query(load_query("account_activity"), {"account_id": account_id}))
+    if not known:
+        raise click.ClickException(f"no such account: {account_id}")
     click.echo(f"Account {account_id}, {period}\n")
+    if not any(rows for _, _, rows in sections):
+        click.echo(f"Nothing in {period}: no usage charged, no credits or payments applied, "
+                   "no invoice.")
+        return
+    cell = format_value if exact else format_money_value
     for title, names, rows in sections:
-        click.echo(f"{title}\n{format_table(names, rows)}\n")
+        body = format_table(names, rows, cell) if rows else "none"
+        click.echo(f"{title}\n{body}\n")
     _, line_names, lines = sections[0]
-    usage_total = sum((line[line_names.index("cost")] for line in lines), start=ZERO)
-    click.echo(f"Usage total: {format_value(usage_total)}")
+    usage_total = exact_sum(line[line_names.index("cost")] for line in lines)
+    click.echo(f"Usage total: {cell(usage_total)}")
 
 
 @click.command("reconcile")

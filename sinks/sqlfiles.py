@@ -18,6 +18,9 @@ from typing import NamedTuple
 _PACKAGE = resources.files("sinks")
 MIGRATION_FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
+# A ``%(name)s`` placeholder, as clickhouse-driver fills them (``%%`` is a literal ``%``).
+_PLACEHOLDER = re.compile(r"%(?:%|\((\w+)\)s)")
+
 
 class Statement(NamedTuple):
     """One SQL statement and where it came from (``file#n``, for logs and error messages)."""
@@ -106,8 +109,35 @@ def query_names() -> list[str]:
 
 def load_query(name: str) -> str:
     """The analyst query ``name`` as one statement with ``%(param)s`` placeholders."""
+    (statement,) = split_statements(load_query_file(name))
+    return statement
+
+
+class QueryInfo(NamedTuple):
+    """A documented query as ``billing sql --help`` lists it."""
+
+    name: str
+    description: str  # the file's first comment line
+    params: list[str]  # its placeholders, in order of first use
+
+
+def query_params(sql: str) -> list[str]:
+    """The ``%(name)s`` placeholders of ``sql``, each once, in order of first use."""
+    names = (match.group(1) for match in _PLACEHOLDER.finditer(sql))
+    return list(dict.fromkeys(name for name in names if name))
+
+
+def query_info(name: str) -> QueryInfo:
+    """Name, one-line description (first ``--`` line of the file) and parameters of a query."""
+    text = load_query_file(name)
+    description = next((line.strip().removeprefix("--").strip() for line in text.splitlines()
+                        if line.strip().startswith("--")), "")
+    return QueryInfo(name, description, query_params(load_query(name)))
+
+
+def load_query_file(name: str) -> str:
+    """The whole file of the analyst query ``name``, comments included."""
     entry = _PACKAGE.joinpath("queries", f"{name}.sql")
     if not entry.is_file():
         raise KeyError(f"no query {name!r}; known: {', '.join(query_names())}")
-    (statement,) = split_statements(entry.read_text("utf-8"))
-    return statement
+    return entry.read_text("utf-8")

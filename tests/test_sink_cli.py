@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sinks.cli import invoice_command, reconcile_command, sink_group, sql_command
+from sinks.display import exact_decimal, format_money
 from sinks.sqlfiles import load_migrations
 from tests.test_sink_samples import chdb_with_tables, ledger_run, store
 
@@ -62,8 +63,12 @@ def test_invoice_prints_lines_credits_and_the_invoice(chdb_dir: Path) -> None:
     invoice = next(e for e in ledger_run().outputs if e["type"] == "invoice_issued")
     result = invoke(invoice_command, chdb_dir, invoice["account_id"], invoice["period"])
     assert result.exit_code == 0, result.output
-    assert invoice["invoice_id"] in result.output and str(invoice["amount"]) in result.output
-    assert "Usage charged to the month" in result.output and "Usage total:" in result.output
+    assert invoice["invoice_id"] in result.output
+    assert format_money(invoice["amount"]) in result.output  # dollars to the cent
+    assert "Usage charged to the month" in result.output and "Usage total: $" in result.output
+    exact = invoke(invoice_command, chdb_dir, invoice["account_id"], invoice["period"], "--exact")
+    assert exact.exit_code == 0, exact.output
+    assert exact_decimal(invoice["amount"]) in exact.output and "$" not in exact.output
 
 
 def test_invoice_rejects_a_bad_period(chdb_dir: Path) -> None:

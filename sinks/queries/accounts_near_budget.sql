@@ -1,4 +1,4 @@
--- Accounts whose spend in a billed month has reached percent% of their monthly budget.
+-- Accounts whose spend in a billed month has reached percent % of their monthly budget.
 -- Params: period (YYYY-MM), percent (a number, e.g. 80).
 -- The budget is the latest snapshot's (account_state_events, largest Kafka offset per account:
 -- every budget change emits an event). The spend comes from rated_usage FINAL, because usage emits

@@ -1,5 +1,6 @@
--- Credits and payments applied to one account during one calendar month (UTC), and how each was
--- split between what was owed and new credit. Params: account_id, period (YYYY-MM).
+-- Credits and payments applied to one account in one calendar month (UTC), with their split.
+-- Params: account_id, period (YYYY-MM).
+-- The split: how much of each went to what was owed and how much became new credit.
 SELECT
     timestamp,
     payment_id,

@@ -1,6 +1,7 @@
 -- Invoice lines: usage of one account charged to one month, per product.
--- Params: account_id, period (YYYY-MM). Billed month, not event month: late usage appears on the
--- month that was open when it arrived, as on the invoice. Exact money: rated_usage FINAL.
+-- Params: account_id, period (YYYY-MM).
+-- Billed month, not event month: late usage appears on the month that was open when it arrived,
+-- as on the invoice. Exact money: rated_usage FINAL.
 SELECT
     product,
     count() AS events,

@@ -1,5 +1,6 @@
--- Usage served while the account was paused or suspended (charged all the same), per account and
--- product, in one billed month. Params: period (YYYY-MM).
+-- Usage served while paused or suspended, per account and product, in one billed month.
+-- Params: period (YYYY-MM).
+-- Such usage was served by the gateway in flight and is charged all the same.
 SELECT
     account_id,
     product,

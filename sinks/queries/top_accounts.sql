@@ -1,4 +1,5 @@
--- The accounts that spent most in one billed month. Params: period (YYYY-MM), limit (a number).
+-- The accounts that spent most in one billed month.
+-- Params: period (YYYY-MM), limit (a number).
 SELECT
     account_id,
     any(billing_model) AS billing_model,
