@@ -28,6 +28,7 @@ TOPIC_KINDS = (
     "account_state",
     "dead_letter",
     "usage_rated",
+    "account_status",
 )
 
 # Evolution policy: what ``<kind>.avsc`` must keep with ``previous/<kind>.avsc`` (Confluent's names,
@@ -43,6 +44,7 @@ COMPATIBILITY = {
     "account_state": "FULL",
     "dead_letter": "FULL",
     "usage_rated": "FULL",
+    "account_status": "FULL",
 }
 
 

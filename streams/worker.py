@@ -38,8 +38,16 @@ from aiokafka.partitioner import murmur2
 from faust.types import TP, EventT
 
 from billing.account_record import AccountEntry, dump_entry, load_entry
+from billing.account_status import status_record
 from billing.events import TOPIC_OF_TYPE, InvalidEvent
-from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, LedgerFault, Transition, from_millis
+from billing.ledger import (
+    WATERMARK_CAUSE_PREFIX,
+    Ledger,
+    LedgerFault,
+    Transition,
+    from_millis,
+    snapshot,
+)
 from billing.ledger import to_millis as millis_of
 from billing.merge import KIND_RANK, EventTimeMerger
 from billing.seen_ids import BUCKET_MS
@@ -95,7 +103,7 @@ def _load_watermark(stored: bytes) -> Watermark:
 class _Batch:
     """What one release of a partition has changed so far, handed to the commit queue at its end."""
 
-    __slots__ = ("clock", "clock_key", "outputs", "partition", "states")
+    __slots__ = ("before", "clock", "clock_key", "outputs", "partition", "states", "updated_at")
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
@@ -103,6 +111,16 @@ class _Batch:
         self.clock_key = f"partition-{partition}".encode()
         self.clock: Watermark | None = None
         self.outputs: list[Awaitable[Any]] = []  # delivery futures
+        # Each touched account's snapshot before the batch (None: opened in it), and the event
+        # time of the last input applied to it: its account-status record is written at the end
+        # of the batch if the snapshot changed.
+        self.before: dict[bytes, dict[str, Any] | None] = {}
+        self.updated_at: dict[bytes, datetime] = {}
+
+    def touch(self, key: bytes, entry: AccountEntry | None) -> None:
+        """Remember the account's snapshot as the batch found it (first touch only)."""
+        if key not in self.before:
+            self.before[key] = None if entry is None else snapshot(entry.state)
 
 
 class LedgerWorker:
@@ -150,6 +168,7 @@ class LedgerWorker:
         self.inputs = self.app.topic(*topics.inputs, key_serializer="raw",
                                      value_serializer="raw")
         self.account_state = self.app.topic(topics.account_state)
+        self.account_status = self.app.topic(topics.account_status)
         self.usage_rated = self.app.topic(topics.usage_rated)
         self.dead_letter = self.app.topic(topics.dead_letter)
         self.control = self.app.topic(topics.control)
@@ -353,6 +372,7 @@ class LedgerWorker:
         batch = _Batch(partition)
         for event, canonical, repeat in released:
             await self._apply(event, canonical, batch, repeat)
+        await self._publish_statuses(batch)
         pending = PendingBatch(partition, [event for event, _, _ in released], batch.outputs)
         live: list[tuple[Any, bytes, Any]] = []
         for key, entry in batch.states.items():
@@ -458,6 +478,7 @@ class LedgerWorker:
             return
         key = canonical["account_id"].encode()
         entry = self._entry(key, batch)
+        batch.touch(key, entry)
         kind, offset = self.kind_of_topic[event.message.topic], event.message.offset
         if entry is not None and entry.input_offsets.get(kind, -1) >= offset:
             # Delivered again (its offset is in the state): it changes nothing and emits
@@ -483,6 +504,7 @@ class LedgerWorker:
         entry.state = transition.state
         entry.input_offsets[kind] = offset
         batch.states[key] = entry
+        batch.updated_at[key] = canonical["timestamp"]
         if transition.duplicate:  # a copy by event_id, or a retried payment: written again too
             self.metrics.duplicate()
             return
@@ -504,6 +526,21 @@ class LedgerWorker:
                 key=key, force=True,
                 value=self.codec.encode("usage_rated", transition.rated_usage)))
 
+    async def _publish_statuses(self, batch: _Batch) -> None:
+        """Write the account-status record of every account whose snapshot the batch changed,
+        once per account (billing rules section 6): balances included, so a gateway sees usage
+        between state changes. Its version is the sum of the input offsets the state includes,
+        which grows with every input applied to the account and is the same when a batch is
+        applied again after a crash."""
+        for key, entry in batch.states.items():
+            current = snapshot(entry.state)
+            if current == batch.before.get(key):
+                continue
+            updated_at = batch.updated_at.get(key) or from_millis(entry.state.last_event_ms)
+            record = status_record(current, updated_at, sum(entry.input_offsets.values()))
+            batch.outputs.append(await self.account_status.send(
+                key=key, value=self.codec.encode("account_status", record), force=True))
+
     async def _close_partition(self, batch: _Batch, period: str, cause_event_id: str,
                                timestamp: datetime, offset: int) -> None:
         """A broadcast close at control ``offset``: close ``period`` for every account this
@@ -522,6 +559,7 @@ class LedgerWorker:
             entry = self._entry(key, batch)
             if entry is None:
                 continue
+            batch.touch(key, entry)
             if entry.input_offsets.get("control", -1) >= offset:
                 batch.states[key] = entry  # delivered again: rewrite, emit nothing
                 continue
@@ -532,6 +570,7 @@ class LedgerWorker:
             entry.state = transition.state
             entry.input_offsets["control"] = offset
             batch.states[key] = entry
+            batch.updated_at[key] = timestamp
             await self._publish(key, transition, batch)
 
     # -- the watermark -------------------------------------------------------------------
