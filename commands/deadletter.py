@@ -1,21 +1,13 @@
-"""Dead letters: what the pipeline could not process, kept so it can be fixed and replayed.
+"""``billing deadletter list | redrive``: inspect what the pipeline could not process, and send it
+again once the cause is fixed.
 
-A worker that rejects an input (malformed Avro, a negative quantity, an unknown product, an account
-never opened, a message larger than ``BILLING_MAX_MESSAGE_BYTES``) publishes
-:func:`make_dead_letter` to the dead-letter topic, keyed by :func:`dead_letter_key`, and goes on.
-``billing deadletter list`` shows them; once the cause is fixed (a product added to the price book,
-an ``account_opened`` sent) ``billing deadletter redrive`` publishes the original bytes back to the
-original topic and partition, so they are processed as if they had just arrived. Redriving an event
-that meanwhile succeeded is harmless: the pipeline drops it as a duplicate ``event_id`` (within the
-dedup horizon).
-
-Size. No input may make its dead letter too large to send (a send that fails would stop the worker
-on every restart). A dead letter keeps the original key and value byte for byte up to the maximum
-message size (never more than :data:`INLINE_CEILING`); past it, only their first
-:data:`PREFIX_BYTES`, with their full length and SHA-256, and redrive fetches the whole message
-from its topic, partition and offset while Kafka retains it. Reason, field and worker texts are
-cut to a few KiB. So a dead letter is at most about ``2 * INLINE_CEILING`` + 8 KiB, well under
-Kafka's default 1 MB message limit, whatever the input.
+A worker that rejects an input publishes a dead letter (``runtime/dead_letters.py``: the original
+bytes, or past the size limit a prefix with their size and sha256, and the source topic,
+partition and offset). ``billing deadletter list`` shows them; once the cause is fixed (a product
+added to the price book, an ``account_opened`` sent) ``billing deadletter redrive`` publishes the
+original bytes back to the original topic and partition, fetching a truncated letter's original
+from its source offset while Kafka retains it, so they are processed as if they had just arrived.
+Redriving an event that meanwhile succeeded is harmless: the pipeline drops it as a copy.
 """
 
 from __future__ import annotations

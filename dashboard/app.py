@@ -25,10 +25,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from billing.events import dumps
-from dashboard.auth import COOKIE_NAME, QUERY_PARAMETER, TokenCheck, is_loopback
 from dashboard.data import AccountView, DashboardData, DashboardDataError, Totals
 from dashboard.pages import render_account, render_home, render_message, render_not_found
 from runtime.logfmt import log_event
+from runtime.web_auth import COOKIE_NAME, QUERY_PARAMETER, TokenCheck, is_loopback
 from sinks.clickhouse import ClickHouseError
 
 log = logging.getLogger("dashboard")

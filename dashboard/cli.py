@@ -2,7 +2,7 @@
 
 Everything that can be wrong is checked before the port opens, so a bad start fails at once
 with a message naming what to fix: the token when the address is not loopback
-(``dashboard.auth``), a ``chdb://`` directory that does not exist (opening it would create an
+(``runtime.web_auth``), a ``chdb://`` directory that does not exist (opening it would create an
 empty one), and tables that are not there.
 """
 
@@ -15,11 +15,11 @@ import click
 from aiohttp import web
 
 from dashboard.app import AccessLog, build_app
-from dashboard.auth import load_token
 from dashboard.data import DashboardData, DashboardDataError
 from runtime.clickhouse import server_target
 from runtime.logfmt import log_event
 from runtime.settings import Settings, SettingsError, load_settings
+from runtime.web_auth import load_token
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter, chdb_directory, open_writer
 
 log = logging.getLogger("dashboard")

@@ -52,17 +52,19 @@ class WorkerProcess:
     """
 
     def __init__(self, settings: Settings, app_id: str, log_path: Path,
-                 store: str = "memory://", module: str = "commands.cli") -> None:
-        """``module`` is the one run with ``python -m MODULE worker`` (tests wrap the CLI)."""
+                 store: str = "memory://", module: str = "commands.cli",
+                 env: dict[str, str] | None = None) -> None:
+        """``module`` is the one run with ``python -m MODULE worker`` (tests wrap the CLI);
+        ``env``: more variables for the worker (its web port, say)."""
         self.settings, self.app_id, self.log_path, self.store = settings, app_id, log_path, store
-        self.module = module
+        self.module, self.env = module, env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.stuck_restarts = 0
 
     def start(self) -> WorkerProcess:
         env = {**os.environ, **self.settings.to_env(), "BILLING_APP_ID": self.app_id,
                "BILLING_TABLE_STORE": self.store, "BILLING_SESSION_TIMEOUT": "10",
-               "BILLING_STUCK_SECONDS": "60"}
+               "BILLING_STUCK_SECONDS": "60", **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module, "worker", "--loglevel", "info"],

@@ -18,8 +18,10 @@ from runtime.logs import install_repeat_filter
 from runtime.metrics import metrics_endpoint, metrics_options, new_registry
 from runtime.rules_files import load_config, load_pricebook
 from runtime.settings import load_settings
+from runtime.web_auth import load_token
 from streams.metrics import WorkerMetrics
 from streams.preflight import BrokerUnavailable, preflight, unknown_variable_warnings
+from streams.web import TOKEN_VARIABLE as WEB_TOKEN_VARIABLE
 from streams.worker import EXIT_STUCK, LedgerWorker, WorkerOptions
 
 METRICS_PORT_VARIABLE = "BILLING_WORKER_METRICS_PORT"
@@ -60,7 +62,12 @@ def _worker_class() -> type:
 @click.option("--session-timeout", envvar="BILLING_SESSION_TIMEOUT", default=30.0,
               show_default=True, help="Consumer group session timeout (s); lower in tests.")
 @click.option("--web-port", envvar="BILLING_WORKER_WEB_PORT", default=None, type=int,
-              help="Serve Faust's web/metrics endpoint on 127.0.0.1:PORT.")
+              help="Serve the account pages (/accounts/ID, /accounts/ID/may-send) and Faust's "
+                   "web endpoints on HOST:PORT.")
+@click.option("--web-host", envvar="BILLING_WORKER_WEB_HOST", default="127.0.0.1",
+              show_default=True,
+              help="Where the web server listens; not a loopback address: "
+                   f"{WEB_TOKEN_VARIABLE} (16+ characters) is required.")
 @click.option("--stuck-seconds", envvar="BILLING_STUCK_SECONDS", default=120.0,
               show_default=True, type=click.FloatRange(min=1.0),
               help="Exit with status 75 (for the supervisor to restart the worker) when it made "
@@ -72,8 +79,8 @@ def _worker_class() -> type:
 @metrics_options(METRICS_PORT_VARIABLE)
 def worker_command(pricebook_path: str | None, config_path: str | None, store: str,
                    guarantee: str, session_timeout: float, web_port: int | None,
-                   stuck_seconds: float, app_id: str, loglevel: str, metrics_host: str,
-                   metrics_port: int) -> None:
+                   web_host: str, stuck_seconds: float, app_id: str, loglevel: str,
+                   metrics_host: str, metrics_port: int) -> None:
     """Run the ledger worker: input topics -> ledger -> billing.account-state."""
     # Errors of settings and configuration files end the command with exit status 2
     # (commands.cli.BillingGroup).
@@ -87,8 +94,11 @@ def worker_command(pricebook_path: str | None, config_path: str | None, store: s
         settings = preflight(settings, session_timeout, os.environ)
     except BrokerUnavailable as error:
         raise BrokerUnavailableError(str(error)) from None
+    web_token = None if web_port is None else load_token(
+        web_host, os.environ, WEB_TOKEN_VARIABLE, "the worker's web server")
     options = WorkerOptions(app_id=app_id, store=store, processing_guarantee=guarantee,
                             session_timeout=session_timeout, web_port=web_port,
+                            web_host=web_host, web_token=web_token,
                             stuck_seconds=stuck_seconds,
                             worker_name=f"{os.uname().nodename}:{os.getpid()}")
     registry = new_registry()

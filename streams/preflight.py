@@ -60,8 +60,8 @@ DEFAULT_SESSION_BOUNDS_MS = (6_000, 1_800_000)
 # Faust's broker_request_timeout (the worker keeps Faust's default): Faust refuses a session
 # timeout above it when the consumer starts, after the worker has begun starting up.
 FAUST_REQUEST_TIMEOUT = 90.0
-# Variables read outside settings and click options (dashboard/auth.py reads it from os.environ).
-OTHER_VARIABLES = frozenset({"BILLING_DASHBOARD_TOKEN"})
+# Variables read outside settings and click options (runtime/web_auth.py reads it from os.environ).
+OTHER_VARIABLES = frozenset({"BILLING_DASHBOARD_TOKEN", "BILLING_WORKER_WEB_TOKEN"})
 
 
 class BrokerUnavailable(RuntimeError):

@@ -55,6 +55,7 @@ from billing.watermark import Watermark
 from runtime.codecs import codec_for
 from runtime.dead_letters import REASON_BYTES, clip_text, dead_letter_key, make_dead_letter
 from runtime.settings import Settings, make_private
+from runtime.web_auth import is_loopback
 from schemas.codec import check_message_size
 from streams.commit import CommitQueue, CommitStalled, PendingBatch, TableWrite
 from streams.metrics import WorkerMetrics, received_lag
@@ -63,6 +64,7 @@ from streams.quirks.ack_offsets import commit_applied_offsets
 from streams.quirks.broker_reader import BrokerReader
 from streams.quirks.input_sequence import FilledEvent, InputSequence
 from streams.seen_table import TableSeenIds, account_of_key
+from streams.web import install_account_views
 
 log = logging.getLogger("billing.worker")
 
@@ -87,7 +89,9 @@ class WorkerOptions:
     session_timeout: float = 30.0
     producer_linger: float = 0.005  # seconds
     stuck_seconds: float = 120.0  # no progress for this long: exit EXIT_STUCK, to be restarted
-    web_port: int | None = None  # Faust's web server (metrics); None: disabled
+    web_port: int | None = None  # Faust's web server (account pages, metrics); None: disabled
+    web_host: str = "127.0.0.1"  # where it listens; not loopback: web_token is required
+    web_token: str | None = None
     worker_name: str = "worker"
 
 
@@ -155,7 +159,10 @@ class LedgerWorker:
             producer_max_batch_size=256 * 1024,
             web_enabled=options.web_port is not None,
             web_port=options.web_port or 6066,
-            web_bind="127.0.0.1",
+            web_bind=options.web_host,
+            # Table routing forwards a request to the owner's canonical URL: on loopback, that
+            # is the address the owner listens on (the host name may resolve elsewhere).
+            **({"web_host": options.web_host} if is_loopback(options.web_host) else {}),
             key_serializer="raw",
             value_serializer="raw",
             autodiscover=False,
@@ -181,6 +188,10 @@ class LedgerWorker:
                                          key_type=bytes, value_type=bytes)
         self.seen = TableSeenIds(lambda key: self._current(self.seen_table, key, bytes))
         self.ledger = ledger.with_seen(self.seen)
+        if options.web_port is not None:
+            install_account_views(self.app, self.accounts,
+                                  lambda key: self._current(self.accounts, key, load_entry),
+                                  options.web_token)
         self.merger = EventTimeMerger(tuple(self.kind_of_topic), {
             topic: KIND_RANK[kind] for topic, kind in self.kind_of_topic.items()})
         self.reader = BrokerReader(settings, options.app_id,

@@ -22,11 +22,11 @@ import pytest
 from click.testing import CliRunner
 
 from commands.cli import main
-from dashboard.auth import COOKIE_NAME, TOKEN_VARIABLE, is_loopback, load_token
 from dashboard.data import DashboardData, daily_series
 from dashboard.pages import account_href, status_badge
 from dashboard.report import dollars
 from runtime.settings import SettingsError
+from runtime.web_auth import COOKIE_NAME, TOKEN_VARIABLE, is_loopback, load_token
 from tests.dashboard_support import (
     ODD_ACCOUNT,
     ODD_NET_BALANCE,

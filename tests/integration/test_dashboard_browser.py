@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageStat
 
-from dashboard.auth import TOKEN_VARIABLE
 from dashboard.pages import account_href
 from dashboard.report import dollars
 from devkit.stack.install import apt_install
+from runtime.web_auth import TOKEN_VARIABLE
 from tests.dashboard_support import Expected, fetch, populate
 from tests.test_sink_samples import chdb_with_tables
 

@@ -153,11 +153,16 @@ def test_a_failed_payment_then_a_purchase_under_its_id_is_rejected(run, ev):
     assert run.snap()["lifetime_credits_purchased"] == money("0")
 
 
-def test_invoice_paid_with_a_known_payment_id_changes_nothing(run, ev):
+def invoiced(run, ev) -> str:
+    """A grandfathered account with July's $29 invoice open (its $1 free credit paid the rest)."""
     grandfathered_postpaid(run, ev)
     run(ev.usage("30", at="2025-07-10T00:00:00Z"))
     run(ev.close_period("2025-07", at="2025-08-01T02:00:00Z"))
-    invoice_id = next(iter(run.state().invoices))
+    return next(iter(run.state().invoices))
+
+
+def test_invoice_paid_with_a_known_payment_id_changes_nothing(run, ev):
+    invoice_id = invoiced(run, ev)
     paid = {**ev.invoice_paid(invoice_id, "10"), "payment_id": "pay-9"}
     applied = only(run(paid).outputs, "credits_applied")
     assert applied["payment_id"] == "pay-9"
@@ -168,10 +173,7 @@ def test_invoice_paid_with_a_known_payment_id_changes_nothing(run, ev):
 
 
 def test_invoice_paid_without_a_payment_id_is_keyed_by_its_event_id_only(run, ev):
-    grandfathered_postpaid(run, ev)
-    run(ev.usage("30", at="2025-07-10T00:00:00Z"))
-    run(ev.close_period("2025-07", at="2025-08-01T02:00:00Z"))
-    invoice_id = next(iter(run.state().invoices))
+    invoice_id = invoiced(run, ev)
     run(ev.invoice_paid(invoice_id, "10"))
     run(ev.invoice_paid(invoice_id, "10"))
     assert run.snap()["outstanding_balance"] == money("9")

@@ -1,4 +1,5 @@
-"""Who may read the dashboard: anyone on this machine by default, a token holder once exposed.
+"""Who may read a web endpoint (the dashboard, the worker's account pages): anyone on this machine
+by default, a token holder once exposed.
 
 The pages show every account's balances, so the rule is simple and checked at start:
 
@@ -40,20 +41,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def load_token(host: str, env: Mapping[str, str]) -> str | None:
+def load_token(host: str, env: Mapping[str, str], variable: str = TOKEN_VARIABLE,
+               what: str = "the dashboard") -> str | None:
     """The token to require, or None on loopback without one; fails fast on a missing or short
-    token, naming the variable."""
-    token = env.get(TOKEN_VARIABLE) or None
+    token, naming the variable (``variable``: the dashboard's, or the worker's web server's)."""
+    token = env.get(variable) or None
     if token is None:
         if is_loopback(host):
             return None
         raise SettingsError(
-            f"the dashboard would listen on {host}, which is not a loopback address: set "
-            f"{TOKEN_VARIABLE} (at least {MIN_TOKEN_LENGTH} characters, e.g. "
+            f"{what} would listen on {host}, which is not a loopback address: set "
+            f"{variable} (at least {MIN_TOKEN_LENGTH} characters, e.g. "
             "`python3 -c 'import secrets; print(secrets.token_urlsafe(24))'`) or use "
             "--host 127.0.0.1")
     if len(token) < MIN_TOKEN_LENGTH:
-        raise SettingsError(f"{TOKEN_VARIABLE} is {len(token)} characters long; use at least "
+        raise SettingsError(f"{variable} is {len(token)} characters long; use at least "
                             f"{MIN_TOKEN_LENGTH}")
     return token
 
