@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from devkit.stack import clickhouse
 from devkit.stack.clickhouse import ClickHouseServer
 from devkit.stack.kafka import KafkaServer, kafka_answers
-from runtime.clickhouse import clickhouse_answers
+from runtime.clickhouse import clickhouse_answers, is_managed, server_target
 from runtime.kafka_security import kafka_python_security
 from runtime.logfmt import log_event
 from runtime.settings import Settings, make_private, private_dir
@@ -60,7 +59,7 @@ def start_stack(
     make_private(settings.data_dir / "faust")
     kafka_server = KafkaServer(settings) if settings.uses_local_kafka else None
     ch_server = (
-        ClickHouseServer(settings) if with_clickhouse and clickhouse.is_managed(settings) else None
+        ClickHouseServer(settings) if with_clickhouse and is_managed(settings) else None
     )
     for part in (kafka_server, ch_server):
         if part is not None and not part.is_running():
@@ -74,7 +73,7 @@ def start_stack(
         outcome["clickhouse"] = "skipped (--no-clickhouse)"
     elif ch_server is not None:
         started = ch_server.start(timeout)
-        target = clickhouse.server_target(settings)
+        target = server_target(settings)
         if target is not None:
             ch_server.ensure_database(target.database)
         log_event(log, "clickhouse.ready", version=ch_server.version(), **ch_server.ports)
@@ -118,8 +117,8 @@ def _kafka_status(settings: Settings) -> PartStatus:
 
 
 def _clickhouse_status(settings: Settings) -> PartStatus:
-    target = clickhouse.server_target(settings)
-    if target is not None and not clickhouse.is_managed(settings):
+    target = server_target(settings)
+    if target is not None and not is_managed(settings):
         return PartStatus(
             "clickhouse", "external", f"{target.host}:{target.port}", clickhouse_answers(target)
         )
