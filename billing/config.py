@@ -59,6 +59,7 @@ class BillingConfig:
     max_lateness: timedelta | None = None  # Stripe refuses 35 days; off by default (backfills)
     dedup_horizon: timedelta = timedelta(days=35)  # Stripe accepts 35 days back
     max_id_bytes: int = 256  # every id (event, account, payment, invoice ...), UTF-8 bytes
+    invoice_net_terms: timedelta = timedelta(days=15)  # an invoice is due this long after issue
     # tiers[0] is the no-payment-method tier, tiers[1] the first tier with one; the rest are
     # reached by qualifying amount, in increasing order.
     tiers: tuple[Tier, ...] = DEFAULT_TIERS
@@ -139,6 +140,7 @@ def _fail(message: str) -> str:
 
 KNOWN_KEYS = {"prepaid_cutover", "free_credit", "close_grace_seconds", "dedup_horizon_seconds",
               "future_tolerance_seconds", "max_lateness_seconds", "max_id_bytes",
+              "invoice_net_terms_days",
               "tiers", "enterprise", "no_payment_method_rpm"}
 
 
@@ -166,6 +168,10 @@ def config_from_mapping(data: dict[str, Any], source: str = "config") -> Billing
         options["max_lateness"] = _seconds(data["max_lateness_seconds"], "max_lateness_seconds")
     if "max_id_bytes" in data:
         options["max_id_bytes"] = _int(data["max_id_bytes"], "max_id_bytes")
+    if "invoice_net_terms_days" in data:
+        # a whole number of days >= 0 (0: due on the day of issue)
+        options["invoice_net_terms"] = 86_400 * _seconds(data["invoice_net_terms_days"],
+                                                         "invoice_net_terms_days")
     if "tiers" in data:
         if not isinstance(data["tiers"], list):
             raise ConfigError(f"{source}: tiers must be a list")

@@ -103,8 +103,14 @@ OUTPUT_FIELDS: dict[str, dict[str, str]] = {
     "tier_changed": {"from_tier": "str?", "to_tier": "str"},  # from_tier null: account opened
     "rate_limits_changed": {"rpm_limit": "int", "tpm_limit": "int"},
     "budget_changed": {"monthly_budget": "money?", "reason": "str"},  # tier_default | customer
-    "invoice_issued": {"invoice_id": "str", "period": "period", "amount": "money"},
+    "invoice_issued": {"invoice_id": "str", "period": "period", "amount": "money",
+                       "due_date": "date?"},  # issue date + net terms; always set
     "command_rejected": {"reason": "str", "rejected_type": "str"},
+    # An invoice's unpaid amount changed: what this payment or purchase paid on it, what is left.
+    "invoice_settled": {"invoice_id": "str", "amount_paid": "money", "unpaid": "money",
+                        "status": "str",  # partially_paid | paid
+                        "payment_id": "str?",  # of the credits_purchased or invoice_paid
+                        "paid_by": "str"},  # credits_purchased | invoice_paid
 }
 OUTPUT_TYPES = tuple(OUTPUT_FIELDS)
 OUTPUT_COMMON_FIELDS = ("event_id", "account_id", "timestamp", "type", "cause_event_id", "snapshot")
@@ -499,6 +505,8 @@ def to_jsonable(value: Any) -> Any:
         return format_time(value)
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, date):
+        return value.isoformat()
     return value
 
 

@@ -501,7 +501,7 @@ class Ledger:
         amount: Decimal = event["amount"]
         state.lifetime_credits_purchased += amount
         to_outstanding = min(amount, state.outstanding_balance)
-        self._pay_outstanding(state, to_outstanding)
+        self._pay_outstanding(state, to_outstanding, event, cause, emitter)
         state.credit_balance += amount - to_outstanding
         if event["top_up_request_id"] is not None \
                 and event["top_up_request_id"] == state.pending_top_up_request_id:
@@ -512,10 +512,11 @@ class Ledger:
                      applied_to_outstanding=to_outstanding,
                      applied_to_credit=amount - to_outstanding)
 
-    @staticmethod
-    def _pay_outstanding(state: AccountState, amount: Decimal) -> None:
-        """Settle ``amount`` of the outstanding balance, oldest charge first: issued invoices,
-        then the unclosed months' charges. Both are keyed so that sorting is chronological."""
+    def _pay_outstanding(self, state: AccountState, amount: Decimal, event: dict[str, Any],
+                         cause: _Cause, emitter: _Emitter) -> None:
+        """Settle ``amount`` of the outstanding balance, oldest charge first: issued invoices
+        (each change an ``invoice_settled``), then the unclosed months' charges. Both are keyed
+        so that sorting is chronological."""
         state.outstanding_balance -= amount
         for owed in (state.invoices, state.month_unpaid):
             for key in sorted(owed):
@@ -523,10 +524,26 @@ class Ledger:
                     return
                 paid = min(amount, owed[key])
                 amount -= paid
-                if paid == owed[key]:
+                if owed is state.invoices:
+                    self._settle_invoice(state, key, paid, event, cause, emitter)
+                elif paid == owed[key]:
                     del owed[key]
                 else:
                     owed[key] -= paid
+
+    @staticmethod
+    def _settle_invoice(state: AccountState, invoice_id: str, paid: Decimal,
+                        event: dict[str, Any], cause: _Cause, emitter: _Emitter) -> None:
+        """``paid`` of an open invoice's unpaid amount is paid by ``event`` (a purchase or an
+        ``invoice_paid``): the invoice closes at zero; ``invoice_settled`` says what is left."""
+        unpaid = state.invoices[invoice_id] - paid
+        if unpaid:
+            state.invoices[invoice_id] = unpaid
+        else:
+            del state.invoices[invoice_id]
+        emitter.emit(*cause, "invoice_settled", invoice_id=invoice_id, amount_paid=paid,
+                     unpaid=unpaid, status="partially_paid" if unpaid else "paid",
+                     payment_id=event["payment_id"], paid_by=event["type"])
 
     def _payment_failed(self, state: AccountState, event: dict[str, Any], cause: _Cause,
                         emitter: _Emitter) -> None:
@@ -550,10 +567,7 @@ class Ledger:
             return
         if self._payment_conflict(state, event, cause, emitter):
             return
-        if amount == unpaid:
-            del state.invoices[invoice_id]
-        else:
-            state.invoices[invoice_id] = unpaid - amount
+        self._settle_invoice(state, invoice_id, amount, event, cause, emitter)
         state.outstanding_balance -= amount
         state.lifetime_invoice_payments += amount
         emitter.emit(*cause, "credits_applied", amount=amount, payment_id=event["payment_id"],
@@ -635,7 +649,7 @@ class Ledger:
             invoice_id = f"inv-{state.account_id}-{period}"
             state.invoices[invoice_id] = unpaid
             emitter.emit(*cause, "invoice_issued", invoice_id=invoice_id, period=period,
-                         amount=unpaid)
+                         amount=unpaid, due_date=(timestamp + self.config.invoice_net_terms).date())
         state.open_period = next_period(period)
         if state.current_period < state.open_period:
             state.current_period = state.open_period

@@ -39,6 +39,7 @@ SHARDING_KEY = "cityHash64(account_id)"
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)")
 _CREATE_VIEW = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)")
+_ADD_COLUMN = re.compile(r"^ALTER TABLE (\w+) ADD COLUMN (.+)$", re.S)
 _ENGINE = re.compile(r"\bENGINE = (\w*MergeTree)\b(?:\((.*?)\))?")
 
 
@@ -116,8 +117,16 @@ def cluster_statements(cluster: str, database: str,
             body = table_names.sub(rf"{database}.\1{LOCAL_SUFFIX}", statement.sql[view.end():])
             rendered.append(Statement(statement.name, "CREATE MATERIALIZED VIEW IF NOT EXISTS "
                                       f"{database}.{view[1]} ON CLUSTER {cluster}{body}"))
+        elif add := _ADD_COLUMN.match(statement.sql):
+            # A column goes on the replicated local table, then on the Distributed table over it.
+            for target in (add[1] + LOCAL_SUFFIX, add[1]):
+                rendered.append(Statement(
+                    statement.name if target == add[1] + LOCAL_SUFFIX
+                    else f"{statement.name}:distributed",
+                    f"ALTER TABLE {database}.{target} ON CLUSTER {cluster} ADD COLUMN {add[2]}"))
         else:
-            raise ValueError(f"{statement.name}: not a CREATE TABLE or MATERIALIZED VIEW")
+            raise ValueError(f"{statement.name}: not a CREATE TABLE, MATERIALIZED VIEW or "
+                             "ALTER TABLE ... ADD COLUMN")
     return rendered
 
 

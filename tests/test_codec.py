@@ -121,6 +121,7 @@ money = st.decimals(Decimal(0), MAX_MONEY, places=6)
 signed_money = st.decimals(-MAX_MONEY, MAX_MONEY, places=6)
 KIND_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "str": text,
+    "date": st.dates(),
     "money": money,
     "money>0": st.decimals(Decimal("0.000001"), MAX_MONEY, places=6),
     "time": times,

@@ -45,6 +45,7 @@ AVRO_OF_KIND: dict[str, Any] = {
     "money": MONEY, "money>0": MONEY, "time": TIME, "bool": "boolean", "int": "long",
     "requests": "long", "quantities": {"type": "map", "values": "long"},
     "list[str]": {"type": "array", "items": "string"},
+    "date": {"type": "int", "logicalType": "date"},
 }
 INPUT_COMMON = {"event_id": "str", "account_id": "str", "timestamp": "time"}
 
@@ -212,7 +213,7 @@ def test_output_records_match_events_py(event_type: str) -> None:
     assert_fields(record, kinds)
 
 
-def test_account_state_carries_the_eleven_output_types_and_a_snapshot() -> None:
+def test_account_state_carries_the_twelve_output_types_and_a_snapshot() -> None:
     branches = load_schema("account_state")
     assert [f"{NAMESPACE}.{b['name']}" for b in branches] == [record_name(t) for t in OUTPUT_FIELDS]
     by_name = record_by_name("account_state")

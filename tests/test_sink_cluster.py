@@ -25,9 +25,13 @@ from sinks.migrate import RECORD_COLUMNS, RECORD_TABLE
 from sinks.sqlfiles import Statement, ddl_statements, load_migrations
 
 CLUSTER, DATABASE = "billing_cluster", "analytics"
-RENDERED = cluster_statements(CLUSTER, DATABASE)
+ALL_RENDERED = cluster_statements(CLUSTER, DATABASE)
 RECORD = record_table_statement(CLUSTER, DATABASE)
-PLAIN = ddl_statements()
+ALL_PLAIN = ddl_statements()
+# What creates objects, and the changes to them (ALTER TABLE ... ADD COLUMN) apart.
+PLAIN = [statement for statement in ALL_PLAIN if statement.sql.startswith("CREATE")]
+RENDERED = [statement for statement in ALL_RENDERED if statement.sql.startswith("CREATE")]
+ALTERS = [statement for statement in ALL_RENDERED if statement.sql.startswith("ALTER")]
 CREATED = re.compile(r"^CREATE (?:TABLE|MATERIALIZED VIEW|DATABASE) IF NOT EXISTS (\S+) "
                      rf"ON CLUSTER {CLUSTER}\b")
 
@@ -94,9 +98,19 @@ def test_names_that_are_not_plain_identifiers_are_refused() -> None:
 
 
 def test_a_migration_the_renderer_does_not_know_is_refused() -> None:
-    alter = Statement("008_region.sql#1", "ALTER TABLE rated_usage ADD COLUMN region String")
-    with pytest.raises(ValueError, match=r"008_region\.sql#1: not a CREATE TABLE"):
-        cluster_statements(CLUSTER, DATABASE, [*PLAIN, alter])
+    drop = Statement("099_region.sql#1", "ALTER TABLE rated_usage DROP COLUMN region")
+    with pytest.raises(ValueError, match=r"099_region\.sql#1: not a CREATE TABLE, MATERIALIZED "
+                                         r"VIEW or ALTER TABLE \.\.\. ADD COLUMN"):
+        cluster_statements(CLUSTER, DATABASE, [*PLAIN, drop])
+
+
+def test_a_new_column_goes_on_the_local_table_then_on_its_distributed_table() -> None:
+    add = Statement("099_region.sql#1", "ALTER TABLE rated_usage ADD COLUMN region String")
+    rendered = cluster_statements(CLUSTER, DATABASE, [*PLAIN, add])[-2:]
+    assert [statement.sql for statement in rendered] == [
+        f"ALTER TABLE {DATABASE}.rated_usage_local ON CLUSTER {CLUSTER} ADD COLUMN region String",
+        f"ALTER TABLE {DATABASE}.rated_usage ON CLUSTER {CLUSTER} ADD COLUMN region String"]
+    assert len(ALTERS) == 2 * sum(s.sql.startswith("ALTER") for s in ALL_PLAIN)
 
 
 def test_every_statement_parses() -> None:
@@ -152,8 +166,8 @@ def test_migrate_cluster_runs_the_rendered_ddl_on_the_configured_database(
     result = CliRunner().invoke(cli.sink_group, ["migrate", "--cluster", CLUSTER], env={
         "BILLING_CLICKHOUSE_URL": f"clickhouse://ch-1.internal:9000/{DATABASE}"})
     assert result.exit_code == 0, result.output
-    assert writer.executed == ["local database", RENDERED[0].sql, RECORD.sql,
-                               *(s.sql for s in RENDERED[1:])]
+    assert writer.executed == ["local database", ALL_RENDERED[0].sql, RECORD.sql,
+                               *(s.sql for s in ALL_RENDERED[1:])]
     migrations = load_migrations()
     assert [(table, columns, row[:3]) for table, columns, row in writer.inserted] == [
         (RECORD_TABLE, RECORD_COLUMNS, (m.version, m.name, m.checksum)) for m in migrations]

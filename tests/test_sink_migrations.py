@@ -58,9 +58,13 @@ def tables(writer: ChdbWriter) -> set[str]:
         "SELECT name FROM system.tables WHERE database = currentDatabase()")}
 
 
-def test_the_shipped_files_are_001_to_007() -> None:
-    assert [migration.version for migration in SHIPPED] == list(range(1, 8))
-    assert NAMES[0] == "001_rated_usage.sql" and NAMES[-1] == "007_spend_monthly.sql"
+CREATE_ONLY = 7  # 001-007 only create objects (what a database from before migrations has)
+NEXT = f"{len(SHIPPED) + 1:03d}"  # the number a new file takes
+
+
+def test_the_shipped_files_are_numbered_from_001_without_gaps() -> None:
+    assert [migration.version for migration in SHIPPED] == list(range(1, len(SHIPPED) + 1))
+    assert NAMES[0] == "001_rated_usage.sql" and NAMES[CREATE_ONLY - 1] == "007_spend_monthly.sql"
 
 
 def test_a_fresh_database_gets_every_migration_in_order_each_recorded(writer: ChdbWriter) -> None:
@@ -76,22 +80,23 @@ def test_a_fresh_database_gets_every_migration_in_order_each_recorded(writer: Ch
 def test_a_second_run_applies_nothing(writer: ChdbWriter) -> None:
     writer.apply_ddl()
     again = writer.apply_ddl()
-    assert again.steps == [] and again.lines() == ["up to date: 7 migrations"]
-    assert len(record(writer)) == 7
+    assert again.steps == [] and again.lines() == [f"up to date: {len(SHIPPED)} migrations"]
+    assert len(record(writer)) == len(SHIPPED)
 
 
 def test_a_new_file_is_the_only_one_applied_and_may_alter(writer: ChdbWriter,
                                                           files: Path) -> None:
     migrate(writer, load_migrations(files))
-    (files / "008_rated_usage_region.sql").write_text(
+    (files / f"{NEXT}_rated_usage_region.sql").write_text(
         "-- region: where the request was served (a change to a table: an ALTER).\n"
         "ALTER TABLE rated_usage ADD COLUMN region String DEFAULT '';\n")
     report = migrate(writer, load_migrations(files))
-    assert report.lines() == ["applied 008_rated_usage_region.sql"]
+    assert report.lines() == [f"applied {NEXT}_rated_usage_region.sql"]
     assert ("region",) in writer.query(
         "SELECT name FROM system.columns WHERE database = currentDatabase() "
         "AND table = 'rated_usage'")
-    assert migrate(writer, load_migrations(files)).lines() == ["up to date: 8 migrations"]
+    assert migrate(writer, load_migrations(files)).lines() == [
+        f"up to date: {len(SHIPPED) + 1} migrations"]
 
 
 def test_an_applied_file_edited_in_place_is_refused_by_name(writer: ChdbWriter,
@@ -100,24 +105,24 @@ def test_an_applied_file_edited_in_place_is_refused_by_name(writer: ChdbWriter,
     edited = files / "003_credit_purchases.sql"
     edited.write_text(edited.read_text().replace("receipt_url Nullable(String),",
                                                  "receipt_url String,", 1))
-    (files / "008_later.sql").write_text("CREATE TABLE IF NOT EXISTS later (x UInt8)\n"
+    (files / f"{NEXT}_later.sql").write_text("CREATE TABLE IF NOT EXISTS later (x UInt8)\n"
                                          "ENGINE = MergeTree ORDER BY x;\n")
     with pytest.raises(MigrationError, match=r"003_credit_purchases\.sql: edited after it was "
                                              r"applied") as refused:
         migrate(writer, load_migrations(files))
     assert "new numbered migration" in str(refused.value)
     assert "later" not in tables(writer)  # refused before anything ran
-    assert len(record(writer)) == 7
+    assert len(record(writer)) == len(SHIPPED)
 
 
 def test_a_recorded_version_without_its_file_is_refused_by_name(writer: ChdbWriter,
                                                                 files: Path) -> None:
-    (files / "008_later.sql").write_text("CREATE TABLE IF NOT EXISTS later (x UInt8)\n"
+    (files / f"{NEXT}_later.sql").write_text("CREATE TABLE IF NOT EXISTS later (x UInt8)\n"
                                          "ENGINE = MergeTree ORDER BY x;\n")
     migrate(writer, load_migrations(files))
-    with pytest.raises(MigrationError, match=r"008_later\.sql: recorded as applied \(version "
-                                             r"008\) but there is no such file"):
-        writer.apply_ddl()  # the shipped files: a release without 008
+    with pytest.raises(MigrationError, match=rf"{NEXT}_later\.sql: recorded as applied \(version "
+                                             rf"{NEXT}\) but there is no such file"):
+        writer.apply_ddl()  # the shipped files: a release without it
 
 
 def test_a_file_renamed_after_it_was_applied_is_refused(writer: ChdbWriter, files: Path) -> None:
@@ -141,19 +146,20 @@ def test_a_database_from_before_migrations_is_adopted(writer: ChdbWriter) -> Non
                    "billed_period) SELECT 'e1', 'a1', toDateTime('2026-01-02 03:04:05', 'UTC'), "
                    "toDecimal64('1.5', 6), '2026-01'")
     report = writer.apply_ddl()
-    assert report.adopted == NAMES and report.applied == []
+    assert report.adopted == NAMES[:CREATE_ONLY] and report.applied == NAMES[CREATE_ONLY:]
     assert report.lines()[0] == ("adopted 001_rated_usage.sql (its tables already existed, "
                                  "created before migrations were recorded)")
-    assert record(writer) == [(m.version, m.name, m.checksum, 1) for m in SHIPPED]
+    assert record(writer) == [(m.version, m.name, m.checksum, int(m.version <= CREATE_ONLY))
+                              for m in SHIPPED]
     assert writer.query("SELECT count() FROM rated_usage") == [(1,)]  # nothing recreated
-    assert writer.apply_ddl().lines() == ["up to date: 7 migrations"]
+    assert writer.apply_ddl().lines() == [f"up to date: {len(SHIPPED)} migrations"]
 
 
 def test_an_older_database_adopts_what_it_has_and_applies_the_rest(writer: ChdbWriter) -> None:
     old_apply_ddl(writer, up_to=5)  # a release that had five files
     report = writer.apply_ddl()
     assert report.adopted == NAMES[:5] and report.applied == NAMES[5:]
-    assert [adopted for *_, adopted in record(writer)] == [1, 1, 1, 1, 1, 0, 0]
+    assert [adopted for *_, adopted in record(writer)] == [1] * 5 + [0] * (len(SHIPPED) - 5)
 
 
 def test_a_half_created_file_is_applied_not_adopted(writer: ChdbWriter) -> None:
@@ -167,10 +173,10 @@ def test_a_half_created_file_is_applied_not_adopted(writer: ChdbWriter) -> None:
 
 def test_a_failing_migration_names_its_statement_and_keeps_the_earlier_records(
         writer: ChdbWriter, files: Path) -> None:
-    (files / "008_broken.sql").write_text("ALTER TABLE no_such_table ADD COLUMN x UInt8;\n")
-    with pytest.raises(ClickHouseError, match=r"008_broken\.sql#1"):
+    (files / f"{NEXT}_broken.sql").write_text("ALTER TABLE no_such_table ADD COLUMN x UInt8;\n")
+    with pytest.raises(ClickHouseError, match=rf"{NEXT}_broken\.sql#1"):
         migrate(writer, load_migrations(files))
-    assert [version for version, *_ in record(writer)] == list(range(1, 8))
+    assert [version for version, *_ in record(writer)] == list(range(1, len(SHIPPED) + 1))
 
 
 @pytest.mark.parametrize(("names", "message"), [

@@ -1,9 +1,11 @@
 """Postpaid accounts: credit first, outstanding balance, purchases, invoices."""
 
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 
+from billing.config import BillingConfig
 from tests.ledger.builders import (
     Events,
     Run,
@@ -270,3 +272,47 @@ def test_postpaid_spend_is_capped_by_the_budget(run, ev):
     outputs = run(ev.usage("30")).outputs
     assert only(outputs, "usage_paused")["reason"] == "budget_reached"
     assert run.snap()["outstanding_balance"] == money("29")
+
+
+# -- the invoice lifecycle (billing rules section 6) -------------------------------------------
+
+
+def test_an_invoice_goes_open_then_partially_paid_then_paid(run, ev):
+    """Issued with a due date; a purchase pays part of it, an invoice_paid the rest."""
+    enterprise_postpaid(run, ev)
+    run(ev.usage("100", at="2025-07-10T00:00:00Z"))
+    issued = only(run(ev.close_period("2025-07", at="2025-08-01T02:00:00Z")).outputs,
+                  "invoice_issued")
+    assert issued["due_date"] == date(2025, 8, 16)  # issue date + 15 days of net terms
+    invoice_id = issued["invoice_id"]
+    partly = only(run(ev.purchase("30", payment_id="pay-a")).outputs, "invoice_settled")
+    assert (partly["invoice_id"], partly["amount_paid"], partly["unpaid"], partly["status"],
+            partly["payment_id"], partly["paid_by"]) == (
+        invoice_id, money("30"), money("70"), "partially_paid", "pay-a", "credits_purchased")
+    paid = {**ev.invoice_paid(invoice_id, "70"), "payment_id": "pay-b"}
+    settled = only(run(paid).outputs, "invoice_settled")
+    assert (settled["amount_paid"], settled["unpaid"], settled["status"], settled["paid_by"]) \
+        == (money("70"), money("0"), "paid", "invoice_paid")
+    assert run.state().invoices == {} and run.snap()["outstanding_balance"] == money("0")
+
+
+def test_one_purchase_settles_the_oldest_invoices_first_each_with_its_own_output(run, ev):
+    enterprise_postpaid(run, ev)
+    run(ev.usage("10", at="2025-07-10T00:00:00Z"))
+    run(ev.close_period("2025-07", at="2025-08-01T02:00:00Z"))
+    run(ev.usage("20", at="2025-08-10T00:00:00Z"))
+    run(ev.close_period("2025-08", at="2025-09-01T02:00:00Z"))
+    outputs = run(ev.purchase("15")).outputs
+    settled = of_type(outputs, "invoice_settled")
+    assert [(item["invoice_id"][-7:], item["status"], item["unpaid"]) for item in settled] == [
+        ("2025-07", "paid", money("0")), ("2025-08", "partially_paid", money("15"))]
+    assert len({item["event_id"] for item in settled}) == 2
+
+
+def test_net_terms_are_configurable():
+    run, ev = Run(BillingConfig(invoice_net_terms=timedelta(days=30))), Events()
+    enterprise_postpaid(run, ev)
+    run(ev.usage("5", at="2025-07-10T00:00:00Z"))
+    issued = only(run(ev.close_period("2025-07", at="2025-08-01T02:00:00Z")).outputs,
+                  "invoice_issued")
+    assert issued["due_date"] == date(2025, 8, 31)
