@@ -30,8 +30,11 @@ answers are left out of what is published: each top-up is answered once, by the 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
+import shutil
+import sys
 import threading
 import time
 from collections import Counter
@@ -434,6 +437,14 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> DemoRe
 @click.option("--timeout", type=click.FloatRange(min=1), default=DemoOptions.timeout,
               show_default=True, help="Seconds allowed for the whole run.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+def billing_command() -> str:
+    """How to run ``billing`` again: its path when it is not the one on the PATH."""
+    program = Path(sys.argv[0])
+    if program.name == "billing" and shutil.which("billing") != str(program.resolve()):
+        return str(program) if program.is_absolute() else os.path.relpath(program)
+    return "billing"
+
+
 def demo_command(accounts: int, events: int, seed: int, failure_percent: int,
                  bad_fraction: float, run_id: str | None, timeout: float,
                  progress: bool) -> None:
@@ -454,8 +465,10 @@ def demo_command(accounts: int, events: int, seed: int, failure_percent: int,
     for difference in result.reconciliation.differences[:20]:
         click.echo(f"  difference: {difference}")
     click.echo(f"\nReport: {result.report_path}")
+    # The command as it was run (.venv/bin/billing after `make demo`), so the line works as
+    # printed even when billing is not on the PATH.
     click.echo("Dashboard: BILLING_CLICKHOUSE_URL="
-               f"chdb://{result.report_path.parent / 'chdb'} billing dashboard")
+               f"chdb://{result.report_path.parent / 'chdb'} {billing_command()} dashboard")
     if not result.report.ok:
         raise SystemExit(1)
 
