@@ -419,6 +419,14 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> DemoRe
     return DemoResult(report, report_path, reconciliation)
 
 
+def billing_command() -> str:
+    """How to run ``billing`` again: its path when it is not the one on the PATH."""
+    program = Path(sys.argv[0])
+    if program.name == "billing" and shutil.which("billing") != str(program.resolve()):
+        return str(program) if program.is_absolute() else os.path.relpath(program)
+    return "billing"
+
+
 @click.command("demo")
 @click.option("--accounts", type=click.IntRange(min=1), default=DemoOptions.accounts,
               show_default=True, help="Simulated accounts.")
@@ -437,14 +445,6 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> DemoRe
 @click.option("--timeout", type=click.FloatRange(min=1), default=DemoOptions.timeout,
               show_default=True, help="Seconds allowed for the whole run.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def billing_command() -> str:
-    """How to run ``billing`` again: its path when it is not the one on the PATH."""
-    program = Path(sys.argv[0])
-    if program.name == "billing" and shutil.which("billing") != str(program.resolve()):
-        return str(program) if program.is_absolute() else os.path.relpath(program)
-    return "billing"
-
-
 def demo_command(accounts: int, events: int, seed: int, failure_percent: int,
                  bad_fraction: float, run_id: str | None, timeout: float,
                  progress: bool) -> None:
