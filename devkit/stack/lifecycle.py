@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from devkit.stack import clickhouse
 from devkit.stack.clickhouse import ClickHouseServer
 from devkit.stack.kafka import KafkaServer, kafka_answers
+from runtime import clickhouse
 from runtime.clickhouse import clickhouse_answers
 from runtime.kafka_security import kafka_python_security
 from runtime.logfmt import log_event
