@@ -51,6 +51,13 @@ class AccountEntry:
     legacy_event_ids: dict[str, int] | None = None
 
 
+def status_version(input_offsets: dict[str, int]) -> int:
+    """The version of an account's status record: it grows with every input applied to the
+    account (each adds at least one, an input at offset 0 included) and is the same when the same
+    inputs are applied again after a crash."""
+    return sum(offset + 1 for offset in input_offsets.values())
+
+
 def dump_entry(entry: AccountEntry) -> bytes:
     record: dict[str, Any] = {name: getattr(entry.state, name) for name in _FIELD_NAMES}
     record["input_offsets"] = entry.input_offsets

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from billing.account_record import AccountEntry
+from billing.account_record import AccountEntry, status_version
 from billing.account_status import decide, status_record
 from billing.events import to_jsonable
 from billing.ledger import from_millis, snapshot
@@ -31,7 +31,7 @@ TOKEN_VARIABLE = "BILLING_WORKER_WEB_TOKEN"
 def account_status(entry: AccountEntry) -> dict[str, Any]:
     """The status record of a stored account, as the worker publishes it."""
     return status_record(snapshot(entry.state), from_millis(entry.state.last_event_ms),
-                         sum(entry.input_offsets.values()))
+                         status_version(entry.input_offsets))
 
 
 def install_account_views(app: Any, table: Any,

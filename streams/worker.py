@@ -37,7 +37,7 @@ import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import TP, EventT
 
-from billing.account_record import AccountEntry, dump_entry, load_entry
+from billing.account_record import AccountEntry, dump_entry, load_entry, status_version
 from billing.account_status import status_record
 from billing.events import TOPIC_OF_TYPE, InvalidEvent
 from billing.ledger import (
@@ -540,15 +540,15 @@ class LedgerWorker:
     async def _publish_statuses(self, batch: _Batch) -> None:
         """Write the account-status record of every account whose snapshot the batch changed,
         once per account (billing rules section 6): balances included, so a gateway sees usage
-        between state changes. Its version is the sum of the input offsets the state includes,
-        which grows with every input applied to the account and is the same when a batch is
-        applied again after a crash."""
+        between state changes. Its version grows with every input applied to the account and is
+        the same when a batch is applied again after a crash
+        (:func:`billing.account_record.status_version`)."""
         for key, entry in batch.states.items():
             current = snapshot(entry.state)
             if current == batch.before.get(key):
                 continue
             updated_at = batch.updated_at.get(key) or from_millis(entry.state.last_event_ms)
-            record = status_record(current, updated_at, sum(entry.input_offsets.values()))
+            record = status_record(current, updated_at, status_version(entry.input_offsets))
             batch.outputs.append(await self.account_status.send(
                 key=key, value=self.codec.encode("account_status", record), force=True))
 
