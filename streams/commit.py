@@ -32,16 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from faust.streams import _current_event
 from faust.types import EventT
 
 from streams.quirks.ack_offsets import AppliedOffsets
+from streams.quirks.faust_internals import as_current_event
 
 log = logging.getLogger("billing.worker.commit")
 
@@ -216,12 +215,9 @@ class CommitQueue:
         A table store picks its partition (RocksDB: its database) from Faust's "current event",
         so one of the batch's events (all of one partition, by co-partitioning) is made current.
         """
-        token = _current_event.set(weakref.ref(batch.events[-1]))
-        try:
+        with as_current_event(batch.events[-1]):
             if write.value is None:
                 write.table.data.pop(write.key, None)
             else:
                 write.table.data[write.key] = write.value
             return write.table.send_changelog(batch.partition, write.key, write.value)
-        finally:
-            _current_event.reset(token)

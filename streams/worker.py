@@ -62,6 +62,7 @@ from streams.metrics import WorkerMetrics, received_lag
 from streams.preflight import heartbeat_interval
 from streams.quirks.ack_offsets import commit_applied_offsets
 from streams.quirks.broker_reader import BrokerReader
+from streams.quirks.faust_internals import committed_offsets
 from streams.quirks.input_sequence import FilledEvent, InputSequence
 from streams.seen_table import TableSeenIds, account_of_key
 from streams.web import install_account_views
@@ -340,7 +341,7 @@ class LedgerWorker:
         inputs = [tp for tp in app.consumer.assignment() if tp.topic in self.kind_of_topic]
         if any(self._read_to_end(tp) is False for tp in inputs):
             return "input waiting but nothing received"
-        committed = app.consumer._committed_offset  # Faust has no public accessor
+        committed = committed_offsets(app.consumer)
         received = self.sequence.next_offset
         if any(received[tp] > (committed.get(tp) or 0) for tp in inputs if tp in received):
             return "commit behind applied input"
@@ -355,7 +356,7 @@ class LedgerWorker:
             return None
         next_offset = self.sequence.next_offset.get(tp)
         if next_offset is None:
-            next_offset = consumer._committed_offset.get(tp) or 0  # Faust has no accessor
+            next_offset = committed_offsets(consumer).get(tp) or 0
         return next_offset >= highwater
 
     def _exit_stuck(self, why: str) -> NoReturn:

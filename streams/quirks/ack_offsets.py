@@ -27,6 +27,12 @@ from typing import Any
 
 from faust.types import TP
 
+from streams.quirks.faust_internals import (
+    committed_offsets,
+    decide_commits,
+    forget_acknowledged,
+)
+
 
 class AppliedOffsets:
     """Per input partition, the offsets whose effects are durable and not yet committed."""
@@ -45,8 +51,8 @@ class AppliedOffsets:
 
 def commit_applied_offsets(consumer: Any, applied: AppliedOffsets,
                            starts: Mapping[TP, int]) -> None:
-    """Install :func:`committable_offset` as ``consumer._new_offset`` (Faust's commit asks it)."""
-    consumer._new_offset = lambda tp: committable_offset(consumer, tp, applied, starts)
+    """Make Faust's commit take :func:`committable_offset` for each partition."""
+    decide_commits(consumer, lambda tp: committable_offset(consumer, tp, applied, starts))
 
 
 def committable_offset(consumer: Any, tp: TP, applied: AppliedOffsets,
@@ -58,10 +64,8 @@ def committable_offset(consumer: Any, tp: TP, applied: AppliedOffsets,
     group's committed offset as the worker read it at its first message after an assignment,
     see :mod:`streams.quirks.input_sequence`); with neither, nothing is committed.
     """
-    consumer._gap.pop(tp, None)
-    consumer._acked[tp].clear()  # kept (empty) so Faust's commit keeps asking for tp
-    consumer._acked_index[tp].clear()
-    committed = consumer._committed_offset.get(tp)
+    forget_acknowledged(consumer, tp)
+    committed = committed_offsets(consumer).get(tp)
     if committed is None:
         committed = starts.get(tp)
     offsets = applied.offsets.get(tp)
