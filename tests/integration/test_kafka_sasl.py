@@ -97,7 +97,7 @@ def acls(settings: Settings) -> dict[str, list[tuple[ResourceType, str, object, 
                      for op in (READ, DESCRIBE_CONFIGS)),
                    *((TOPIC, topic, LITERAL, WRITE) for topic in (
                        topics.account_state, topics.usage_rated, topics.dead_letter,
-                       topics.control)),
+                       topics.control, topics.account_status)),
                    *((TOPIC, f"{APP_ID}-", PREFIXED, op) for op in (CREATE, READ, WRITE)),
                    (GROUP, APP_ID, LITERAL, READ)],
         "sink": [(TOPIC, topics.account_state, LITERAL, READ),
