@@ -15,7 +15,11 @@ def _value(value: object) -> str:
 def log_event(
     logger: logging.Logger, event: str, level: int = logging.INFO, **fields: object
 ) -> None:
-    """Log ``event=<event> k=v ...``; values with spaces or quotes are quoted."""
+    """Log ``event=<event> k=v ...``; values with spaces or quotes are quoted.
+
+    The event name is part of the message template (``record.msg``), so that the repeated-line
+    filter (``runtime/logs.py``), which counts lines by template, tells one event from another.
+    """
     if logger.isEnabledFor(level):
         pairs = " ".join(f"{key}={_value(value)}" for key, value in fields.items())
-        logger.log(level, "event=%s %s", event, pairs)
+        logger.log(level, f"event={event.replace('%', '%%')} %s", pairs)

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from runtime.logfmt import log_event
 from runtime.logs import RepeatFilter, install_repeat_filter
 
 
@@ -83,6 +84,17 @@ def test_templates_and_loggers_are_counted_apart(clock: Clock, collected: Collec
     first.info("connection lost")
     assert collected.lines == ["test-logs.one: connection lost", "test-logs.one: reconnected to b1",
                                "test-logs.two: connection lost"]
+
+
+def test_structured_events_are_counted_by_event_name(clock: Clock, collected: Collect) -> None:
+    """log_event lines share one shape; each event name is its own template (a sink's first
+    progress line once disappeared behind its start line)."""
+    logger = _logger("sink", collected)
+    log_event(logger, "sink.started", group="g")
+    log_event(logger, "sink.progress", rows=1)
+    log_event(logger, "sink.progress", rows=2)
+    assert collected.lines == ["test-logs.sink: event=sink.started group=g",
+                               "test-logs.sink: event=sink.progress rows=1"]
 
 
 def test_a_line_after_a_quiet_interval_has_no_suffix(clock: Clock, collected: Collect) -> None:
