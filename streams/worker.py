@@ -235,11 +235,14 @@ class LedgerWorker:
                     admitted = await self.sequence.admit(tp, event.message.offset)
                 except Exception as error:  # Kafka unreachable: exit, to be restarted
                     self._exit_stuck(f"could not read skipped input of {tp}: {error!r}")
-                for message in admitted.missing:
-                    await self._receive(FilledEvent(message, self.app.consumer))
-                # A repeat goes through too: the ledger skips it by the offsets in the account's
-                # state, and it is acknowledged only after the first copy.
-                await self._receive(event, repeat=admitted.repeat)
+                try:
+                    for message in admitted.missing:
+                        await self._receive(FilledEvent(message, self.app.consumer))
+                    # A repeat goes through too: the ledger skips it by the offsets in the
+                    # account's state, and it is acknowledged only after the first copy.
+                    await self._receive(event, repeat=admitted.repeat)
+                except Exception as error:
+                    self._exit_failed(error)
             await self.commits.wait_for_room()
             self.idle_since = time.monotonic()
 
@@ -293,10 +296,13 @@ class LedgerWorker:
     async def _tick(self) -> None:
         """Release events held back by a lagging input once it caught up; read an input Faust
         stopped delivering; exit if input is waiting but has not arrived for ``stuck_seconds``."""
-        async with self.lock:
-            for partition in self.merger.partitions_with_pending():
-                await self._release(partition)
-        await self._read_stalled_inputs()
+        try:
+            async with self.lock:
+                for partition in self.merger.partitions_with_pending():
+                    await self._release(partition)
+            await self._read_stalled_inputs()
+        except Exception as error:
+            self._exit_failed(error)
         reason = self._stuck_reason()
         if reason:
             self._exit_stuck(f"{reason} for {self.options.stuck_seconds:.0f} s")
@@ -359,6 +365,14 @@ class LedgerWorker:
             next_offset = committed_offsets(consumer).get(tp) or 0
         return next_offset >= highwater
 
+    def _exit_failed(self, error: Exception) -> NoReturn:
+        """A send or a commit Kafka refused (a topic not authorized or deleted, a record too
+        large): an infrastructure fault, never one event's (those are dead letters). Exit at once
+        with the traceback: Faust's graceful stop would flush a producer that retries the refused
+        send for ever (seen: a worker without WRITE on the status topic never exited)."""
+        log.error("worker_failed error=%r", error, exc_info=error)
+        self._exit_stuck(f"a send or commit failed: {error!r}")
+
     def _exit_stuck(self, why: str) -> NoReturn:
         """End the process at once: a graceful stop would wait on whatever is stuck (Faust
         flushes the producer and waits for its streams before its last offset commit)."""
@@ -411,8 +425,7 @@ class LedgerWorker:
         except CommitStalled as error:
             self._exit_stuck(f"commit stalled: {error}")
         except Exception as error:
-            log.exception("commit_failed error=%r", error)
-            await self.app.crash(error)
+            self._exit_failed(error)
 
     def _idle_since_settled(self) -> float | None:
         """Since when the agent has been idle, counting from the end of the last rebalance at
