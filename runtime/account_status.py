@@ -36,7 +36,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -432,19 +433,19 @@ class AccountStatusClient:
         self._ends = ends
 
 
-def read_snapshots(settings: Settings, *, on_progress: Callable[[Progress], None] | None = None,
-                   progress_interval: float = 1.0, stall_timeout: float = 120.0,
-                   consumer_factory: Callable[..., Any] = KafkaConsumer
-                   ) -> dict[str, dict[str, Any]]:
-    """The live ledger's snapshots: every account of the status topic, read to the end offsets
-    of the moment it starts, as account_id -> snapshot (the snapshot fields only, canonical form,
-    sorted by account id), what ``billing snapshots`` writes and ``billing reconcile`` compares.
+@contextmanager
+def loaded_statuses(settings: Settings, *,
+                    on_progress: Callable[[Progress], None] | None = None,
+                    progress_interval: float = 1.0, stall_timeout: float = 120.0,
+                    consumer_factory: Callable[..., Any] = KafkaConsumer
+                    ) -> Iterator[AccountStatusClient]:
+    """An :class:`AccountStatusClient` that has read the status topic to the end offsets of the
+    moment it started (closed on exit). ``on_progress`` is called as the client calls it (about
+    every ``progress_interval`` seconds until ready, once when ready).
 
-    ``on_progress`` is called as :class:`AccountStatusClient` calls it (about every
-    ``progress_interval`` seconds until ready, once when ready). Raises
-    :class:`StatusTopicError` if the topic does not exist, Kafka cannot be reached, or no offset
-    was read for ``stall_timeout`` seconds before the end (a big topic takes as long as it
-    takes, as long as it moves).
+    Raises :class:`StatusTopicError` if the topic does not exist, Kafka cannot be reached, or no
+    offset was read for ``stall_timeout`` seconds before the end (a big topic takes as long as
+    it takes, as long as it moves).
     """
     client = AccountStatusClient(settings, on_progress=on_progress,
                                  progress_interval=progress_interval,
@@ -465,11 +466,24 @@ def read_snapshots(settings: Settings, *, on_progress: Callable[[Progress], None
                 raise StatusTopicError(
                     f"reading topic {client.topic} from {settings.kafka_bootstrap} made no "
                     f"progress for {stall_timeout:.0f}s ({progress}){cause}")
-        snapshots = {}
-        for account_id in sorted(client.account_ids()):
-            record = client.status(account_id)
-            if record is not None:
-                snapshots[account_id] = snapshot_of_status(record)
-        return snapshots
+        yield client
     finally:
         client.close()
+
+
+def iter_snapshots(client: AccountStatusClient) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(account_id, snapshot) of every account the client holds, sorted by id: the snapshot
+    fields of its latest record (canonical form), decoded one at a time."""
+    for account_id in sorted(client.account_ids()):
+        record = client.status(account_id)
+        if record is not None:  # forgotten (a tombstone) since the ids were listed
+            yield account_id, snapshot_of_status(record)
+
+
+def read_snapshots(settings: Settings, **options: Any) -> dict[str, dict[str, Any]]:
+    """The live ledger's snapshots: account_id -> snapshot (the snapshot fields only, canonical
+    form, sorted by account id) of every account of the status topic, read to its end; what
+    ``billing reconcile`` compares when it is given no file. ``options``: those of
+    :func:`loaded_statuses`, whose :class:`StatusTopicError` it raises."""
+    with loaded_statuses(settings, **options) as client:
+        return dict(iter_snapshots(client))

@@ -6,6 +6,7 @@ demo's reconcile line. The real-broker check is ``tests/integration/test_snapsho
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,7 +28,7 @@ from billing.snapshots import dump_snapshots, snapshot_of_status
 from commands.cli import main
 from commands.demo import DemoResult, reconcile_command_line
 from devkit.workload import generate
-from runtime.account_status import StatusTopicError, read_snapshots
+from runtime.account_status import StatusTopicError, loaded_statuses, read_snapshots
 from runtime.rules_files import load_config, load_pricebook
 from tests.test_account_status_client import CODEC, SETTINGS, FakeLog, record
 
@@ -148,36 +149,59 @@ def test_a_read_that_stops_moving_gives_up() -> None:
         read_snapshots(SETTINGS, consumer_factory=stuck, stall_timeout=1.0)
 
 
+def on_fake_topic(monkeypatch: pytest.MonkeyPatch, log: FakeLog) -> None:
+    """``billing snapshots`` reading ``log`` instead of Kafka (the rest of its code path real)."""
+    monkeypatch.setattr(commands.snapshots, "loaded_statuses",
+                        functools.partial(loaded_statuses, consumer_factory=log.consumer))
+
+
 def test_the_command_writes_the_document_to_stdout_or_a_file(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    snapshots = {"B": snapshot_of_status(record("B", 2)), "A": snapshot_of_status(record("A", 1))}
-    monkeypatch.setattr(commands.snapshots, "read_snapshots", lambda settings, **_: snapshots)
+    log = FakeLog()
+    for account, version in (("B", 2), ("A", 1), ("C", 4)):
+        log.append(record(account, version))
+    expected = dump_snapshots({account: snapshot_of_status(record(account, version))
+                               for account, version in (("B", 2), ("A", 1), ("C", 4))})
+    on_fake_topic(monkeypatch, log)
     result = CliRunner().invoke(main, ["snapshots"], env={})
     assert result.exit_code == 0, result.output
-    assert result.stdout_bytes == dump_snapshots(snapshots)
-    assert list(orjson.loads(result.stdout_bytes)) == ["A", "B"]
+    assert result.stdout_bytes == expected
+    assert list(orjson.loads(result.stdout_bytes)) == ["A", "B", "C"]
+    out = tmp_path / "live.json"
+    out.write_bytes(b"old")
+    result = CliRunner().invoke(main, ["snapshots", "--out", str(out), "--progress"], env={})
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == expected
+    assert result.stdout_bytes == b""
+    assert result.stderr.splitlines()[-1] == f"3 account snapshots written to {out}"
+    assert "account statuses: ready, 3 records read, 3 accounts" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["live.json"]
+
+
+def test_the_command_writes_an_empty_topic_as_an_empty_object(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    on_fake_topic(monkeypatch, FakeLog())
+    result = CliRunner().invoke(main, ["snapshots"], env={})
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == b"{}" == dump_snapshots({})
+
+
+def test_the_command_ends_with_one_line_when_the_topic_does_not_exist(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    on_fake_topic(monkeypatch, FakeLog(topic="another"))
     out = tmp_path / "live.json"
     result = CliRunner().invoke(main, ["snapshots", "--out", str(out)], env={})
-    assert result.exit_code == 0, result.output
-    assert out.read_bytes() == dump_snapshots(snapshots)
-    assert result.stdout_bytes == b""
-    assert "2 account snapshots written to" in result.stderr
+    assert result.exit_code == 1
+    assert result.stdout_bytes == b"" and not out.exists()
+    assert result.stderr.startswith(f"Error: topic {SETTINGS.topics.account_status} does not "
+                                    "exist on ")
+    assert result.stderr.count("\n") == 1
 
 
 def failing(message: str) -> Any:
     def read(settings: Any, **_: Any) -> Any:
         raise StatusTopicError(message)
     return read
-
-
-def test_the_command_ends_with_one_line_when_the_topic_cannot_be_read(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(commands.snapshots, "read_snapshots",
-                        failing("topic billing.account-status does not exist on h:9092"))
-    result = CliRunner().invoke(main, ["snapshots"], env={})
-    assert result.exit_code == 1
-    assert result.stdout_bytes == b""
-    assert result.stderr == "Error: topic billing.account-status does not exist on h:9092\n"
 
 
 def test_reconcile_without_a_file_reads_the_status_topic(monkeypatch: pytest.MonkeyPatch,
