@@ -61,7 +61,8 @@ KIND = "account_status"
 
 class StatusTopicError(RuntimeError):
     """The account-status topic cannot be read (it does not exist, or has no partitions; from
-    :func:`read_snapshots` also: Kafka cannot be reached, or the read stopped moving)."""
+    :func:`loaded_statuses` and :func:`read_snapshots` also: Kafka cannot be reached, or the
+    read stopped moving)."""
 
 
 class _Entry(NamedTuple):
