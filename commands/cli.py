@@ -15,6 +15,7 @@ from commands.deadletter import deadletter
 from commands.demo import demo_command
 from commands.export import export_command
 from commands.replay import replay_command
+from commands.snapshots import snapshots_command
 from dashboard.cli import dashboard_command
 from devkit.stack.cli import stack
 from devkit.workload import generate_command
@@ -50,8 +51,8 @@ def main() -> None:
 
 
 for command in (replay_command, stack, produce_command, deadletter, worker_command, sink_group,
-                sql_command, invoice_command, reconcile_command, generate_command, demo_command,
-                dashboard_command, export_command):
+                sql_command, invoice_command, reconcile_command, snapshots_command,
+                generate_command, demo_command, dashboard_command, export_command):
     main.add_command(command)
 
 

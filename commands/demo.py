@@ -15,8 +15,10 @@ What one run does, on the configured Kafka (``make demo`` starts the local one f
    sink (a thread) and a simulated payment processor (a thread, :class:`PaymentProcessor`);
 5. shows progress until the pipeline is quiet: every consumer group (worker, processor, sink) has
    committed everything, twice in a row a commit interval apart, with nothing new produced;
-6. reconciles ClickHouse against the worker's own final snapshots (``sinks.reconcile``), prints a
-   summary and writes an HTML report (:mod:`dashboard.report`); exits 1 on any difference.
+6. reconciles ClickHouse against the worker's own final snapshots (``sinks.reconcile``), keeps
+   those snapshots in the run directory (``snapshots.json``, the format of ``billing snapshots``)
+   and prints the ``billing reconcile`` command that checks them again later, prints a summary
+   and writes an HTML report (:mod:`dashboard.report`); exits 1 on any difference.
 
 The replay oracle cannot be the reference here: the processor answers top-ups as the worker
 requests them, so when an answer lands (and what the ledger does meanwhile) depends on timing. The
@@ -33,6 +35,7 @@ import logging
 import os
 import random
 import re
+import shlex
 import shutil
 import sys
 import threading
@@ -55,6 +58,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from billing.config import BillingConfig, ConfigError
 from billing.events import ZERO, InvalidEvent
 from billing.pricebook import PriceBook
+from billing.snapshots import dump_snapshots
 from commands.deadletter import read_dead_letters
 from dashboard.report import RunFacts, RunReport, summarize, summary_text, write_html
 from devkit.harness import WorkerExited, WorkerProcess, private_pipeline
@@ -110,6 +114,7 @@ class DemoResult:
     report: RunReport
     report_path: Path
     reconciliation: Reconciliation
+    snapshots_path: Path | None = None  # the ledger's final snapshots (`billing snapshots` form)
 
 
 # -- the simulated payment processor ------------------------------------------------------------
@@ -401,6 +406,8 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> DemoRe
                   sink_rows=pipeline.sink.stats.rows_written, top_ups_answered=stats.answered)
 
         snapshots = table_snapshots(settings, app_id)
+        snapshots_path = run_dir / "snapshots.json"
+        snapshots_path.write_bytes(dump_snapshots(snapshots))
         reconciliation = reconcile(writer, snapshots)
         facts = RunFacts(
             run_id=run_id, accounts=options.accounts, events=options.events, seed=options.seed,
@@ -416,7 +423,7 @@ def run_demo(settings: Settings, options: DemoOptions = DemoOptions()) -> DemoRe
     log_event(log, "demo.done", run_id=run_id, ok=report.ok,
               differences=len(reconciliation.differences), report=report_path,
               seconds=round(time.monotonic() - started))
-    return DemoResult(report, report_path, reconciliation)
+    return DemoResult(report, report_path, reconciliation, snapshots_path)
 
 
 def billing_command() -> str:
@@ -425,6 +432,14 @@ def billing_command() -> str:
     if program.name == "billing" and shutil.which("billing") != str(program.resolve()):
         return str(program) if program.is_absolute() else os.path.relpath(program)
     return "billing"
+
+
+def reconcile_command_line(result: DemoResult) -> str:
+    """The command that reconciles the run's ClickHouse with the snapshots it kept (the run's
+    topics are private, so its snapshots file rather than the live status topic)."""
+    chdb = shlex.quote(f"chdb://{result.report_path.parent / 'chdb'}")
+    return (f"BILLING_CLICKHOUSE_URL={chdb} {shlex.quote(billing_command())} reconcile "
+            f"--snapshots {shlex.quote(str(result.snapshots_path))}")
 
 
 @click.command("demo")
@@ -469,6 +484,8 @@ def demo_command(accounts: int, events: int, seed: int, failure_percent: int,
     # printed even when billing is not on the PATH.
     click.echo("Dashboard: BILLING_CLICKHOUSE_URL="
                f"chdb://{result.report_path.parent / 'chdb'} {billing_command()} dashboard")
+    if result.snapshots_path is not None:
+        click.echo(f"Reconcile: {reconcile_command_line(result)}")
     if not result.report.ok:
         raise SystemExit(1)
 

@@ -17,9 +17,9 @@ import orjson
 from tqdm import tqdm
 
 from billing.config import ConfigError
-from billing.events import dumps
 from billing.ledger import Ledger
 from billing.replay import Replay, run_replay
+from billing.snapshots import dump_snapshots
 from runtime.rules_files import load_config, load_pricebook
 
 
@@ -72,9 +72,7 @@ def replay_command(input_file: Path, events_out: str | None, snapshots_out: str 
         if rated_sink:
             rated_sink.close()
     if snapshots_out:
-        Path(snapshots_out).write_bytes(
-            orjson.dumps({key: orjson.loads(dumps(value)) for key, value in
-                          replay.snapshots().items()}, option=orjson.OPT_INDENT_2))
+        Path(snapshots_out).write_bytes(dump_snapshots(replay.snapshots()))
     if dead_letters_out:
         with open(dead_letters_out, "wb") as sink:
             for letter in dead_letters:

@@ -36,14 +36,17 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from billing.account_status import Decision, decide
+from billing.snapshots import snapshot_of_status
 from runtime.codecs import codec_for
 from runtime.kafka_security import kafka_python_security
 from runtime.logfmt import log_event
@@ -57,7 +60,9 @@ KIND = "account_status"
 
 
 class StatusTopicError(RuntimeError):
-    """The account-status topic cannot be read (it does not exist, or has no partitions)."""
+    """The account-status topic cannot be read (it does not exist, or has no partitions; from
+    :func:`loaded_statuses` and :func:`read_snapshots` also: Kafka cannot be reached, or the
+    read stopped moving)."""
 
 
 class _Entry(NamedTuple):
@@ -209,6 +214,7 @@ class AccountStatusClient:
         consumer = self._consumer_factory(
             bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
             enable_auto_commit=False, isolation_level="read_committed",
+            allow_auto_create_topics=False,  # a reader must not create a misnamed topic
             max_poll_records=self.max_poll_records, client_id="billing-account-status",
             **kafka_python_security(self.settings))
         try:
@@ -426,3 +432,59 @@ class AccountStatusClient:
             if highwater is not None:
                 ends[tp] = highwater
         self._ends = ends
+
+
+@contextmanager
+def loaded_statuses(settings: Settings, *,
+                    on_progress: Callable[[Progress], None] | None = None,
+                    progress_interval: float = 1.0, stall_timeout: float = 120.0,
+                    consumer_factory: Callable[..., Any] = KafkaConsumer
+                    ) -> Iterator[AccountStatusClient]:
+    """An :class:`AccountStatusClient` that has read the status topic to the end offsets of the
+    moment it started (closed on exit). ``on_progress`` is called as the client calls it (about
+    every ``progress_interval`` seconds until ready, once when ready).
+
+    Raises :class:`StatusTopicError` if the topic does not exist, Kafka cannot be reached, or no
+    offset was read for ``stall_timeout`` seconds before the end (a big topic takes as long as
+    it takes, as long as it moves).
+    """
+    client = AccountStatusClient(settings, on_progress=on_progress,
+                                 progress_interval=progress_interval,
+                                 consumer_factory=consumer_factory)
+    try:
+        client.start()
+    except KafkaError as error:
+        raise StatusTopicError(f"cannot read topic {client.topic}: Kafka at "
+                               f"{settings.kafka_bootstrap} is unreachable ({error})") from None
+    try:
+        moved_at, offsets_read = time.monotonic(), -1
+        while not client.wait_ready(min(1.0, stall_timeout)):
+            progress = client.progress
+            if progress.offsets_read != offsets_read:
+                moved_at, offsets_read = time.monotonic(), progress.offsets_read
+            elif time.monotonic() - moved_at >= stall_timeout:
+                cause = f": {client.last_error!r}" if client.last_error is not None else ""
+                raise StatusTopicError(
+                    f"reading topic {client.topic} from {settings.kafka_bootstrap} made no "
+                    f"progress for {stall_timeout:.0f}s ({progress}){cause}")
+        yield client
+    finally:
+        client.close()
+
+
+def iter_snapshots(client: AccountStatusClient) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(account_id, snapshot) of every account the client holds, sorted by id: the snapshot
+    fields of its latest record (canonical form), decoded one at a time."""
+    for account_id in sorted(client.account_ids()):
+        record = client.status(account_id)
+        if record is not None:  # forgotten (a tombstone) since the ids were listed
+            yield account_id, snapshot_of_status(record)
+
+
+def read_snapshots(settings: Settings, **options: Any) -> dict[str, dict[str, Any]]:
+    """The live ledger's snapshots: account_id -> snapshot (the snapshot fields only, canonical
+    form, sorted by account id) of every account of the status topic, read to its end; what
+    ``billing reconcile`` compares when it is given no file. ``options``: those of
+    :func:`loaded_statuses`, whose :class:`StatusTopicError` it raises."""
+    with loaded_statuses(settings, **options) as client:
+        return dict(iter_snapshots(client))

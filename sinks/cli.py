@@ -8,6 +8,7 @@ directory) and applies the missing migrations first, so any of them works on an 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import sys
@@ -19,6 +20,7 @@ from typing import Any
 import click
 from prometheus_client import CollectorRegistry
 
+from runtime.account_status import StatusTopicError, read_snapshots
 from runtime.logs import install_repeat_filter
 from runtime.metrics import metrics_endpoint, metrics_options, new_registry
 from runtime.settings import Settings, SettingsError, load_settings
@@ -328,19 +330,36 @@ def invoice_command(account_id: str, period: str, exact: bool) -> None:
 
 
 @click.command("reconcile")
-@click.option("--snapshots", "snapshots_file", required=True,
+@click.option("--snapshots", "snapshots_file", default=None,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Final snapshots from `billing replay --snapshots-out`.")
+              help="Final snapshots from `billing replay --snapshots-out` or `billing "
+                   "snapshots --out`. Default: the live ledger's, read from the account-status "
+                   "topic (as `billing snapshots` reads them).")
 @click.option("--events", "events_file", default=None,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Output events from `billing replay --events-out`: invoices, credits "
                    "purchased, invoice payments and free credit per account.")
-def reconcile_command(snapshots_file: Path, events_file: Path | None) -> None:
+@click.option("--progress/--no-progress", default=None,
+              help="Progress on stderr while the status topic is read (default: on when stderr "
+                   "is a terminal).")
+def reconcile_command(snapshots_file: Path | None, events_file: Path | None,
+                      progress: bool | None) -> None:
     """Compare ClickHouse with the ledger's snapshots, money per account (spend, credits
-    purchased, invoice payments, invoices, balances); exit 1 on any difference."""
-    snapshots = load_snapshots(snapshots_file)
+    purchased, invoice payments, invoices, balances); exit 1 on any difference.
+
+    Without --snapshots it reconciles the live ledger: run it when the sink's lag is 0."""
+    settings = load_settings()
     events = load_events(events_file) if events_file else None
-    with _writer(load_settings()) as writer:
+    if snapshots_file is not None:
+        snapshots = load_snapshots(snapshots_file)
+    else:
+        show = os.isatty(2) if progress is None else progress
+        try:
+            snapshots = read_snapshots(settings, on_progress=(
+                (lambda status: click.echo(str(status), err=True)) if show else None))
+        except StatusTopicError as error:
+            raise click.ClickException(str(error)) from None
+    with _writer(settings) as writer:
         report = reconcile(writer, snapshots, events=events)
     for difference in report.differences:
         click.echo(str(difference))

@@ -1,13 +1,16 @@
 """``billing demo`` end to end on the test stack's broker: a small population through the worker,
 the simulated payment processor and the sink into chdb, to a summary that reconciles to zero and
-an HTML report with its charts."""
+an HTML report with its charts, and the run's snapshots kept for `billing reconcile`."""
 
 from __future__ import annotations
 
 import uuid
 
+import orjson
 import pytest
+from click.testing import CliRunner
 
+from commands.cli import main
 from commands.demo import DemoOptions, run_demo
 from runtime.settings import Settings
 
@@ -37,3 +40,13 @@ def test_demo_reconciles_to_zero_and_writes_the_report(stack: Settings) -> None:
     assert result.report_path == stack.data_dir / "demo" / run_id / "report.html"
     page = result.report_path.read_text(encoding="utf-8")
     assert page.count("<svg") == 4 and "reconciled: zero difference" in page
+
+    # The snapshots the run reconciled against are kept, and reconcile the same again later
+    # (what the command the demo prints does).
+    assert result.snapshots_path == result.report_path.parent / "snapshots.json"
+    assert len(orjson.loads(result.snapshots_path.read_bytes())) == 200
+    again = CliRunner().invoke(main, ["reconcile", "--snapshots", str(result.snapshots_path)],
+                               env={"BILLING_CLICKHOUSE_URL":
+                                    f"chdb://{result.report_path.parent / 'chdb'}"})
+    assert again.exit_code == 0, again.output
+    assert again.stdout.rstrip().endswith(": OK")
