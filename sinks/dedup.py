@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sinks.clickhouse import ClickHouseWriter
-from sinks.rows import RATED_USAGE_COLUMNS, RATED_USAGE_TABLE
+from sinks.rows import ACCOUNTS_CURRENT_COLUMNS, RATED_USAGE_COLUMNS, RATED_USAGE_TABLE
 
 _EVENT_ID = RATED_USAGE_COLUMNS.index("event_id")
 _ACCOUNT_ID = RATED_USAGE_COLUMNS.index("account_id")
 _TIMESTAMP = RATED_USAGE_COLUMNS.index("timestamp")
+_STATUS_ACCOUNT = ACCOUNTS_CURRENT_COLUMNS.index("account_id")
+_STATUS_VERSION = ACCOUNTS_CURRENT_COLUMNS.index("version")
 
 # The primary key (account_id, timestamp, event_id) and the monthly partitions bound the read to
 # the batch's accounts and time range, so the check costs the same on a day-old or a year-old
@@ -42,6 +44,18 @@ def first_of_each_event(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]
             seen.add(row[0])
             unique.append(row)
     return unique
+
+
+def latest_of_each_account(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """accounts_current rows: per account, only the one with the largest version (the last of
+    equal versions, as ReplacingMergeTree keeps), in first-seen account order. Fewer rows only:
+    the table collapses older versions under ``FINAL`` anyway, whatever order they arrive in."""
+    latest: dict[str, tuple[Any, ...]] = {}
+    for row in rows:
+        held = latest.get(row[_STATUS_ACCOUNT])
+        if held is None or row[_STATUS_VERSION] >= held[_STATUS_VERSION]:
+            latest[row[_STATUS_ACCOUNT]] = row
+    return list(latest.values())
 
 
 def new_rated_usage(writer: ClickHouseWriter,

@@ -125,3 +125,61 @@ def rows_for_account_state(
             partition, offset,
         ))
     return rows
+
+
+ACCOUNTS_CURRENT_TABLE = "accounts_current"
+# The account-status record (``schemas/account_status.avsc``, :func:`billing.account_status.
+# status_record`): the snapshot's fields under their own names (auto_top_up as three columns),
+# then what the status adds. ``updated_at`` and ``version`` are mapped apart: the time is split
+# like every timestamp, the version is the ReplacingMergeTree's version column.
+_STATUS_AUTO_TOP_UP_COLUMNS = {
+    name: (column.removeprefix("snapshot_"), kind)
+    for name, (column, kind) in _AUTO_TOP_UP_COLUMNS.items()
+}
+STATUS_FIELD_KINDS: dict[str, str] = {
+    **SNAPSHOT_FIELD_KINDS,
+    "may_send": "bool",
+    "blocked_reasons": "list[str]",
+}
+ACCOUNTS_CURRENT_COLUMNS: tuple[str, ...] = (
+    "account_id",
+    *STATUS_FIELD_KINDS,
+    *(column for column, _ in _STATUS_AUTO_TOP_UP_COLUMNS.values()),
+    "updated_at", "updated_at_ms", "version",
+    "source_partition", "source_offset",
+)
+
+
+def rows_for_account_status(
+    records: Iterable[Mapping[str, Any]],
+    positions: Iterable[tuple[int, int]] | None = None,
+) -> list[Row]:
+    """Account-status records -> rows in ``ACCOUNTS_CURRENT_COLUMNS`` order.
+
+    ``positions`` are the (Kafka partition, offset) each record was read from (kept for tracing a
+    row back to its message; ``version``, not the offset, decides which row is current); without
+    them the records' order stands in for offsets. A negative version is refused (the column is
+    unsigned, and versions count offsets + 1).
+    """
+    records = list(records)
+    places: Sequence[tuple[int, int]] = (
+        list(positions) if positions is not None
+        else [(0, index) for index in range(len(records))]
+    )
+    if len(places) != len(records):
+        raise ValueError(f"{len(records)} records but {len(places)} positions")
+    rows = []
+    for record, (partition, offset) in zip(records, places, strict=True):
+        moment, millis = split_time(record["updated_at"])
+        version = int(record["version"])
+        if version < 0:
+            raise ValueError(f"version must be >= 0, got {version}")
+        auto_top_up = record["auto_top_up"]
+        rows.append((
+            record["account_id"],
+            *(_cell(kind, record.get(name), name) for name, kind in STATUS_FIELD_KINDS.items()),
+            *(_cell(kind, auto_top_up[name], f"auto_top_up.{name}")
+              for name, (_, kind) in _STATUS_AUTO_TOP_UP_COLUMNS.items()),
+            moment, millis, version, partition, offset,
+        ))
+    return rows

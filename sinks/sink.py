@@ -1,12 +1,14 @@
-"""The ClickHouse sink: billing.account-state and billing.usage-rated into ClickHouse tables.
+"""The ClickHouse sink: billing.account-state, billing.usage-rated and billing.account-status into
+ClickHouse tables.
 
 Delivery is at least once, and queries still see each event once:
 
 - offsets are committed only after the batch's rows are in ClickHouse (auto-commit is off), so a
   crash or an outage loses nothing: the uncommitted tail is read again;
-- what is read again collapses: every table is a ReplacingMergeTree keyed on the event id (read
-  with ``FINAL``), and rated usage already stored is not inserted again so the summing rollups do
-  not count it twice (:mod:`sinks.dedup`);
+- what is read again collapses: every table is a ReplacingMergeTree keyed on the event id, or for
+  accounts_current on the account with the status version (read with ``FINAL``), and rated usage
+  already stored is not inserted again so the summing rollups do not count it twice
+  (:mod:`sinks.dedup`);
 - when ClickHouse is down the sink holds its position and retries with capped exponential
   backoff, logging a warning per attempt; it never skips ahead;
 - a message that cannot be decoded is logged, counted and skipped (its offset is committed with
@@ -33,13 +35,16 @@ from runtime.kafka_security import kafka_python_security
 from runtime.logfmt import log_event
 from runtime.settings import Settings
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter
-from sinks.dedup import first_of_each_event, new_rated_usage
+from sinks.dedup import first_of_each_event, latest_of_each_account, new_rated_usage
 from sinks.rows import (
     ACCOUNT_STATE_COLUMNS,
     ACCOUNT_STATE_TABLE,
+    ACCOUNTS_CURRENT_COLUMNS,
+    ACCOUNTS_CURRENT_TABLE,
     RATED_USAGE_COLUMNS,
     RATED_USAGE_TABLE,
     rows_for_account_state,
+    rows_for_account_status,
     rows_for_rated_usage,
 )
 
@@ -139,6 +144,12 @@ ROUTES = {
         lambda event, record: rows_for_account_state([event],
                                                      [(record.partition, record.offset)])[0],
         lambda _writer, rows: first_of_each_event(rows),
+    ),
+    "account_status": Route(
+        "account_status", ACCOUNTS_CURRENT_TABLE, ACCOUNTS_CURRENT_COLUMNS,
+        lambda record, message: rows_for_account_status([record],
+                                                        [(message.partition, message.offset)])[0],
+        lambda _writer, rows: latest_of_each_account(rows),
     ),
 }
 
@@ -350,7 +361,8 @@ class ClickHouseSink:
 
 def build_sink(settings: Settings, writer: ClickHouseWriter, config: SinkConfig | None = None,
                group_id: str = GROUP_ID) -> ClickHouseSink:
-    """The sink over the configured Kafka, in consumer group ``billing-clickhouse-sink``."""
+    """The sink over the configured Kafka, in consumer group ``billing-clickhouse-sink``: the
+    account-state, usage-rated and account-status topics."""
     config = config or SinkConfig()
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap.split(","),
@@ -362,7 +374,8 @@ def build_sink(settings: Settings, writer: ClickHouseWriter, config: SinkConfig 
         **kafka_python_security(settings),
     )
     topic_kinds = {settings.topics.account_state: "account_state",
-                   settings.topics.usage_rated: "usage_rated"}
+                   settings.topics.usage_rated: "usage_rated",
+                   settings.topics.account_status: "account_status"}
     for topic in topic_kinds:
         # Load the topics' metadata before joining: a group leader that has none for a topic
         # assigns none of its partitions (seen in CI: the sink then sat idle).

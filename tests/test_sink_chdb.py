@@ -7,7 +7,7 @@ directory and closes it at the end (the ``writer`` fixture).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,13 +19,23 @@ from sinks.reconcile import load_invoice_events, reconcile
 from sinks.rows import (
     ACCOUNT_STATE_COLUMNS,
     ACCOUNT_STATE_TABLE,
+    ACCOUNTS_CURRENT_COLUMNS,
+    ACCOUNTS_CURRENT_TABLE,
     RATED_USAGE_COLUMNS,
     RATED_USAGE_TABLE,
     rows_for_account_state,
+    rows_for_account_status,
     rows_for_rated_usage,
 )
 from sinks.sqlfiles import load_query, query_names
-from tests.test_sink_samples import chdb_with_tables, ledger_run, output_event, rated, store
+from tests.test_sink_samples import (
+    chdb_with_tables,
+    ledger_run,
+    output_event,
+    rated,
+    status,
+    store,
+)
 
 
 @pytest.fixture
@@ -45,12 +55,13 @@ def test_ddl_applies_twice_and_creates_every_table(writer: ClickHouseWriter) -> 
         "spend_monthly": "SummingMergeTree", "credit_purchases_mv": "MaterializedView",
         "invoices_mv": "MaterializedView", "tier_history_mv": "MaterializedView",
         "spend_daily_mv": "MaterializedView", "spend_monthly_mv": "MaterializedView",
-        "schema_migrations": "MergeTree",
+        "accounts_current": "ReplacingMergeTree", "schema_migrations": "MergeTree",
     }
 
 
 @pytest.mark.parametrize(("table", "columns"), [(RATED_USAGE_TABLE, RATED_USAGE_COLUMNS),
-                                                (ACCOUNT_STATE_TABLE, ACCOUNT_STATE_COLUMNS)])
+                                                (ACCOUNT_STATE_TABLE, ACCOUNT_STATE_COLUMNS),
+                                                (ACCOUNTS_CURRENT_TABLE, ACCOUNTS_CURRENT_COLUMNS)])
 def test_mapping_columns_are_the_table_columns(writer: ClickHouseWriter, table: str,
                                                columns: tuple[str, ...]) -> None:
     stored = [name for (name,) in writer.query(
@@ -181,3 +192,42 @@ def test_reconcile_agrees_with_the_ledger_and_finds_a_tampered_row(
     differences = [str(d) for d in reconcile(writer, run.snapshots_json, invoices).differences]
     assert f"{victim['account_id']} lifetime_spend" in differences[0]
     assert differences[0].endswith("diff=0.000001")
+
+
+CURRENT_SQL = ("SELECT account_id, version, status, may_send, blocked_reasons, credit_balance, "
+               "updated_at, updated_at_ms FROM accounts_current FINAL ORDER BY account_id")
+
+
+def test_accounts_current_keeps_the_latest_version_per_account(writer: ClickHouseWriter) -> None:
+    def insert(records: list[dict], first_offset: int) -> None:
+        positions = [(0, first_offset + index) for index in range(len(records))]
+        writer.insert(ACCOUNTS_CURRENT_TABLE, ACCOUNTS_CURRENT_COLUMNS,
+                      rows_for_account_status(records, positions))
+
+    insert([status("a", 3, credit_balance=Decimal("3.000001")), status("b", 10)], 0)
+    # Newer versions, then an older record of "a" arriving later (a redelivery, a re-read),
+    # and a copy of b's latest record: each in its own block, so its own part.
+    insert([status("a", 7, credit_balance=Decimal("0.000000"), status="paused",
+                    pause_reasons=["credits_exhausted"])], 2)
+    insert([status("a", 5, credit_balance=Decimal("999999999999.999999"))], 3)
+    insert([status("b", 10)], 4)
+    insert([status("c", 1, status="suspended")], 5)
+    assert writer.query("SELECT count() FROM accounts_current") == [(6,)]  # not merged yet
+    expected = [
+        ("a", 7, "paused", 0, ["credits_exhausted"], Decimal("0.000000"),
+         datetime(2026, 1, 31, 23, 0, 7, tzinfo=UTC), 5),
+        ("b", 10, "active", 1, [], Decimal("1.000000"),
+         datetime(2026, 1, 31, 23, 0, 10, tzinfo=UTC), 5),
+        ("c", 1, "suspended", 0, ["suspended"], Decimal("1.000000"),
+         datetime(2026, 1, 31, 23, 0, 1, tzinfo=UTC), 5),
+    ]
+    assert writer.query(CURRENT_SQL) == expected
+    writer.execute("OPTIMIZE TABLE accounts_current FINAL")  # merged: the same rows stay
+    assert writer.query("SELECT count() FROM accounts_current") == [(3,)]
+    assert writer.query(CURRENT_SQL) == expected
+
+
+def test_accounts_current_columns_have_comments(writer: ClickHouseWriter) -> None:
+    missing = writer.query("SELECT name FROM system.columns WHERE database = currentDatabase() "
+                           "AND table = 'accounts_current' AND comment = ''")
+    assert missing == []

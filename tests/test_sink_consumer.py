@@ -20,11 +20,14 @@ from tests.test_sink_samples import (
     ledger_run,
     output_event,
     rated,
+    status,
 )
 
 USAGE = TopicPartition("billing.usage-rated", 0)
 STATE = TopicPartition("billing.account-state", 0)
+STATUS = TopicPartition("billing.account-status", 0)
 TOPICS = {USAGE.topic: "usage_rated", STATE.topic: "account_state"}
+ALL_TOPICS = {**TOPICS, STATUS.topic: "account_status"}
 FAST = SinkConfig(batch_rows=10, batch_seconds=60, retry_initial_seconds=0.001,
                   retry_max_seconds=0.004)
 
@@ -188,3 +191,27 @@ def test_the_real_codec_feeds_the_sink(writer: ClickHouseWriter) -> None:
     assert totals(writer) == (1, Decimal("0.333333"))
     assert writer.query("SELECT invoice_id, amount FROM invoices FINAL") == [
         ("inv-9", Decimal(63))]
+
+
+def test_account_status_goes_to_accounts_current_before_its_commit(
+        writer: ClickHouseWriter) -> None:
+    records = [status("a", 1), status("b", 4), status("a", 3, status="paused",
+                                                      pause_reasons=["budget_reached"]),
+               status("a", 2)]  # an older record of "a" after a newer one in the same batch
+    consumer = FakeConsumer({
+        USAGE: [codec.encode("usage_rated", rated(1, cost="0.333333"))],
+        STATE: [],
+        STATUS: [codec.encode("account_status", record) for record in records],
+    })
+    sink = ClickHouseSink(consumer, writer, ALL_TOPICS, codec.decode, FAST)
+    assert sink.lag() == {STATE: 0, STATUS: 4, USAGE: 1}
+    flaky = FlakyWriter(writer, failures=1)
+    sink._writer = flaky  # the first insert fails: nothing may be committed before the rows
+    drain(sink, consumer)
+    assert sink.stats.failures["insert"] == 1 and sink.stats.undecodable == 0
+    assert consumer.commits == [{USAGE: 1, STATUS: 4}]
+    assert sink.lag() == {STATE: 0, STATUS: 0, USAGE: 0}
+    assert sink.stats.rows_by_table["accounts_current"] == 2  # the batch's latest per account
+    assert writer.query("SELECT account_id, version, status, blocked_reasons, source_offset "
+                        "FROM accounts_current FINAL ORDER BY account_id") == [
+        ("a", 3, "paused", ["budget_reached"], 2), ("b", 4, "active", [], 1)]

@@ -24,7 +24,7 @@ SHIPPED = load_migrations()
 NAMES = [migration.name for migration in SHIPPED]
 TABLES = {"rated_usage", "account_state_events", "credit_purchases", "invoices", "tier_history",
           "spend_daily", "spend_monthly", "credit_purchases_mv", "invoices_mv",
-          "tier_history_mv", "spend_daily_mv", "spend_monthly_mv"}
+          "tier_history_mv", "spend_daily_mv", "spend_monthly_mv", "accounts_current"}
 
 
 @pytest.fixture

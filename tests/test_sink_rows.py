@@ -9,13 +9,16 @@ from decimal import Decimal
 import pytest
 
 from billing.events import InvalidEvent
-from sinks.dedup import first_of_each_event
+from schemas import load_schema
+from sinks.dedup import first_of_each_event, latest_of_each_account
 from sinks.display import format_table, format_value
 from sinks.reconcile import Difference, compare_invoices, compare_rollup, compare_spend
 from sinks.rows import (
     ACCOUNT_STATE_COLUMNS,
+    ACCOUNTS_CURRENT_COLUMNS,
     RATED_USAGE_COLUMNS,
     rows_for_account_state,
+    rows_for_account_status,
     rows_for_rated_usage,
     split_time,
 )
@@ -27,7 +30,7 @@ from sinks.sqlfiles import (
     query_names,
     split_statements,
 )
-from tests.test_sink_samples import output_event, rated, snapshot
+from tests.test_sink_samples import output_event, rated, snapshot, status
 
 
 def as_dict(columns: tuple[str, ...], row: tuple) -> dict:
@@ -177,3 +180,64 @@ def test_backoff_doubles_and_is_capped() -> None:
     assert [config.backoff(attempt) for attempt in range(6)] == [0.5, 1, 2, 4, 4, 4]
     with pytest.raises(ValueError):
         SinkConfig(batch_rows=0)
+
+
+def test_account_status_row_is_the_record_column_for_column() -> None:
+    record = status("acct-9", version=42, status="suspended", pause_reasons=["top_up_failed"],
+                    credit_balance=Decimal("-0.000001"), monthly_budget=None,
+                    pending_top_up_request_id="tu-1",
+                    auto_top_up={"enabled": True, "minimum_balance": Decimal("5.000000"),
+                                 "top_up_amount": Decimal("999999999999.999999")})
+    (row,) = rows_for_account_status([record], [(3, 17)])
+    values = as_dict(ACCOUNTS_CURRENT_COLUMNS, row)
+    assert values == {
+        "account_id": "acct-9", "billing_model": "postpaid", "contract": "self_serve",
+        "status": "suspended", "pause_reasons": ["top_up_failed"],
+        "credit_balance": Decimal("-0.000001"), "outstanding_balance": Decimal("0.000000"),
+        "month_to_date_spend": Decimal("0.500000"), "open_period": "2026-01",
+        "lifetime_spend": Decimal("2.500000"), "lifetime_credits_purchased": Decimal("0.000000"),
+        "tier": "1", "monthly_budget": None, "rpm_limit": 6000, "tpm_limit": 3_600_000,
+        "has_payment_method": 1, "pending_top_up_request_id": "tu-1",
+        "may_send": 0, "blocked_reasons": ["suspended", "top_up_failed"],
+        "auto_top_up_enabled": 1, "auto_top_up_minimum_balance": Decimal("5.000000"),
+        "auto_top_up_amount": Decimal("999999999999.999999"),
+        "updated_at": datetime(2026, 1, 31, 23, 0, 42, tzinfo=UTC), "updated_at_ms": 5,
+        "version": 42, "source_partition": 3, "source_offset": 17,
+    }
+    assert all(isinstance(values[name], Decimal) for name in (
+        "credit_balance", "outstanding_balance", "month_to_date_spend", "lifetime_spend",
+        "lifetime_credits_purchased", "auto_top_up_minimum_balance", "auto_top_up_amount"))
+
+
+def test_account_status_columns_follow_the_snapshot_and_the_schema() -> None:
+    fields = [field["name"] for field in load_schema("account_status")["fields"]]
+    flattened = [name for name in fields if name not in ("auto_top_up", "updated_at")]
+    columns = set(ACCOUNTS_CURRENT_COLUMNS)
+    assert set(flattened) <= columns
+    assert {"auto_top_up_enabled", "auto_top_up_minimum_balance", "auto_top_up_amount",
+            "updated_at", "updated_at_ms", "source_partition", "source_offset"} <= columns
+    assert len(columns) == len(ACCOUNTS_CURRENT_COLUMNS) == len(flattened) + 7
+
+
+@pytest.mark.parametrize("bad", [{"credit_balance": 0.1},
+                                 {"lifetime_spend": Decimal("0.0000001")}])
+def test_account_status_refuses_a_float_or_a_seventh_digit(bad: dict) -> None:
+    with pytest.raises(InvalidEvent):
+        rows_for_account_status([status(**bad)])
+
+
+def test_account_status_refuses_a_negative_version_and_a_position_mismatch() -> None:
+    with pytest.raises(ValueError, match="version"):
+        rows_for_account_status([status(version=-1)])
+    with pytest.raises(ValueError, match="positions"):
+        rows_for_account_status([status()], [])
+
+
+def test_latest_of_each_account_keeps_the_largest_version() -> None:
+    rows = rows_for_account_status([status("a", 5), status("b", 1), status("a", 3),
+                                    status("a", 5, tier="2"), status("b", 2)])
+    latest = latest_of_each_account(rows)
+    account, version, tier = (ACCOUNTS_CURRENT_COLUMNS.index(name)
+                              for name in ("account_id", "version", "tier"))
+    assert [(row[account], row[version], row[tier]) for row in latest] == [
+        ("a", 5, "2"), ("b", 2, "1")]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,6 +22,7 @@ import orjson
 from kafka import TopicPartition
 from kafka.errors import CommitFailedError
 
+from billing.account_status import status_record
 from billing.events import RATED_USAGE_FIELDS, SNAPSHOT_FIELDS, dumps, normalize_input
 from billing.ledger import Ledger
 from billing.replay import Replay
@@ -205,3 +206,11 @@ def test_the_ledger_run_covers_what_the_tables_hold() -> None:
     assert {"credits_applied", "invoice_issued", "tier_changed"} <= types
     assert len(run.rated) > 1000
     assert set(run.snapshots_json) >= {record["account_id"] for record in run.rated}
+
+
+def status(account_id: str = "acct-1", version: int = 1, **fields: Any) -> dict[str, Any]:
+    """An account-status record (:func:`billing.account_status.status_record` of a default
+    snapshot); ``fields`` override the snapshot's fields (``may_send`` and ``blocked_reasons``
+    follow its status)."""
+    moment = datetime(2026, 1, 31, 23, 0, 0, 5_000, tzinfo=UTC) + timedelta(seconds=version)
+    return status_record(snapshot(account_id, **fields), moment, version)

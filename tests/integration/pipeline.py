@@ -105,8 +105,9 @@ def assert_matches(settings: Settings, app_id: str,
 
 
 def sink_into_clickhouse(settings: Settings, app_id: str, timeout: float = 600) -> Settings:
-    """Run the sink from the account-state topic into a fresh database of the test's
-    clickhouse-server until it caught up; return the settings that point at that database."""
+    """Run the sink from its topics (account-state, usage-rated, account-status) into a fresh
+    database of the test's clickhouse-server until it caught up on all three; return the
+    settings that point at that database."""
     database = f"{app_id.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
     settings = replace(settings, clickhouse_url=(
         f"clickhouse://127.0.0.1:{settings.clickhouse_port}/{database}"))
@@ -119,7 +120,8 @@ def sink_into_clickhouse(settings: Settings, app_id: str, timeout: float = 600) 
                                   daemon=True)
         thread.start()
         try:
-            topics = (settings.topics.account_state, settings.topics.usage_rated)
+            topics = (settings.topics.account_state, settings.topics.usage_rated,
+                      settings.topics.account_status)
             wait_until(lambda: group_lag(settings, group, topics) == 0, timeout, 1.0,
                        "the sink to write every output to ClickHouse")
         finally:

@@ -101,7 +101,9 @@ def acls(settings: Settings) -> dict[str, list[tuple[ResourceType, str, object, 
                    *((TOPIC, f"{APP_ID}-", PREFIXED, op) for op in (CREATE, READ, WRITE)),
                    (GROUP, APP_ID, LITERAL, READ)],
         "sink": [(TOPIC, topics.account_state, LITERAL, READ),
-                 (TOPIC, topics.usage_rated, LITERAL, READ), (GROUP, SINK_GROUP, LITERAL, READ)],
+                 (TOPIC, topics.usage_rated, LITERAL, READ),
+                 (TOPIC, topics.account_status, LITERAL, READ),
+                 (GROUP, SINK_GROUP, LITERAL, READ)],
     }
 
 
@@ -214,7 +216,8 @@ def test_every_component_works_with_its_own_user_and_acls(sasl_broker: dict[str,
          "(SELECT count() FROM account_state_events FINAL) > 0 AS outputs"],
         env={**os.environ, **chdb}, capture_output=True, text=True, timeout=120, check=True)
     assert counted.stdout.splitlines()[2].split() == ["2", "1"], counted.stdout
-    assert group_lag(ops, SINK_GROUP, (ops.topics.account_state, ops.topics.usage_rated)) == 0
+    assert group_lag(ops, SINK_GROUP, (ops.topics.account_state, ops.topics.usage_rated,
+                                       ops.topics.account_status)) == 0
 
     for log in (tmp_path / "worker.log", tmp_path / "sink.log"):
         text = log.read_text(errors="replace")

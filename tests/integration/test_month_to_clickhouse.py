@@ -41,7 +41,8 @@ def test_month_survives_a_clickhouse_restart_and_reconciles(stack: Settings,
     rated_count = len({(e["account_id"], e["event_id"]) for e in events if e["type"] == "usage"})
 
     group = f"sink-{app_id}"
-    sink_topics = (settings.topics.account_state, settings.topics.usage_rated)
+    sink_topics = (settings.topics.account_state, settings.topics.usage_rated,
+                   settings.topics.account_status)
     server = ClickHouseServer(stack)
     with open_writer(settings) as writer:
         writer.apply_ddl()

@@ -15,16 +15,19 @@ from pathlib import Path
 import pytest
 
 from runtime.settings import Settings
-from sinks.clickhouse import ClickHouseWriter, DriverWriter, open_writer
+from sinks.clickhouse import ClickHouseError, ClickHouseWriter, DriverWriter, open_writer
 from sinks.dedup import new_rated_usage
 from sinks.reconcile import load_invoice_events, reconcile
 from sinks.rows import (
+    ACCOUNTS_CURRENT_COLUMNS,
+    ACCOUNTS_CURRENT_TABLE,
     RATED_USAGE_COLUMNS,
     RATED_USAGE_TABLE,
+    rows_for_account_status,
     rows_for_rated_usage,
 )
-from sinks.sqlfiles import load_query, query_names
-from tests.test_sink_samples import ledger_run, output_event, rated, store
+from sinks.sqlfiles import load_migrations, load_query, query_names
+from tests.test_sink_samples import ledger_run, output_event, rated, status, store
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +57,7 @@ def test_server_is_the_debian_18_16(writer: ClickHouseWriter) -> None:
 
 
 def test_ddl_applies_twice(writer: ClickHouseWriter) -> None:
-    assert writer.apply_ddl().lines() == ["up to date: 7 migrations"]
+    assert writer.apply_ddl().lines() == [f"up to date: {len(load_migrations())} migrations"]
     engines = dict(writer.query(
         "SELECT name, engine FROM system.tables WHERE database = currentDatabase()"))
     assert engines["rated_usage"] == "ReplacingMergeTree"
@@ -110,3 +113,25 @@ def test_queries_and_reconcile_on_ledger_output(writer: ClickHouseWriter,
     events_file.write_bytes(run.events_jsonl)
     report = reconcile(writer, run.snapshots_json, load_invoice_events(events_file))
     assert report.ok, report.differences
+
+
+def test_column_comments_work_on_18_16_and_table_comments_do_not(
+        writer: ClickHouseWriter) -> None:
+    """Why 009 keeps the table's comment as SQL comments and its columns' as COMMENT."""
+    assert writer.query("SELECT count(), countIf(comment != '') FROM system.columns WHERE "
+                        "database = currentDatabase() AND table = 'accounts_current'") == [
+        (len(ACCOUNTS_CURRENT_COLUMNS), len(ACCOUNTS_CURRENT_COLUMNS))]
+    with pytest.raises(ClickHouseError, match=r"(?i)syntax error|Code: 62"):
+        writer.execute("CREATE TABLE IF NOT EXISTS comment_probe (a String) "
+                       "ENGINE = MergeTree ORDER BY a COMMENT 'a table comment'")
+
+
+def test_accounts_current_keeps_the_latest_version_under_final(writer: ClickHouseWriter) -> None:
+    for records, first in (([status("a", 3), status("b", 1)], 0),
+                           ([status("a", 9, status="suspended")], 2),
+                           ([status("a", 4, credit_balance=Decimal("7.000001"))], 3)):
+        writer.insert(ACCOUNTS_CURRENT_TABLE, ACCOUNTS_CURRENT_COLUMNS, rows_for_account_status(
+            records, [(0, first + index) for index in range(len(records))]))
+    assert writer.query("SELECT account_id, version, may_send, blocked_reasons, credit_balance "
+                        "FROM accounts_current FINAL ORDER BY account_id") == [
+        ("a", 9, 0, ["suspended"], Decimal("1.000000")), ("b", 1, 1, [], Decimal("1.000000"))]

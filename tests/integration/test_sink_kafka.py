@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
+from billing.account_status import status_record
 from runtime import codecs as codec
 from runtime.observe import group_lag, wait_until
 from runtime.settings import Settings
@@ -59,26 +60,34 @@ def test_sink_writes_each_event_once_and_commits(stack: Settings) -> None:
     settings = replace(settings, clickhouse_url=(f"clickhouse://127.0.0.1:"
                                                  f"{stack.clickhouse_port}/sink_kafka_{label}"))
     group = f"billing-clickhouse-sink-{label}"
-    topics = (settings.topics.usage_rated, settings.topics.account_state)
+    topics = (settings.topics.usage_rated, settings.topics.account_state,
+              settings.topics.account_status)
     run = ledger_run()
     rated = [(r["account_id"], codec.encode("usage_rated", r)) for r in run.rated]
     outputs = [(e["account_id"], codec.encode("account_state", e)) for e in run.outputs]
+    # Each output's snapshot as a status record with a growing version, as the worker writes it.
+    statuses = [(e["account_id"], codec.encode("account_status", status_record(
+        e["snapshot"], e["timestamp"], version))) for version, e in enumerate(run.outputs, 1)]
     produce(settings, settings.topics.usage_rated, [*rated, ("acct-x", b"\x00not avro")])
     produce(settings, settings.topics.account_state, outputs)
+    produce(settings, settings.topics.account_status, statuses)
+    accounts = len({e["account_id"] for e in run.outputs})
     expected_cost = sum(record["cost"] for record in run.rated)
 
     writer: ClickHouseWriter = open_writer(settings)
     writer.apply_ddl()
 
-    def stored() -> tuple[int, int]:
+    def stored() -> tuple[int, int, int]:
         ((usage,),) = writer.query("SELECT count() FROM rated_usage FINAL")
         ((state,),) = writer.query("SELECT count() FROM account_state_events FINAL")
-        return usage, state
+        ((current,),) = writer.query("SELECT count() FROM accounts_current FINAL")
+        return usage, state, current
 
     config = SinkConfig(batch_rows=500, batch_seconds=0.5)
     with open_writer(settings) as sink_writer:
         first = build_sink(settings, sink_writer, config, group_id=group)
-        run_until(first, lambda: stored() == (len(run.rated), len(run.outputs)))
+        run_until(first, lambda: stored() == (len(run.rated), len(run.outputs), accounts)
+                  and group_lag(settings, group, topics) == 0)
         assert first.stats.undecodable == 1
 
         # The producer re-sends 300 events (new offsets, same ids); a new instance resumes.
@@ -86,7 +95,7 @@ def test_sink_writes_each_event_once_and_commits(stack: Settings) -> None:
         second = build_sink(settings, sink_writer, config, group_id=group)
         run_until(second, lambda: second.stats.duplicates_dropped >= 300)
 
-    assert stored() == (len(run.rated), len(run.outputs))
+    assert stored() == (len(run.rated), len(run.outputs), accounts)
     assert writer.query("SELECT sum(cost) FROM rated_usage FINAL") == [(expected_cost,)]
     assert writer.query("SELECT sum(cost) FROM spend_daily") == [(expected_cost,)]
     assert writer.query("SELECT sum(cost) FROM spend_monthly") == [(expected_cost,)]
