@@ -303,7 +303,7 @@ class Pipeline:
         return (self.worker.lag(),
                 group_lag(self.settings, self.processor.group_id, (topics.account_state,)),
                 group_lag(self.settings, self.sink_group,
-                          (topics.account_state, topics.usage_rated)))
+                          (topics.account_state, topics.usage_rated, topics.account_status)))
 
     def counts(self) -> tuple[int, int]:
         """Output events the processor has seen and top-ups it has answered."""
