@@ -26,6 +26,10 @@ from tests.test_sink_samples import ledger_run
 pytestmark = pytest.mark.integration
 
 
+# The sink's topics: a lag gauge for each of their partitions.
+SINK_TOPICS = ("account_state", "usage_rated", "account_status")
+
+
 def test_sink_run_serves_batches_rows_and_lag(stack: Settings, tmp_path: Path) -> None:
     settings, _ = isolated(stack, "sinkmetrics")
     settings = replace(settings, clickhouse_url=(f"clickhouse://127.0.0.1:{stack.clickhouse_port}"
@@ -57,7 +61,7 @@ def test_sink_run_serves_batches_rows_and_lag(stack: Settings, tmp_path: Path) -
             return False
         lags = [value for (name, _), value in seen.items() if name == "billing_sink_consumer_lag"]
         return (seen.get(("billing_sink_rows_total", (("table", "rated_usage"),))) == len(rated)
-                and len(lags) == 2 * settings.partitions and not any(lags))
+                and len(lags) == len(SINK_TOPICS) * settings.partitions and not any(lags))
 
     try:
         wait_until(caught_up, 120, interval=0.5, what="the sink's metrics to show it caught up")
