@@ -28,6 +28,17 @@ from typing import Any
 
 import orjson
 
+# Each event's fields and their kinds (the checks below; what a kind means: schemas/shapes.py),
+# generated from the .avsc files, their one source; re-exported here, where the code imports them.
+from billing.event_shapes import COMMON_FIELDS as COMMON_FIELDS
+from billing.event_shapes import INPUT_DEFAULTS
+from billing.event_shapes import INPUT_FIELDS as INPUT_FIELDS
+from billing.event_shapes import OUTPUT_COMMON_FIELDS as OUTPUT_COMMON_FIELDS
+from billing.event_shapes import OUTPUT_FIELDS as OUTPUT_FIELDS
+from billing.event_shapes import RATED_USAGE_FIELDS as RATED_USAGE_FIELDS
+from billing.event_shapes import SNAPSHOT_FIELDS as SNAPSHOT_FIELDS
+from billing.event_shapes import TOPIC_OF_TYPE as TOPIC_OF_TYPE
+
 MICRO = Decimal("0.000001")
 # Every amount the contract carries is decimal(18, 6): below 10^12 in magnitude. A larger one could
 # not be written into an output or a ClickHouse row, so it is refused where it enters.
@@ -42,124 +53,8 @@ ZERO = Decimal("0.000000")
 # price book refuse, at load, a price that could make one event cost more than decimal(18, 6) holds.
 MAX_QUANTITY = 10**12
 
-# Input event type -> {field: kind}. Kinds: "str", "money", "money?" (nullable), "time", "bool",
-# "int>=0", "quantities", "str?" (optional), "contract", "billing_model?", "period".
-COMMON_FIELDS = {"type": "str", "event_id": "str", "account_id": "str", "timestamp": "time"}
-INPUT_FIELDS: dict[str, dict[str, str]] = {
-    "usage": {"product": "str", "quantities": "quantities", "requests": "requests"},
-    "account_opened": {
-        "created_at": "time",
-        "contract": "contract",
-        "billing_model": "billing_model?",
-    },
-    "payment_method_added": {"payment_method_id": "str"},
-    "payment_method_removed": {"payment_method_id": "str"},
-    "credits_purchased": {
-        "amount": "money>0",
-        "payment_id": "str",
-        "receipt_url": "str?",
-        "top_up_request_id": "str?",
-    },
-    "payment_failed": {"payment_id": "str", "reason": "str", "top_up_request_id": "str?"},
-    "invoice_paid": {"invoice_id": "str", "amount": "money>0", "payment_id": "str?"},
-    "auto_top_up_configured": {
-        "enabled": "bool",
-        "minimum_balance": "money",
-        "top_up_amount": "money>0",
-    },
-    "budget_set": {"monthly_budget": "money?"},
-    "close_period": {"period": "period"},
-}
-# close_period may be broadcast (account_id empty: every account of the partition).
-TOPIC_OF_TYPE = {
-    "usage": "usage",
-    "credits_purchased": "payments",
-    "payment_failed": "payments",
-    "payment_method_added": "payments",
-    "payment_method_removed": "payments",
-    "invoice_paid": "payments",
-    "account_opened": "accounts",
-    "auto_top_up_configured": "accounts",
-    "budget_set": "accounts",
-    "close_period": "control",
-}
-
-# Output event type -> its own fields (besides event_id, account_id, timestamp, type,
-# cause_event_id and snapshot, which every output event has).
-OUTPUT_FIELDS: dict[str, dict[str, str]] = {
-    "usage_paused": {"reason": "str"},  # budget_reached | credits_exhausted | top_up_failed
-    "usage_resumed": {"reason": "str"},  # the pause reason lifted last
-    "account_suspended": {"reason": "str"},  # free_credit_exhausted
-    "account_reinstated": {"reason": "str"},  # payment_method_added
-    "top_up_requested": {"amount": "money", "top_up_request_id": "str"},
-    "credits_applied": {
-        "amount": "money",
-        "payment_id": "str?",
-        "invoice_id": "str?",
-        "receipt_url": "str?",
-        "applied_to_outstanding": "money",
-        "applied_to_credit": "money",
-    },
-    "tier_changed": {"from_tier": "str?", "to_tier": "str"},  # from_tier null: account opened
-    "rate_limits_changed": {"rpm_limit": "int", "tpm_limit": "int"},
-    "budget_changed": {"monthly_budget": "money?", "reason": "str"},  # tier_default | customer
-    "invoice_issued": {"invoice_id": "str", "period": "period", "amount": "money",
-                       "due_date": "date?"},  # issue date + net terms; always set
-    "command_rejected": {"reason": "str", "rejected_type": "str"},
-    # An invoice's unpaid amount changed: what this payment or purchase paid on it, what is left.
-    "invoice_settled": {"invoice_id": "str", "amount_paid": "money", "unpaid": "money",
-                        "status": "str",  # partially_paid | paid
-                        "payment_id": "str?",  # of the credits_purchased or invoice_paid
-                        "paid_by": "str"},  # credits_purchased | invoice_paid
-}
 OUTPUT_TYPES = tuple(OUTPUT_FIELDS)
-OUTPUT_COMMON_FIELDS = ("event_id", "account_id", "timestamp", "type", "cause_event_id", "snapshot")
-
-# The account after a change (section 6): field -> kind.
-SNAPSHOT_FIELDS: dict[str, str] = {
-    "account_id": "str",
-    "billing_model": "str",  # prepaid | postpaid
-    "contract": "str",  # self_serve | enterprise
-    "status": "str",  # active | paused | suspended
-    "pause_reasons": "list[str]",  # sorted
-    "credit_balance": "money",
-    "outstanding_balance": "money",
-    "month_to_date_spend": "money",
-    "open_period": "period",
-    "lifetime_spend": "money",
-    "lifetime_credits_purchased": "money",
-    "tier": "str",  # "0".."4" | "enterprise"
-    "monthly_budget": "money?",
-    "rpm_limit": "int",
-    "tpm_limit": "int",
-    "has_payment_method": "bool",
-    "auto_top_up": "auto_top_up",  # {enabled: bool, minimum_balance: money, top_up_amount: money}
-    "pending_top_up_request_id": "str?",
-}
-
-# One record per usage event, as the ledger rated it (topic billing.usage-rated; the analytics
-# source for spend, invoices and over-limit usage). Not an account-state event.
-RATED_USAGE_FIELDS: dict[str, str] = {
-    "event_id": "str",
-    "account_id": "str",
-    "timestamp": "time",
-    "product": "str",
-    "quantities": "quantities",
-    "requests": "int",
-    "cost": "money",
-    "billed_period": "period",  # the month the cost was charged to
-    "late": "bool",  # its own month was already closed
-    "over_limit": "bool",  # served while the account was paused or suspended
-    "billing_model": "str",
-    "tier": "str",
-}
-MONEY_SNAPSHOT_FIELDS = (
-    "credit_balance",
-    "outstanding_balance",
-    "month_to_date_spend",
-    "lifetime_spend",
-    "lifetime_credits_purchased",
-)
+MONEY_SNAPSHOT_FIELDS = tuple(name for name, kind in SNAPSHOT_FIELDS.items() if kind == "money")
 
 
 class InvalidEvent(ValueError):
@@ -403,11 +298,11 @@ def _normalize_field(kind: str, field: str, value: Any) -> Any:
     return check(field, value)
 
 
-DEFAULTS = {"requests": 1}
 # Event type -> (field, optional, check, default) for each of its own fields, worked out once:
 # normalize_input runs for every input event.
 _FIELD_CHECKS = {
-    event_type: tuple((field, kind.endswith("?"), _CHECKS[kind.rstrip("?")], DEFAULTS.get(field))
+    event_type: tuple((field, kind.endswith("?"), _CHECKS[kind.rstrip("?")],
+                       INPUT_DEFAULTS.get(event_type, {}).get(field))
                       for field, kind in fields.items())
     for event_type, fields in INPUT_FIELDS.items()
 }

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import avro.schema
@@ -19,14 +18,6 @@ import fastavro
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from billing.events import (
-    INPUT_FIELDS,
-    OUTPUT_COMMON_FIELDS,
-    OUTPUT_FIELDS,
-    RATED_USAGE_FIELDS,
-    SNAPSHOT_FIELDS,
-    TOPIC_OF_TYPE,
-)
 from schemas import (
     COMPATIBILITY,
     NAMESPACE,
@@ -35,19 +26,9 @@ from schemas import (
     TOPIC_KINDS,
     load_schema,
 )
-from schemas.codec import record_name
+from schemas.shapes import records
 
-MONEY = {"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": 6}
 TIME = {"type": "long", "logicalType": "timestamp-millis"}
-# events.py field kind -> the Avro type that carries it (before null is added for optionals).
-AVRO_OF_KIND: dict[str, Any] = {
-    "str": "string", "contract": "string", "billing_model": "string", "period": "string",
-    "money": MONEY, "money>0": MONEY, "time": TIME, "bool": "boolean", "int": "long",
-    "requests": "long", "quantities": {"type": "map", "values": "long"},
-    "list[str]": {"type": "array", "items": "string"},
-    "date": {"type": "int", "logicalType": "date"},
-}
-INPUT_COMMON = {"event_id": "str", "account_id": "str", "timestamp": "time"}
 
 
 def compatibility(reader: Any, writer: Any) -> bool:
@@ -62,25 +43,6 @@ def allowed(new: Any, old: Any, level: str) -> bool:
     """Whether replacing ``old`` by ``new`` keeps compatibility ``level`` (BACKWARD or FULL)."""
     backward = compatibility(new, old)
     return backward and compatibility(old, new) if level == "FULL" else backward
-
-
-def records(schema: Any) -> Iterator[dict[str, Any]]:
-    """Every record defined anywhere in a schema (nested ones included)."""
-    if isinstance(schema, list):
-        for branch in schema:
-            yield from records(branch)
-    elif isinstance(schema, dict):
-        if schema.get("type") == "record":
-            yield schema
-            for field in schema["fields"]:
-                yield from records(field["type"])
-        else:
-            for key in ("items", "values"):
-                yield from records(schema.get(key))
-
-
-def record_by_name(kind: str) -> dict[str, dict[str, Any]]:
-    return {f"{NAMESPACE}.{record['name']}": record for record in records(load_schema(kind))}
 
 
 # --- the evolution policy ------------------------------------------------------------------------
@@ -175,55 +137,9 @@ def test_optional_fields_are_null_first_with_a_null_default(kind: str) -> None:
                 assert field["type"][0] == "null" and field["default"] is None, field["name"]
 
 
-def assert_fields(record: dict[str, Any], kinds: dict[str, str]) -> None:
-    """The record has exactly these fields, in this order, each of the Avro type of its kind."""
-    assert [field["name"] for field in record["fields"]] == list(kinds)
-    for field in record["fields"]:
-        kind = kinds[field["name"]]
-        expected = AVRO_OF_KIND.get(kind.rstrip("?"))
-        if expected is None:
-            continue  # a nested record, checked on its own
-        assert field["type"] == (["null", expected] if kind.endswith("?") else expected), field
-
-
-@pytest.mark.parametrize("event_type", sorted(INPUT_FIELDS))
-def test_input_records_match_events_py(event_type: str) -> None:
-    record = record_by_name(TOPIC_OF_TYPE[event_type])[record_name(event_type)]
-    assert_fields(record, {**INPUT_COMMON, **INPUT_FIELDS[event_type]})
-
-
 def test_requests_defaults_to_one() -> None:
     requests = next(f for f in load_schema("usage")["fields"] if f["name"] == "requests")
     assert requests["default"] == 1
-
-
-def test_each_input_topic_carries_exactly_its_types() -> None:
-    for kind in ("usage", "payments", "accounts", "control"):
-        expected = {record_name(t) for t, topic in TOPIC_OF_TYPE.items() if topic == kind}
-        branches = load_schema(kind) if isinstance(load_schema(kind), list) else [load_schema(kind)]
-        assert {f"{NAMESPACE}.{branch['name']}" for branch in branches} == expected
-
-
-@pytest.mark.parametrize("event_type", sorted(OUTPUT_FIELDS))
-def test_output_records_match_events_py(event_type: str) -> None:
-    record = record_by_name("account_state")[record_name(event_type)]
-    common = {"event_id": "str", "account_id": "str", "timestamp": "time", "cause_event_id": "str"}
-    kinds = {**common, **OUTPUT_FIELDS[event_type], "snapshot": "snapshot"}
-    assert set(kinds) == {*OUTPUT_COMMON_FIELDS, *OUTPUT_FIELDS[event_type]} - {"type"}
-    assert_fields(record, kinds)
-
-
-def test_account_state_carries_the_twelve_output_types_and_a_snapshot() -> None:
-    branches = load_schema("account_state")
-    assert [f"{NAMESPACE}.{b['name']}" for b in branches] == [record_name(t) for t in OUTPUT_FIELDS]
-    by_name = record_by_name("account_state")
-    assert_fields(by_name[f"{NAMESPACE}.Snapshot"], SNAPSHOT_FIELDS)
-    auto_top_up = {"enabled": "bool", "minimum_balance": "money", "top_up_amount": "money"}
-    assert_fields(by_name[f"{NAMESPACE}.AutoTopUp"], auto_top_up)
-
-
-def test_rated_usage_matches_events_py() -> None:
-    assert_fields(load_schema("usage_rated"), RATED_USAGE_FIELDS)
 
 
 def test_dead_letter_keeps_the_original_bytes() -> None:
