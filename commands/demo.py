@@ -65,7 +65,7 @@ from devkit.harness import WorkerExited, WorkerProcess, private_pipeline
 from devkit.stack.cli import LOG_FORMAT
 from devkit.stack.lifecycle import start_stack
 from devkit.workload import DEFAULT_START, PAYMENT_FAILURES, generate
-from runtime.codecs import codec_for, decode
+from runtime.codecs import codec_for
 from runtime.kafka_security import kafka_python_security
 from runtime.logfmt import log_event
 from runtime.observe import group_lag, table_snapshots
@@ -174,13 +174,14 @@ class PaymentProcessor:
                                  auto_offset_reset="earliest",
                                  **kafka_python_security(self.settings))
         answered: set[str] = set()
+        codec = codec_for(self.settings)
         try:
             with EventProducer(self.settings) as producer:
                 while not self._stop.is_set():
                     polled = consumer.poll(timeout_ms=500)
                     for records in polled.values():
                         for record in records:
-                            self._handle(decode("account_state", record.value), answered,
+                            self._handle(codec.decode("account_state", record.value), answered,
                                          producer)
                     if polled:
                         producer.flush()  # answers acknowledged before the requests are marked

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from runtime.codecs import default_codec
 from runtime.settings import DEFAULT_MAX_MESSAGE_BYTES
 from schemas.codec import Codec
 
@@ -67,7 +66,7 @@ def make_dead_letter(
     worker: str,
     *,
     failed_at: datetime | None = None,
-    codec: Codec | None = None,
+    codec: Codec,
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> bytes:
     """The dead-letter message value for a rejected input (``failed_at`` defaults to now).
@@ -96,6 +95,6 @@ def make_dead_letter(
         "value_sha256": value_sha256,
         "value_truncated": value_truncated,
     }
-    return (codec or default_codec()).encode("dead_letter", letter)
+    return codec.encode("dead_letter", letter)
 
 

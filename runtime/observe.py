@@ -19,7 +19,7 @@ from kafka.errors import (
 
 from billing.account_record import load_state
 from billing.ledger import snapshot
-from runtime.codecs import decode
+from runtime.codecs import codec_for
 from runtime.kafka_security import kafka_python_security
 from runtime.settings import Settings
 from runtime.topic_reader import read_topic
@@ -82,6 +82,7 @@ def table_snapshots(settings: Settings, app_id: str) -> dict[str, dict[str, Any]
 
 def output_events(settings: Settings) -> list[dict[str, Any]]:
     """Every event on the account-state topic, decoded."""
-    return [decode("account_state", record.value)
+    codec = codec_for(settings)
+    return [codec.decode("account_state", record.value)
             for record in read_topic(settings, settings.topics.account_state)
             if record.value is not None]

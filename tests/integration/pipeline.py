@@ -21,7 +21,7 @@ from billing.ledger import Ledger, to_millis
 from billing.merge import KIND_RANK
 from billing.replay import Replay
 from devkit.harness import WorkerProcess, private_pipeline
-from runtime.codecs import encode
+from runtime.codecs import codec_for
 from runtime.observe import group_lag, output_events, table_snapshots, wait_until
 from runtime.rules_files import load_config, load_pricebook
 from runtime.settings import Settings
@@ -64,7 +64,8 @@ def publish_messages(settings: Settings,
 def as_message(settings: Settings, event: dict[str, Any]) -> tuple[str, bytes, bytes]:
     """A canonical event as its topic, key (the account) and Avro value."""
     kind = TOPIC_OF_TYPE[event["type"]]
-    return getattr(settings.topics, kind), event["account_id"].encode(), encode(kind, event)
+    return getattr(settings.topics, kind), event["account_id"].encode(), \
+        codec_for(settings).encode(kind, event)
 
 
 def publish(settings: Settings, events: list[dict[str, Any]]) -> None:

@@ -17,7 +17,6 @@ from kafka import KafkaProducer
 import billing
 from billing.events import normalize_input
 from commands.deadletter import deadletter, read_dead_letters
-from runtime.codecs import encode
 from runtime.observe import table_snapshots
 from runtime.settings import Settings
 from schemas.codec import Codec
@@ -26,6 +25,9 @@ from tests.integration.pipeline import WorkerProcess, isolated, publish
 pytestmark = pytest.mark.integration
 
 START = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+AVRO = Codec()  # plain Avro, as the test stacks run without a schema registry
 
 
 def event(event_type: str, event_id: str, minutes: int, **fields: Any) -> dict[str, Any]:
@@ -40,7 +42,7 @@ def usage(event_id: str, minutes: int, **fields: Any) -> dict[str, Any]:
 
 def raw_usage(event_id: str, **fields: Any) -> bytes:
     """A usage record the schema carries but the rules refuse (no validation on this path)."""
-    return encode("usage", {**usage(event_id, 5), **fields})
+    return AVRO.encode("usage", {**usage(event_id, 5), **fields})
 
 
 # (what is wrong, topic kind, key, value bytes, words the reason must contain)
