@@ -53,10 +53,15 @@ def _clean_errors(settings: Settings) -> Iterator[None]:
 
 
 def _writer(settings: Settings) -> ClickHouseWriter:
-    """The configured writer with the migrations applied."""
+    """The configured writer with the migrations applied (closed again if they fail: chdb
+    holds one data directory per process)."""
     with _clean_errors(settings):
         writer = open_writer(settings)
-        writer.apply_ddl()
+        try:
+            writer.apply_ddl()
+        except BaseException:
+            writer.close()
+            raise
     return writer
 
 

@@ -14,7 +14,9 @@ NAME`` runs them (``sinks.migrate``) rendered here, each ``ON CLUSTER NAME``:
 - plain views (``invoices_status``) keep their names and read the Distributed tables: a query on
   any server sees every shard;
 - ``ALTER TABLE T ADD COLUMN`` / ``COMMENT COLUMN`` changes ``T_local`` then ``T``; on the record
-  of migrations (not sharded) it is one statement.
+  of migrations (not sharded) it is one statement;
+- ``INSERT INTO T SELECT ... FROM T`` (a backfill) runs once, from the server the command talks to,
+  through the Distributed tables (not ``ON CLUSTER``: it would run once per server).
 
 Sharding by account keeps every copy of an event, and everything an account owns, on one shard,
 so ``FINAL`` (which collapses duplicates within a shard only) and the per-account queries stay
@@ -43,6 +45,7 @@ SHARDING_KEY = "cityHash64(account_id)"
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)")
 _CREATE_VIEW = re.compile(r"^CREATE (MATERIALIZED VIEW|VIEW) IF NOT EXISTS (\w+)")
+_INSERT_SELECT = re.compile(r"^INSERT INTO \w+\s+SELECT\b")
 _ALTER_COLUMN = re.compile(r"^ALTER TABLE (\w+)\s+((?:ADD|COMMENT) COLUMN .+)$", re.S)
 _ENGINE = re.compile(r"\bENGINE = (\w*MergeTree)\b(?:\((.*?)\))?")
 
@@ -125,9 +128,13 @@ def cluster_statements(cluster: str, database: str,
                                       f"{database}.{view[2]} ON CLUSTER {cluster}{body}"))
         elif alter := _ALTER_COLUMN.match(statement.sql):
             rendered += _alter(statement, alter[1], alter[2], cluster, database)
+        elif _INSERT_SELECT.match(statement.sql):
+            # Once, from this server, through the Distributed tables: rows go to their shards.
+            rendered.append(Statement(statement.name,
+                                      table_names.sub(rf"{database}.\1", statement.sql)))
         else:
-            raise ValueError(f"{statement.name}: not a CREATE TABLE, VIEW, MATERIALIZED VIEW or "
-                             "ALTER TABLE ... ADD COLUMN / COMMENT COLUMN")
+            raise ValueError(f"{statement.name}: not a CREATE TABLE, VIEW, MATERIALIZED VIEW, "
+                             "INSERT ... SELECT or ALTER TABLE ... ADD COLUMN / COMMENT COLUMN")
     return rendered
 
 

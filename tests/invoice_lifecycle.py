@@ -26,6 +26,8 @@ from typing import Any
 from billing.events import normalize_input
 from sinks.clickhouse import ClickHouseWriter
 from sinks.display import format_money
+from sinks.migrate import migrate
+from sinks.sqlfiles import load_migrations
 from tests.ledger.builders import DEFAULT_CONFIG, Events, Run, enterprise_postpaid
 from tests.test_sink_samples import store
 
@@ -111,6 +113,25 @@ def check_lifecycle(writer: ClickHouseWriter) -> None:
     assert writer.query("SELECT type, count() FROM invoice_history FINAL GROUP BY type "
                         "ORDER BY type") == [("invoice_issued", 2), ("invoice_settled", 2)]
     assert writer.query(OVERDUE_30_SQL) == []
+
+
+def check_backfill(writer: ClickHouseWriter) -> None:
+    """A database that held invoice events before migration 010 (``writer``'s, empty, not
+    migrated): once migrated, invoices_status has them, and the copies the backfill inserted
+    collapse (the invoices are not counted twice)."""
+    before_010 = [m for m in load_migrations() if m.name < "010"]
+    migrate(writer, before_010)
+    issued, purchased, _ = stages()
+    store(writer, outputs=issued + purchased)
+    assert [m.name for m in load_migrations()][len(before_010)] == "010_invoice_history.sql"
+    writer.apply_ddl()
+    (row, far), _ = status_rows(writer)
+    assert (without_overdue(row), far) == (acct_1("partially_paid", "1000.25", PURCHASED_AT),
+                                           ACCT_2)
+    assert writer.query("SELECT count(), sum(amount) FROM invoices FINAL") == [
+        (2, Decimal("1244.5"))]
+    assert writer.query("SELECT count() FROM account_state_events FINAL") == [
+        (len(issued) + len(purchased),)]
 
 
 def check_invoice_command(invoke: Callable[..., Any]) -> None:

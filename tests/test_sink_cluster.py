@@ -104,8 +104,8 @@ def test_names_that_are_not_plain_identifiers_are_refused() -> None:
 def test_a_migration_the_renderer_does_not_know_is_refused() -> None:
     drop = Statement("099_region.sql#1", "ALTER TABLE rated_usage DROP COLUMN region")
     with pytest.raises(ValueError, match=r"099_region\.sql#1: not a CREATE TABLE, VIEW, "
-                                         r"MATERIALIZED VIEW or ALTER TABLE \.\.\. ADD COLUMN "
-                                         r"/ COMMENT COLUMN"):
+                                         r"MATERIALIZED VIEW, INSERT \.\.\. SELECT or ALTER "
+                                         r"TABLE \.\.\. ADD COLUMN / COMMENT COLUMN"):
         cluster_statements(CLUSTER, DATABASE, [*PLAIN, drop])
 
 
@@ -124,6 +124,13 @@ def test_a_plain_view_reads_the_distributed_tables_of_every_shard() -> None:
     assert view.startswith(f"CREATE VIEW IF NOT EXISTS {DATABASE}.invoices_status ON CLUSTER "
                            f"{CLUSTER} AS")
     assert f"FROM {DATABASE}.invoice_history FINAL" in view and "_local" not in view
+
+
+def test_a_backfill_runs_once_through_the_distributed_tables() -> None:
+    (insert,) = [s.sql for s in ALL_RENDERED if s.sql.startswith("INSERT")]
+    assert insert == (f"INSERT INTO {DATABASE}.account_state_events\nSELECT * FROM "
+                      f"{DATABASE}.account_state_events WHERE type IN ('invoice_issued', "
+                      "'invoice_settled')")
 
 
 def test_comments_go_on_the_local_and_distributed_tables_and_once_on_the_record() -> None:
@@ -146,7 +153,7 @@ def test_every_statement_parses() -> None:
                "for sql in json.load(sys.stdin):\n"
                "    chdb.query('EXPLAIN AST ' + sql, 'CSV')\n")
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                            input=json.dumps([s.sql for s in [*RENDERED, RECORD]]),
+                            input=json.dumps([s.sql for s in [*ALL_RENDERED, RECORD]]),
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
 

@@ -13,15 +13,20 @@ from click.testing import CliRunner
 from runtime.settings import Settings, load_settings
 from sinks.cli import invoice_command
 from sinks.clickhouse import DriverWriter, open_writer
-from tests.invoice_lifecycle import check_invoice_command, check_lifecycle
+from tests.invoice_lifecycle import check_backfill, check_invoice_command, check_lifecycle
 
 pytestmark = pytest.mark.integration
 
 
+def server_env(stack: Settings, stack_env: dict[str, str]) -> dict[str, str]:
+    """The stack's variables with a fresh database."""
+    return {**stack_env, "BILLING_CLICKHOUSE_URL": (
+        f"clickhouse://127.0.0.1:{stack.clickhouse_port}/invoices_{uuid.uuid4().hex[:8]}")}
+
+
 def test_an_invoice_goes_open_partially_paid_paid_on_the_server(
         stack: Settings, stack_env: dict[str, str]) -> None:
-    env = {**stack_env, "BILLING_CLICKHOUSE_URL": (
-        f"clickhouse://127.0.0.1:{stack.clickhouse_port}/invoices_{uuid.uuid4().hex[:8]}")}
+    env = server_env(stack, stack_env)
     with open_writer(load_settings(env)) as writer:
         assert isinstance(writer, DriverWriter)
         writer.apply_ddl()
@@ -32,3 +37,10 @@ def test_an_invoice_goes_open_partially_paid_paid_on_the_server(
         return CliRunner().invoke(invoice_command, list(args), env=env)
 
     check_invoice_command(invoke)
+
+
+def test_invoice_events_stored_before_the_view_existed_are_backfilled_on_the_server(
+        stack: Settings, stack_env: dict[str, str]) -> None:
+    with open_writer(load_settings(server_env(stack, stack_env))) as writer:
+        writer._create_database()  # what apply_ddl does first
+        check_backfill(writer)
