@@ -115,6 +115,25 @@ def check_lifecycle(writer: ClickHouseWriter) -> None:
     assert writer.query(OVERDUE_30_SQL) == []
 
 
+def invoices_from_outputs(outputs: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    """invoice_id -> (account_id, amount, unpaid, status) as the ledger's outputs leave each
+    invoice (in their order per account, as the topic keeps it): what invoices_status must say.
+    The status is the ledger's own, the view derives its own from the unpaid amounts."""
+    invoices: dict[str, tuple[Any, ...]] = {}
+    for event in outputs:
+        if event["type"] == "invoice_issued":
+            invoices[event["invoice_id"]] = (event["account_id"], event["amount"],
+                                             event["amount"], "open")
+        elif event["type"] == "invoice_settled":
+            account_id, amount, *_ = invoices[event["invoice_id"]]
+            invoices[event["invoice_id"]] = (account_id, amount, event["unpaid"],
+                                             event["status"])
+    return invoices
+
+
+INVOICES_STATUS_SQL = "SELECT invoice_id, account_id, amount, unpaid, status FROM invoices_status"
+
+
 def check_backfill(writer: ClickHouseWriter) -> None:
     """A database that held invoice events before migration 010 (``writer``'s, empty, not
     migrated): once migrated, invoices_status has them, and the copies the backfill inserted

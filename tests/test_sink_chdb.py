@@ -28,6 +28,7 @@ from sinks.rows import (
     rows_for_rated_usage,
 )
 from sinks.sqlfiles import load_query, query_names
+from tests.invoice_lifecycle import INVOICES_STATUS_SQL, invoices_from_outputs
 from tests.test_sink_samples import (
     chdb_with_tables,
     ledger_run,
@@ -165,11 +166,11 @@ def test_every_documented_query_runs_on_ledger_output(writer: ClickHouseWriter) 
                and event["invoice_id"] == invoice["invoice_id"]]
     assert [row[5] for row in results["invoice_settlements"]] == [
         event["amount_paid"] for event in settled]
-    unpaid = {(event["account_id"], event["invoice_id"]) for event in run.outputs
-              if event["type"] == "invoice_issued"} - {
-        (event["account_id"], event["invoice_id"]) for event in run.outputs
-        if event["type"] == "invoice_settled" and event["status"] == "paid"}
-    assert {row[:2] for row in results["overdue_invoices"]} == unpaid  # all due long ago
+    invoices = invoices_from_outputs(run.outputs)
+    assert {(row[0], tuple(row[1:])) for row in writer.query(INVOICES_STATUS_SQL)} == set(
+        invoices.items())
+    assert {row[1] for row in results["overdue_invoices"]} == {  # all due long ago
+        invoice_id for invoice_id, (*_, status) in invoices.items() if status != "paid"}
     lines_total = sum(row[-1] for row in results["invoice_lines"])
     assert lines_total == sum(record["cost"] for record in run.rated
                               if record["account_id"] == invoice["account_id"]
