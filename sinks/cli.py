@@ -53,10 +53,15 @@ def _clean_errors(settings: Settings) -> Iterator[None]:
 
 
 def _writer(settings: Settings) -> ClickHouseWriter:
-    """The configured writer with the migrations applied."""
+    """The configured writer with the migrations applied (closed again if they fail: chdb
+    holds one data directory per process)."""
     with _clean_errors(settings):
         writer = open_writer(settings)
-        writer.apply_ddl()
+        try:
+            writer.apply_ddl()
+        except BaseException:
+            writer.close()
+            raise
     return writer
 
 
@@ -288,7 +293,9 @@ INVOICE_SECTIONS = (
     ("Usage charged to the month (per product)", "invoice_lines"),
     ("Quantities (per product and meter)", "invoice_quantities"),
     ("Credits and payments applied during the month", "invoice_credits"),
-    ("Invoice", "invoice_issued"),
+    ("Invoice (as of today, UTC)", "invoice_status"),
+    ("Payments on the invoice (which payment or credit purchase paid how much)",
+     "invoice_settlements"),
 )
 
 
@@ -299,7 +306,8 @@ INVOICE_SECTIONS = (
               help="Money as stored, to the micro-dollar (6 decimals), instead of dollars "
                    "rounded to the cent.")
 def invoice_command(account_id: str, period: str, exact: bool) -> None:
-    """Print an account's month: usage per product with cost, credits applied, the invoice.
+    """Print an account's month: usage per product with cost, credits applied, the invoice
+    (status, amount, paid, unpaid, due date, days overdue) and the payments on it.
 
     Money is shown in dollars rounded to the cent (half to even; display only, the stored
     values are exact) unless --exact; the usage total is summed from the exact costs. Exit 1

@@ -10,7 +10,13 @@ NAME`` runs them (``sinks.migrate``) rendered here, each ``ON CLUSTER NAME``:
 - a ``Distributed`` table under the original name ``T`` spans the shards, sharded by
   ``cityHash64(account_id)``, so the sink, the queries and reconciliation keep their table names;
 - materialized views keep their names and read and write the ``_local`` tables: each shard rolls
-  up the rows it holds.
+  up the rows it holds;
+- plain views (``invoices_status``) keep their names and read the Distributed tables: a query on
+  any server sees every shard;
+- ``ALTER TABLE T ADD COLUMN`` / ``COMMENT COLUMN`` changes ``T_local`` then ``T``; on the record
+  of migrations (not sharded) it is one statement;
+- ``INSERT INTO T SELECT ... FROM T`` (a backfill) runs once, from the server the command talks to,
+  through the Distributed tables (not ``ON CLUSTER``: it would run once per server).
 
 Sharding by account keeps every copy of an event, and everything an account owns, on one shard,
 so ``FINAL`` (which collapses duplicates within a shard only) and the per-account queries stay
@@ -38,8 +44,9 @@ LOCAL_SUFFIX = "_local"
 SHARDING_KEY = "cityHash64(account_id)"
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)")
-_CREATE_VIEW = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)")
-_ADD_COLUMN = re.compile(r"^ALTER TABLE (\w+) ADD COLUMN (.+)$", re.S)
+_CREATE_VIEW = re.compile(r"^CREATE (MATERIALIZED VIEW|VIEW) IF NOT EXISTS (\w+)")
+_INSERT_SELECT = re.compile(r"^INSERT INTO \w+\s+SELECT\b")
+_ALTER_COLUMN = re.compile(r"^ALTER TABLE (\w+)\s+((?:ADD|COMMENT) COLUMN .+)$", re.S)
 _ENGINE = re.compile(r"\bENGINE = (\w*MergeTree)\b(?:\((.*?)\))?")
 
 
@@ -114,20 +121,33 @@ def cluster_statements(cluster: str, database: str,
         if table := _CREATE_TABLE.match(statement.sql):
             rendered += _table(statement, table[1], cluster, database)
         elif view := _CREATE_VIEW.match(statement.sql):
-            body = table_names.sub(rf"{database}.\1{LOCAL_SUFFIX}", statement.sql[view.end():])
-            rendered.append(Statement(statement.name, "CREATE MATERIALIZED VIEW IF NOT EXISTS "
-                                      f"{database}.{view[1]} ON CLUSTER {cluster}{body}"))
-        elif add := _ADD_COLUMN.match(statement.sql):
-            # A column goes on the replicated local table, then on the Distributed table over it.
-            for target in (add[1] + LOCAL_SUFFIX, add[1]):
-                rendered.append(Statement(
-                    statement.name if target == add[1] + LOCAL_SUFFIX
-                    else f"{statement.name}:distributed",
-                    f"ALTER TABLE {database}.{target} ON CLUSTER {cluster} ADD COLUMN {add[2]}"))
+            # A materialized view stays on its shard (_local); a plain view reads every shard.
+            local = LOCAL_SUFFIX if view[1] == "MATERIALIZED VIEW" else ""
+            body = table_names.sub(rf"{database}.\1{local}", statement.sql[view.end():])
+            rendered.append(Statement(statement.name, f"CREATE {view[1]} IF NOT EXISTS "
+                                      f"{database}.{view[2]} ON CLUSTER {cluster}{body}"))
+        elif alter := _ALTER_COLUMN.match(statement.sql):
+            rendered += _alter(statement, alter[1], alter[2], cluster, database)
+        elif _INSERT_SELECT.match(statement.sql):
+            # Once, from this server, through the Distributed tables: rows go to their shards.
+            rendered.append(Statement(statement.name,
+                                      table_names.sub(rf"{database}.\1", statement.sql)))
         else:
-            raise ValueError(f"{statement.name}: not a CREATE TABLE, MATERIALIZED VIEW or "
-                             "ALTER TABLE ... ADD COLUMN")
+            raise ValueError(f"{statement.name}: not a CREATE TABLE, VIEW, MATERIALIZED VIEW, "
+                             "INSERT ... SELECT or ALTER TABLE ... ADD COLUMN / COMMENT COLUMN")
     return rendered
+
+
+def _alter(statement: Statement, table: str, change: str, cluster: str,
+           database: str) -> list[Statement]:
+    """A column change on the replicated local table, then on the Distributed table over it; on
+    the record of migrations (one replicated table, no shards) only on itself."""
+    if table == RECORD_TABLE:
+        return [Statement(statement.name,
+                          f"ALTER TABLE {database}.{table} ON CLUSTER {cluster} {change}")]
+    return [Statement(name, f"ALTER TABLE {database}.{target} ON CLUSTER {cluster} {change}")
+            for name, target in ((statement.name, table + LOCAL_SUFFIX),
+                                 (f"{statement.name}:distributed", table))]
 
 
 def _table(statement: Statement, table: str, cluster: str, database: str) -> list[Statement]:

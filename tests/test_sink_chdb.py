@@ -28,6 +28,7 @@ from sinks.rows import (
     rows_for_rated_usage,
 )
 from sinks.sqlfiles import load_query, query_names
+from tests.invoice_lifecycle import INVOICES_STATUS_SQL, invoices_from_outputs
 from tests.test_sink_samples import (
     chdb_with_tables,
     ledger_run,
@@ -56,6 +57,8 @@ def test_ddl_applies_twice_and_creates_every_table(writer: ClickHouseWriter) -> 
         "invoices_mv": "MaterializedView", "tier_history_mv": "MaterializedView",
         "spend_daily_mv": "MaterializedView", "spend_monthly_mv": "MaterializedView",
         "accounts_current": "ReplacingMergeTree", "schema_migrations": "MergeTree",
+        "invoice_history": "ReplacingMergeTree", "invoice_history_mv": "MaterializedView",
+        "invoices_status": "View",
     }
 
 
@@ -152,11 +155,22 @@ def test_every_documented_query_runs_on_ledger_output(writer: ClickHouseWriter) 
     store(writer, run.rated, run.outputs)
     invoice = next(event for event in run.outputs if event["type"] == "invoice_issued")
     params = {"account_id": invoice["account_id"], "period": invoice["period"], "limit": 5,
-              "percent": 1, "first_day": "2026-01-01", "last_day": "2026-01-31"}
+              "percent": 1, "first_day": "2026-01-01", "last_day": "2026-01-31", "days": 0}
     results = {name: writer.query(load_query(name), params) for name in query_names()}
     assert results["invoice_issued"] == [
         (invoice["invoice_id"], invoice["period"], invoice["amount"],
          invoice["timestamp"].replace(microsecond=0), "postpaid")]
+    (status,) = results["invoice_status"]
+    assert (status[0], status[2]) == (invoice["invoice_id"], invoice["amount"])
+    settled = [event for event in run.outputs if event["type"] == "invoice_settled"
+               and event["invoice_id"] == invoice["invoice_id"]]
+    assert [row[5] for row in results["invoice_settlements"]] == [
+        event["amount_paid"] for event in settled]
+    invoices = invoices_from_outputs(run.outputs)
+    assert {(row[0], tuple(row[1:])) for row in writer.query(INVOICES_STATUS_SQL)} == set(
+        invoices.items())
+    assert {row[1] for row in results["overdue_invoices"]} == {  # all due long ago
+        invoice_id for invoice_id, (*_, status) in invoices.items() if status != "paid"}
     lines_total = sum(row[-1] for row in results["invoice_lines"])
     assert lines_total == sum(record["cost"] for record in run.rated
                               if record["account_id"] == invoice["account_id"]
@@ -225,9 +239,3 @@ def test_accounts_current_keeps_the_latest_version_per_account(writer: ClickHous
     writer.execute("OPTIMIZE TABLE accounts_current FINAL")  # merged: the same rows stay
     assert writer.query("SELECT count() FROM accounts_current") == [(3,)]
     assert writer.query(CURRENT_SQL) == expected
-
-
-def test_accounts_current_columns_have_comments(writer: ClickHouseWriter) -> None:
-    missing = writer.query("SELECT name FROM system.columns WHERE database = currentDatabase() "
-                           "AND table = 'accounts_current' AND comment = ''")
-    assert missing == []

@@ -28,11 +28,11 @@ CLUSTER, DATABASE = "billing_cluster", "analytics"
 ALL_RENDERED = cluster_statements(CLUSTER, DATABASE)
 RECORD = record_table_statement(CLUSTER, DATABASE)
 ALL_PLAIN = ddl_statements()
-# What creates objects, and the changes to them (ALTER TABLE ... ADD COLUMN) apart.
+# What creates objects, and the changes to them (ALTER TABLE ... ADD/COMMENT COLUMN) apart.
 PLAIN = [statement for statement in ALL_PLAIN if statement.sql.startswith("CREATE")]
 RENDERED = [statement for statement in ALL_RENDERED if statement.sql.startswith("CREATE")]
 ALTERS = [statement for statement in ALL_RENDERED if statement.sql.startswith("ALTER")]
-CREATED = re.compile(r"^CREATE (?:TABLE|MATERIALIZED VIEW|DATABASE) IF NOT EXISTS (\S+) "
+CREATED = re.compile(r"^CREATE (?:TABLE|MATERIALIZED VIEW|VIEW|DATABASE) IF NOT EXISTS (\S+) "
                      rf"ON CLUSTER {CLUSTER}\b")
 
 
@@ -50,8 +50,9 @@ def test_every_statement_runs_on_the_cluster_and_qualifies_its_names() -> None:
 
 def test_plain_objects_keep_their_names_so_the_plain_ddl_finds_them() -> None:
     plain = {re.match(r"^CREATE \w+(?: VIEW)? IF NOT EXISTS (\w+)", s.sql)[1] for s in PLAIN}
+    tables = {s.sql.split()[5] for s in PLAIN if s.sql.startswith("CREATE TABLE")}
     rendered = {_created(s.sql).removeprefix(f"{DATABASE}.") for s in RENDERED[1:]}
-    assert rendered == plain | {f"{name}_local" for name in plain if not name.endswith("_mv")}
+    assert rendered == plain | {f"{name}_local" for name in tables}
 
 
 def test_local_tables_are_the_plain_tables_with_a_replicated_engine() -> None:
@@ -85,7 +86,7 @@ def test_each_table_has_a_distributed_table_sharded_by_account() -> None:
 
 def test_views_read_and_write_the_local_tables_of_their_shard() -> None:
     views = [s.sql for s in RENDERED if "MATERIALIZED VIEW" in s.sql]
-    assert len(views) == sum("MATERIALIZED VIEW" in s.sql for s in PLAIN) == 5
+    assert len(views) == sum("MATERIALIZED VIEW" in s.sql for s in PLAIN) == 6
     for sql in views:
         target = re.search(r" TO (\S+) AS", sql)[1]
         source = re.search(r"\bFROM (\S+)", sql)[1]
@@ -102,8 +103,9 @@ def test_names_that_are_not_plain_identifiers_are_refused() -> None:
 
 def test_a_migration_the_renderer_does_not_know_is_refused() -> None:
     drop = Statement("099_region.sql#1", "ALTER TABLE rated_usage DROP COLUMN region")
-    with pytest.raises(ValueError, match=r"099_region\.sql#1: not a CREATE TABLE, MATERIALIZED "
-                                         r"VIEW or ALTER TABLE \.\.\. ADD COLUMN"):
+    with pytest.raises(ValueError, match=r"099_region\.sql#1: not a CREATE TABLE, VIEW, "
+                                         r"MATERIALIZED VIEW, INSERT \.\.\. SELECT or ALTER "
+                                         r"TABLE \.\.\. ADD COLUMN / COMMENT COLUMN"):
         cluster_statements(CLUSTER, DATABASE, [*PLAIN, drop])
 
 
@@ -113,7 +115,35 @@ def test_a_new_column_goes_on_the_local_table_then_on_its_distributed_table() ->
     assert [statement.sql for statement in rendered] == [
         f"ALTER TABLE {DATABASE}.rated_usage_local ON CLUSTER {CLUSTER} ADD COLUMN region String",
         f"ALTER TABLE {DATABASE}.rated_usage ON CLUSTER {CLUSTER} ADD COLUMN region String"]
-    assert len(ALTERS) == 2 * sum(s.sql.startswith("ALTER") for s in ALL_PLAIN)
+    record_alters = sum(s.sql.startswith(f"ALTER TABLE {RECORD_TABLE}") for s in ALL_PLAIN)
+    assert len(ALTERS) == 2 * sum(s.sql.startswith("ALTER") for s in ALL_PLAIN) - record_alters
+
+
+def test_a_plain_view_reads_the_distributed_tables_of_every_shard() -> None:
+    (view,) = [s.sql for s in RENDERED if s.sql.startswith("CREATE VIEW")]
+    assert view.startswith(f"CREATE VIEW IF NOT EXISTS {DATABASE}.invoices_status ON CLUSTER "
+                           f"{CLUSTER} AS")
+    assert f"FROM {DATABASE}.invoice_history FINAL" in view and "_local" not in view
+
+
+def test_a_backfill_runs_once_through_the_distributed_tables() -> None:
+    (insert,) = [s.sql for s in ALL_RENDERED if s.sql.startswith("INSERT")]
+    assert insert == (f"INSERT INTO {DATABASE}.account_state_events\nSELECT * FROM "
+                      f"{DATABASE}.account_state_events WHERE type IN ('invoice_issued', "
+                      "'invoice_settled')")
+
+
+def test_comments_go_on_the_local_and_distributed_tables_and_once_on_the_record() -> None:
+    comment = Statement("099_c.sql#1", "ALTER TABLE rated_usage\n    COMMENT COLUMN cost 'USD'")
+    record = Statement("099_c.sql#2", f"ALTER TABLE {RECORD_TABLE} COMMENT COLUMN name 'file'")
+    rendered = cluster_statements(CLUSTER, DATABASE, [*PLAIN, comment, record])[-3:]
+    assert [(statement.name, statement.sql) for statement in rendered] == [
+        ("099_c.sql#1", f"ALTER TABLE {DATABASE}.rated_usage_local ON CLUSTER {CLUSTER} "
+                        "COMMENT COLUMN cost 'USD'"),
+        ("099_c.sql#1:distributed", f"ALTER TABLE {DATABASE}.rated_usage ON CLUSTER {CLUSTER} "
+                                    "COMMENT COLUMN cost 'USD'"),
+        ("099_c.sql#2", f"ALTER TABLE {DATABASE}.{RECORD_TABLE} ON CLUSTER {CLUSTER} "
+                        "COMMENT COLUMN name 'file'")]
 
 
 def test_every_statement_parses() -> None:
@@ -123,7 +153,7 @@ def test_every_statement_parses() -> None:
                "for sql in json.load(sys.stdin):\n"
                "    chdb.query('EXPLAIN AST ' + sql, 'CSV')\n")
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                            input=json.dumps([s.sql for s in [*RENDERED, RECORD]]),
+                            input=json.dumps([s.sql for s in [*ALL_RENDERED, RECORD]]),
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
 

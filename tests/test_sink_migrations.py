@@ -24,7 +24,14 @@ SHIPPED = load_migrations()
 NAMES = [migration.name for migration in SHIPPED]
 TABLES = {"rated_usage", "account_state_events", "credit_purchases", "invoices", "tier_history",
           "spend_daily", "spend_monthly", "credit_purchases_mv", "invoices_mv",
-          "tier_history_mv", "spend_daily_mv", "spend_monthly_mv", "accounts_current"}
+          "tier_history_mv", "spend_daily_mv", "spend_monthly_mv", "accounts_current",
+          "invoice_history", "invoice_history_mv", "invoices_status"}
+# Columns without a comment in the tables of the current database (views have none to give:
+# a materialized view's columns are its target table's, a plain view's are documented in its file).
+UNCOMMENTED_COLUMNS = (
+    "SELECT table, name FROM system.columns WHERE database = currentDatabase() AND comment = '' "
+    "AND table IN (SELECT name FROM system.tables WHERE database = currentDatabase() "
+    "AND engine LIKE '%MergeTree') ORDER BY table, name")
 
 
 @pytest.fixture
@@ -73,6 +80,7 @@ def test_a_fresh_database_gets_every_migration_in_order_each_recorded(writer: Ch
     assert report.lines() == [f"applied {name}" for name in NAMES]
     assert record(writer) == [(m.version, m.name, m.checksum, 0) for m in SHIPPED]
     assert tables(writer) == TABLES | {RECORD_TABLE}
+    assert writer.query(UNCOMMENTED_COLUMNS) == []
     (applied_at,) = writer.query(f"SELECT min(applied_at) FROM {RECORD_TABLE}")[0]
     assert applied_at.tzinfo is not None
 
@@ -152,6 +160,7 @@ def test_a_database_from_before_migrations_is_adopted(writer: ChdbWriter) -> Non
     assert record(writer) == [(m.version, m.name, m.checksum, int(m.version <= CREATE_ONLY))
                               for m in SHIPPED]
     assert writer.query("SELECT count() FROM rated_usage") == [(1,)]  # nothing recreated
+    assert writer.query(UNCOMMENTED_COLUMNS) == []  # adopted tables got their comments too
     assert writer.apply_ddl().lines() == [f"up to date: {len(SHIPPED)} migrations"]
 
 

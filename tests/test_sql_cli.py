@@ -303,6 +303,11 @@ def test_invoice_clickhouse_errors_are_one_line(tmp_path: Path) -> None:
     result = invoke(invoice_command, tmp_path / "chdb", "acct-1", "2026-01")
     assert result.exit_code == 1
     assert one_error_line(result.output).startswith(f"Error: ClickHouse at chdb://{tmp_path}")
+    # A migration failed on that table (006's view reads its columns): the command closed its
+    # writer anyway, or chdb (one data directory per process) would refuse this one.
+    assert "006_spend_daily.sql#2" in result.output
+    with ChdbWriter(tmp_path / "another") as other:
+        assert other.query("SELECT 1") == [(1,)]
 
 
 def test_times_in_json_are_utc_with_z() -> None:

@@ -1,6 +1,7 @@
 """A generated month through the real broker, the worker and the sink into the Debian
 clickhouse-server, with the server stopped and restarted while the sink is writing: afterwards
-every event is there exactly once and reconciliation against the ledger finds zero difference."""
+every event is there exactly once, reconciliation against the ledger finds zero difference, and
+invoices_status holds each invoice as the worker's outputs leave it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sinks.clickhouse import open_writer
 from sinks.reconcile import reconcile
 from sinks.sink import SinkConfig, build_sink
 from tests.integration.pipeline import WorkerProcess, in_merge_order, isolated, publish
+from tests.invoice_lifecycle import INVOICES_STATUS_SQL, invoices_from_outputs
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +72,8 @@ def test_month_survives_a_clickhouse_restart_and_reconciles(stack: Settings,
         states = writer.query(
             "SELECT count(), uniqExact(event_id) FROM account_state_events FINAL")[0]
         report = reconcile(writer, {key: to_jsonable(value) for key, value in snapshots.items()})
+        invoices = {row[0]: tuple(row[1:]) for row in writer.query(INVOICES_STATUS_SQL)}
     assert tuple(stored) == (rated_count, rated_count)
     assert tuple(states) == (len({event["event_id"] for event in outputs}),) * 2
     assert report.ok, report.differences[:5]
+    assert invoices == invoices_from_outputs(outputs) and invoices

@@ -105,10 +105,11 @@ def test_queries_and_reconcile_on_ledger_output(writer: ClickHouseWriter,
     store(writer, run.rated, run.outputs)
     invoice = next(event for event in run.outputs if event["type"] == "invoice_issued")
     params = {"account_id": invoice["account_id"], "period": invoice["period"], "limit": 5,
-              "percent": 1, "first_day": "2026-01-01", "last_day": "2026-01-31"}
+              "percent": 1, "first_day": "2026-01-01", "last_day": "2026-01-31", "days": 0}
     for name in query_names():
         writer.query(load_query(name), params)  # each parses and runs on 18.16
     assert writer.query(load_query("invoice_issued"), params)[0][2] == invoice["amount"]
+    assert writer.query(load_query("invoice_status"), params)[0][2] == invoice["amount"]
     events_file = tmp_path / "events.jsonl"
     events_file.write_bytes(run.events_jsonl)
     report = reconcile(writer, run.snapshots_json, load_invoice_events(events_file))

@@ -1,6 +1,7 @@
-"""The migrations on the stack's Debian clickhouse-server 18.16: a fresh database gets 001-007,
-each recorded (the record is inserted as data, which 18.16 needs), and a second run applies
-nothing; a database the old DDL created is adopted."""
+"""The migrations on the stack's Debian clickhouse-server 18.16: a fresh database gets every
+migration, each recorded (the record is inserted as data, which 18.16 needs), and a second run
+applies nothing; a database the old DDL created is adopted; every column of every table has a
+comment either way."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from runtime.settings import Settings
 from sinks.clickhouse import DriverWriter, open_writer
 from sinks.migrate import RECORD_TABLE
 from sinks.sqlfiles import ddl_statements, load_migrations
+from tests.test_sink_migrations import UNCOMMENTED_COLUMNS
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +40,11 @@ def test_fresh_database_then_an_idempotent_rerun(stack: Settings) -> None:
             "SELECT name, engine FROM system.tables WHERE database = currentDatabase()"))
         assert engines[RECORD_TABLE] == "MergeTree"
         assert engines["spend_monthly_mv"] == "MaterializedView"
+        assert engines["invoices_status"] == "View"
+        assert writer.query(UNCOMMENTED_COLUMNS) == []
+        commented = writer.query("SELECT count() FROM system.columns WHERE database = "
+                                 "currentDatabase() AND comment != ''")[0][0]
+        assert commented > 100  # the check above looked at the tables' columns
 
 
 def test_a_database_from_before_migrations_is_adopted(stack: Settings) -> None:
@@ -51,4 +58,5 @@ def test_a_database_from_before_migrations_is_adopted(stack: Settings) -> None:
         names = [m.name for m in load_migrations()]
         assert report.adopted == names[:created_before]
         assert report.applied == names[created_before:]
+        assert writer.query(UNCOMMENTED_COLUMNS) == []
         assert writer.apply_ddl().steps == []
