@@ -4,7 +4,10 @@ the dashboard must show, a running dashboard, and a small HTTP client.
 The data is the shipped ledger over a seeded workload (``tests.test_sink_samples.ledger_run``:
 credits, invoices, pauses, suspensions, tier changes over 25 accounts) plus one hand-made account
 whose id needs escaping in HTML and in a URL, and whose last account event is older than its last
-usage (the balance must be brought up to date from rated usage).
+usage (the balance must be brought up to date from rated usage), and one that spent 105 % of its
+budget in the latest billed month (2026-02). ``accounts_current`` holds the ledger run's accounts'
+status records (as the sink writes billing.account-status) but not the hand-made ones', so the
+account page is tested both ways: from accounts_current, and from the latest snapshot.
 """
 
 from __future__ import annotations
@@ -12,19 +15,29 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from billing.account_status import status_record
 from billing.events import ZERO
 from dashboard.app import AccessLog, build_app
 from dashboard.data import DashboardData
+from runtime.web_auth import TOKEN_VARIABLE
 from sinks.clickhouse import ClickHouseWriter
+from sinks.rows import ACCOUNTS_CURRENT_COLUMNS, ACCOUNTS_CURRENT_TABLE, rows_for_account_status
 from tests.test_sink_samples import T0, ledger_run, output_event, rated, snapshot, store
 
 ODD_ACCOUNT = 'odd/<b>"&é?'
@@ -35,6 +48,14 @@ ODD_SNAPSHOT = snapshot(ODD_ACCOUNT, billing_model="prepaid", credit_balance=Dec
                         monthly_budget=Decimal("5.000000"), rpm_limit=10, tpm_limit=60_000,
                         has_payment_method=False)
 ODD_NET_BALANCE = Decimal("-0.050000")
+# Postpaid, $2 budget, nothing spent at its last event; then $2.10 of usage billed to 2026-02.
+BUDGET_ACCOUNT = "budget-acct"
+BUDGET_SNAPSHOT = snapshot(BUDGET_ACCOUNT, credit_balance=ZERO, month_to_date_spend=ZERO,
+                           open_period="2026-02", lifetime_spend=ZERO,
+                           monthly_budget=Decimal("2.000000"))
+SUSPENDED_ACCOUNT = "acct-000008"  # the ledger run suspends it at this time, and pauses it too
+SUSPENDED_AT = datetime(2026, 1, 12, 13, 31, 27, 319_000, tzinfo=UTC)
+FEBRUARY = datetime(2026, 2, 1, 2, 0, tzinfo=UTC)
 
 
 class Expected(NamedTuple):
@@ -63,6 +84,15 @@ def populate(writer: ClickHouseWriter) -> dict[str, Expected]:
           [output_event(9001, "budget_changed", ODD_ACCOUNT, monthly_budget=Decimal(5),
                         reason="customer", snapshot=ODD_SNAPSHOT,
                         timestamp=T0.replace(day=16))])
+    store(writer,
+          [rated(9003, BUDGET_ACCOUNT, cost="1.5", timestamp=FEBRUARY, billed_period="2026-02"),
+           rated(9004, BUDGET_ACCOUNT, cost="0.6", timestamp=FEBRUARY, billed_period="2026-02")],
+          [output_event(9003, "budget_changed", BUDGET_ACCOUNT, monthly_budget=Decimal(2),
+                        reason="customer", snapshot=BUDGET_SNAPSHOT, timestamp=T0)])
+    last_event = {output["account_id"]: output["timestamp"] for output in run.outputs}
+    writer.insert(ACCOUNTS_CURRENT_TABLE, ACCOUNTS_CURRENT_COLUMNS, rows_for_account_status(
+        [status_record(snap, last_event[account_id], version)
+         for version, (account_id, snap) in enumerate(sorted(run.snapshots_json.items()))]))
     expected = {
         account_id: Expected(
             snap["status"], snap["tier"], snap["rpm_limit"], _money(snap["monthly_budget"]),
@@ -72,6 +102,8 @@ def populate(writer: ClickHouseWriter) -> dict[str, Expected]:
     }
     expected[ODD_ACCOUNT] = Expected("active", "0", 10, Decimal(5), Decimal("1.05"),
                                      ODD_NET_BALANCE)
+    expected[BUDGET_ACCOUNT] = Expected("active", "1", 6000, Decimal(2), Decimal("2.1"),
+                                        Decimal("-2.1"))
     return expected
 
 
@@ -137,3 +169,41 @@ def fetch(url: str, method: str = "GET", headers: Mapping[str, str] | None = Non
         return Reply(response.status, response.headers, response.read().decode())
     finally:
         connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def dashboard_process(directory: Path, log_path: Path, token: str | None = None
+                      ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``billing dashboard`` as a child process over the chdb ``directory`` on a free port,
+    answering /healthz; yields its base URL and the process (its output goes to ``log_path``)."""
+    port = free_port()
+    env = {**os.environ, "BILLING_CLICKHOUSE_URL": f"chdb://{directory}"}
+    env.pop(TOKEN_VARIABLE, None)
+    if token is not None:
+        env[TOKEN_VARIABLE] = token
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "commands.cli", "dashboard", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if fetch(base + "/healthz").status == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, f"no answer on {base}:\n{log_path.read_text()}"
+            time.sleep(0.3)
+        yield base, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
