@@ -18,6 +18,15 @@ Where each figure comes from, and why:
   shown as of the snapshot.
 - spend: ``rated_usage FINAL`` (exact, per billed month); the daily chart uses the ``spend_daily``
   rollup through the documented ``daily_spend`` query (dashboards are what it is for).
+- can send: ``accounts_current FINAL`` (what the gateway enforces) when the sink has written the
+  account's status, else the latest snapshot by the same rule; since when, from the account's
+  pause and suspension events (:func:`blocking_history`).
+- lists: one SQL per kind of list, without LIMIT; a page adds ``LIMIT offset, n`` and the count
+  is ``SELECT count() FROM (it)``.
+
+chdb lets one process at a time open a directory, so over chdb each public method opens it and
+closes it before returning (:func:`chdb_for_one_request`): other processes can read it between
+requests.
 """
 
 from __future__ import annotations

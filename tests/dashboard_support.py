@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,7 +34,8 @@ from aiohttp import web
 from billing.account_status import status_record
 from billing.events import ZERO
 from dashboard.app import AccessLog, build_app
-from dashboard.data import DashboardData
+from dashboard.data import DashboardData, ListFilter
+from dashboard.pages import send_text
 from runtime.web_auth import TOKEN_VARIABLE
 from sinks.clickhouse import ClickHouseWriter
 from sinks.rows import ACCOUNTS_CURRENT_COLUMNS, ACCOUNTS_CURRENT_TABLE, rows_for_account_status
@@ -126,6 +127,57 @@ def assert_shows_the_ledger(data: DashboardData, expected: Mapping[str, Expected
         statuses[figures.status] = statuses.get(figures.status, 0) + 1
     assert totals.accounts_by_status == dict(sorted(statuses.items()))
     assert data.account("no-such-account") is None
+
+
+SUSPENDED_BANNER = (f"Cannot send: suspended (free_credit_exhausted) since "
+                    f"{SUSPENDED_AT:%Y-%m-%d %H:%M} UTC; paused: credits_exhausted since "
+                    f"{SUSPENDED_AT:%Y-%m-%d %H:%M} UTC")
+
+
+def assert_lists_and_send_state(data: DashboardData, expected: Mapping[str, Expected]) -> None:
+    """The support lists (status, budget used, unpaid and overdue invoices) select and count
+    what the ledger left, page by page; the suspended account says why and since when it cannot
+    send (from accounts_current), the budget account that it can (from its latest snapshot)."""
+    for status in ("active", "paused", "suspended"):
+        wanted = sorted(a for a, figures in expected.items() if figures.status == status)
+        found = data.account_list(ListFilter("status", status))
+        assert found.total == len(wanted), status
+        assert sorted(row["account_id"] for row in found.rows) == wanted
+        assert {row["status"] for row in found.rows} == {status}
+    everyone = data.account_list(ListFilter("status", ""), offset=0, limit=10)
+    rest = data.account_list(ListFilter("status", ""), offset=10, limit=100)
+    assert everyone.total == rest.total == len(expected) and len(everyone.rows) == 10
+    assert {row["account_id"] for row in everyone.rows + rest.rows} == set(expected)
+    spends = [row["lifetime_spend"] for row in everyone.rows + rest.rows]
+    assert spends == sorted(spends, reverse=True)
+    over = data.account_list(ListFilter("budget", "100"))
+    assert over.open_month == "2026-02"
+    assert [(r["account_id"], r["spend"], r["monthly_budget"]) for r in over.rows] == [
+        (BUDGET_ACCOUNT, Decimal("2.1"), Decimal(2))]
+    assert data.account_list(ListFilter("budget", "106")).total == 0
+    unpaid = data.account_list(ListFilter("invoices", "unpaid"))
+    assert unpaid.total == len(unpaid.rows) == 7  # the ledger run's January invoices
+    by_id = {row["invoice_id"]: row for row in unpaid.rows}
+    part = by_id["inv-acct-000011-2026-01"]  # its latest invoice_settled: partially paid
+    assert (part["status"], part["unpaid"]) == ("partially_paid", Decimal("12.472427"))
+    assert part["amount_paid"] == part["amount"] - part["unpaid"] > 0
+    assert {row["status"] for row in unpaid.rows} == {"open", "partially_paid"}
+    assert all(row["due_date"] == date(2026, 2, 16) for row in unpaid.rows)
+    assert [row["unpaid"] for row in unpaid.rows] == sorted(
+        (row["unpaid"] for row in unpaid.rows), reverse=True)
+    on_due_day = data.account_list(ListFilter("invoices", "overdue"), as_of=date(2026, 2, 16))
+    day_after = data.account_list(ListFilter("invoices", "overdue"), as_of=date(2026, 2, 18))
+    assert (on_due_day.total, day_after.total) == (0, 7)
+    assert {row["days_overdue"] for row in day_after.rows} == {2}
+    view = data.account(SUSPENDED_ACCOUNT)
+    assert view is not None and view.send.source == "accounts_current"
+    assert send_text(view.send) == SUSPENDED_BANNER
+    assert [(p.status, p.start, p.end) for p in view.blocked_periods] == [
+        ("suspended", SUSPENDED_AT.replace(microsecond=0), None)]
+    budget = data.account(BUDGET_ACCOUNT)
+    assert budget is not None and budget.send.source == "latest snapshot"
+    assert send_text(budget.send) == "Can send"
+    assert budget.budget_used_percent == Decimal("105.0")  # $2.10 of $2 in 2026-02
 
 
 # -- a running dashboard and a client ---------------------------------------------------------
