@@ -374,6 +374,10 @@ def render_account(view: AccountView) -> str:
     auto_top_up = (Html(f"on: {money(snap['auto_top_up_amount'])} when the balance is at or "
                         f"below {money(snap['auto_top_up_minimum_balance'])}")
                    if snap["auto_top_up_enabled"] else "off")
+    # Status and pause reasons as the can-send state has them: accounts_current is newer than
+    # the latest event's snapshot when a reason lapsed without an event (a month rolling over).
+    status = view.send.status
+    reasons = [blocker.reason for blocker in view.send.blockers if blocker.reason != "suspended"]
     limits = (f"{snap['rpm_limit']:,} requests/min, {snap['tpm_limit']:,} tokens/min"
               + ("" if view.send.may_send else " (not in force: it cannot send)"))
     cards = [
@@ -386,8 +390,8 @@ def render_account(view: AccountView) -> str:
         ]),
         key_values("Status and limits", [
             ("can send now", send_text(view.send)),
-            ("status", snap["status"]),
-            ("pause reasons", ", ".join(snap["pause_reasons"]) or "none"),
+            ("status", status),
+            ("pause reasons", ", ".join(reasons) or "none"),
             ("tier", snap["tier"]),
             ("rate limits", limits),
             ("monthly budget", money(snap["monthly_budget"])),
@@ -433,11 +437,11 @@ def render_account(view: AccountView) -> str:
     chart = line_chart(f"Spend per day of {view.account_id}", view.daily_spend, shaded=shades,
                        partial_until=view.data_end if view.partial_last_day else None)
     return page(f"Account {view.account_id}", [
-        f"<h1>Account {_e(view.account_id)} {status_badge(snap['status'], snap['pause_reasons'])}"
-        "</h1>",
+        f"<h1>Account {_e(view.account_id)} {status_badge(status, reasons)}</h1>",
         send_banner(view.send),
-        f'<p class="muted">Can send: from {_e(view.send.source)} as of '
-        f"{_e(moment(view.send.as_of))}; since when: the account's pause and suspension events. "
+        f'<p class="muted">Can send, status and pause reasons: from {_e(view.send.source)} as '
+        f"of {_e(moment(view.send.as_of))}; since when: the account's pause and suspension "
+        "events. "
         "Tier and limits are the latest account snapshot; spend is rated usage (hover an amount "
         "for its exact value).</p>",
         '<div class="grid2">', *cards,

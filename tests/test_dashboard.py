@@ -52,6 +52,7 @@ from tests.dashboard_support import (
 from tests.test_sink_samples import chdb_with_tables
 
 TOKEN = "a-test-token-0123456789"
+PAUSED_ACCOUNT = "acct-000024"
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +283,21 @@ def test_account_page_shows_balance_status_limits_spend_and_events(
                  "Account events", view.events[0]["type"]):
         assert text in reply.body, text
     assert status_badge(figures.status, view.snapshot["pause_reasons"]) in reply.body
+
+
+def test_account_page_status_is_the_gateway_s_when_newer_than_the_last_event(
+        url: str, data: DashboardData) -> None:
+    # The ledger run's paused account: its last event (Jan 31) paused it for credits while its
+    # January budget pause held; the month rolled over since, which lifts the budget pause
+    # without an event, and its accounts_current record says so.
+    view = data.account(PAUSED_ACCOUNT)
+    assert view is not None
+    assert view.snapshot["pause_reasons"] == ["budget_reached", "credits_exhausted"]
+    assert [blocker.reason for blocker in view.send.blockers] == ["credits_exhausted"]
+    body = fetch(url + account_href(PAUSED_ACCOUNT)).body
+    assert f"{status_badge('paused', ['credits_exhausted'])}</h1>" in body
+    assert "<td>pause reasons</td><td>credits_exhausted</td>" in body
+    assert "Cannot send: paused: credits_exhausted since 2026-01-31 17:06 UTC" in body
 
 
 def test_data_is_escaped_and_odd_ids_route(url: str) -> None:
