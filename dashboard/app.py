@@ -146,7 +146,8 @@ def list_filter(query: Mapping[str, str]) -> tuple[ListFilter, int]:
 
 async def home(request: web.Request) -> web.Response:
     data, search = request.app[DATA], _search(request)
-    totals, accounts = await _run(request, data.home, search, TOP_ACCOUNTS)
+    totals = await _run(request, data.totals)
+    accounts = await _run(request, data.accounts, search, TOP_ACCOUNTS)
     return _html(render_home(totals, accounts, search, request.app[SOURCE]))
 
 

@@ -23,25 +23,17 @@ Where each figure comes from, and why:
   pause and suspension events (:func:`blocking_history`).
 - lists: one SQL per kind of list, without LIMIT; a page adds ``LIMIT offset, n`` and the count
   is ``SELECT count() FROM (it)``.
-
-chdb lets one process at a time open a directory, so over chdb each public method opens it and
-closes it before returning (:func:`chdb_for_one_request`): other processes can read it between
-requests.
 """
 
 from __future__ import annotations
 
-import functools
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
-from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 from billing.events import ZERO, to_money
 from dashboard.report import (
@@ -52,8 +44,7 @@ from dashboard.report import (
     USAGE_SQL,
     tier_changes_after_opening,
 )
-from runtime.clickhouse import chdb_lock_holder
-from sinks.clickhouse import ChdbWriter, ClickHouseError, ClickHouseWriter
+from sinks.clickhouse import ClickHouseWriter
 from sinks.sqlfiles import load_query as load_sink_query
 from sinks.sqlfiles import split_statements
 
@@ -65,10 +56,7 @@ DAILY_WINDOW_DAYS = 90  # the account chart: up to this many days, ending where 
 RECENT_EVENTS = 50
 PAGE_SIZE = 100  # rows of a list page
 BUDGET_THRESHOLDS = (80, 100)  # percent of the monthly budget, the lists the home page links
-LOCK_WAIT_SECONDS = 10.0  # how long a request waits for another process to close the chdb dir
 Record = dict[str, Any]
-Params = ParamSpec("Params")
-Result = TypeVar("Result")
 
 
 class DashboardDataError(RuntimeError):
@@ -282,74 +270,22 @@ class AccountView:
 
 # -- reading ClickHouse -----------------------------------------------------------------------
 
-Connect = Callable[[], AbstractContextManager[ClickHouseWriter]]
-
-
-@contextmanager
-def chdb_for_one_request(directory: Path, wait_seconds: float = LOCK_WAIT_SECONDS
-                         ) -> Iterator[ClickHouseWriter]:
-    """chdb opened for one request and closed right after: chdb lets one process at a time open
-    a directory, so between requests another (``billing sql``, a second dashboard) can. While
-    another holds it, wait up to ``wait_seconds``, then fail naming the holder."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            writer = ChdbWriter(directory)
-            break
-        except ClickHouseError:
-            if chdb_lock_holder(directory) is None or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.2)
-    try:
-        yield writer
-    finally:
-        writer.close()
-
-
-def _connected(method: Callable[Concatenate[DashboardData, Params], Result]
-               ) -> Callable[Concatenate[DashboardData, Params], Result]:
-    """The method runs with a connection: the one its caller in this object holds, or a new one
-    closed when it returns."""
-
-    @functools.wraps(method)
-    def wrapper(self: DashboardData, *args: Params.args, **kwargs: Params.kwargs) -> Result:
-        if self._writer is not None:
-            return method(self, *args, **kwargs)
-        with self._connect() as writer:
-            self._writer = writer
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                self._writer = None
-
-    return wrapper
-
-
 class DashboardData:
-    """The dashboard's read-only queries; each public method opens a connection with
-    ``connect`` and closes it before returning (for chdb: :func:`chdb_for_one_request`).
+    """The dashboard's read-only queries over one ClickHouse connection.
 
     Not thread-safe (neither connection is): the web app calls it from a single worker thread.
     """
 
-    def __init__(self, connect: Connect) -> None:
-        self._connect = connect
-        self._writer: ClickHouseWriter | None = None
-
-    @classmethod
-    def over(cls, writer: ClickHouseWriter) -> DashboardData:
-        """Queries over one connection that stays open (a server's; tests' chdb)."""
-        return cls(lambda: nullcontext(writer))
+    def __init__(self, writer: ClickHouseWriter) -> None:
+        self._writer = writer
 
     def _select(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Record]:
-        assert self._writer is not None, "called outside a @_connected method"
         return _records(*self._writer.query_with_names(sql, params))
 
     def _tables(self) -> set[str]:
         return {row["name"] for row in self._select(
             "SELECT name FROM system.tables WHERE database = currentDatabase()")}
 
-    @_connected
     def check_tables(self) -> None:
         """Fail at start, with what to do, when the tables are not there (a wrong URL, an empty
         chdb directory): the dashboard never creates them, it only reads."""
@@ -371,10 +307,8 @@ class DashboardData:
 
     def _select_rows(self, sql: str, params: Mapping[str, Any] | None = None
                      ) -> list[tuple[Any, ...]]:
-        assert self._writer is not None, "called outside a @_connected method"
         return [tuple(row) for row in self._writer.query(sql, params)]
 
-    @_connected
     def totals(self) -> Totals:
         population = self._select(load_query("population"))
         by_status: Counter[str] = Counter()
@@ -443,7 +377,6 @@ class DashboardData:
         ((count,),) = self._select_rows(f"SELECT count() FROM ({sql})", params)
         return count
 
-    @_connected
     def account_list(self, item: ListFilter, offset: int = 0, limit: int = PAGE_SIZE,
                      as_of: date | None = None) -> AccountList:
         """One page of the accounts (or invoices) ``item`` selects, and how many there are."""
@@ -453,18 +386,11 @@ class DashboardData:
                             {**params, "offset": offset, "limit": limit})
         return AccountList(item, self._count(sql, params), offset, tuple(rows), open_month, day)
 
-    @_connected
     def accounts(self, search: str = "", limit: int = 25) -> list[Record]:
         """Accounts whose id contains ``search`` (all when empty), biggest lifetime spend first."""
         return self._select(f"{load_query('accounts')}\nLIMIT %(limit)s",
                             {"search": search, "status": "", "limit": limit})
 
-    @_connected
-    def home(self, search: str, limit: int) -> tuple[Totals, list[Record]]:
-        """The home page's figures over one connection."""
-        return self.totals(), self.accounts(search, limit)
-
-    @_connected
     def account(self, account_id: str) -> AccountView | None:
         """The account's page, or None when ClickHouse has no event of it."""
         params = {"account_id": account_id}

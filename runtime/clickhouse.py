@@ -89,7 +89,7 @@ def chdb_lock_holder(directory: Path) -> str | None:
     if pid == os.getpid():
         return None
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace")
     except OSError:
         return None  # no such process: the file is left over
-    return f"process {pid} ({command.decode('utf-8', 'replace')[:200]})"
+    return f"process {pid} ({' '.join(command.replace(chr(0), ' ').split())[:200]})"

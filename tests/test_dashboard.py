@@ -12,8 +12,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -33,6 +31,7 @@ from dashboard.data import (
 )
 from dashboard.pages import account_href, money, send_text, status_badge
 from dashboard.report import SERVED_WHILE_BLOCKED, TIER_CHANGES_LABEL, dollars
+from runtime.clickhouse import chdb_lock_holder
 from runtime.settings import SettingsError
 from runtime.web_auth import COOKIE_NAME, TOKEN_VARIABLE, is_loopback, load_token
 from tests.dashboard_support import (
@@ -60,7 +59,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Dashboard
                                                                          dict[str, Expected]]]:
     with chdb_with_tables(tmp_path_factory.mktemp("dashboard") / "chdb") as writer:
         expected = populate(writer)
-        yield DashboardData.over(writer), expected
+        yield DashboardData(writer), expected
 
 
 @pytest.fixture(scope="module")
@@ -428,39 +427,53 @@ def _billing(directory: Path, *arguments: str) -> subprocess.CompletedProcess[st
                           capture_output=True, text=True, timeout=120, check=False)
 
 
-def test_dashboard_leaves_chdb_to_others_and_the_lock_holder_is_named(tmp_path: Path) -> None:
+def test_the_process_holding_a_chdb_directory_is_named(tmp_path: Path) -> None:
     # Processes of their own: this one holds the module's chdb directory open.
     directory = tmp_path / "chdb"
     created = _billing(directory, "sql", "SELECT count() AS rows FROM rated_usage")  # migrates
     assert created.returncode == 0, created.stderr
-    with dashboard_process(directory, tmp_path / "dashboard.log") as (base, dashboard):
+    log_path = tmp_path / "dashboard.log"
+    with dashboard_process(directory, log_path) as (base, dashboard):
         assert fetch(base + "/api/totals").status == 200
-        # Between requests the dashboard holds nothing: another process reads the directory.
-        read = _billing(directory, "sql", "SELECT count() AS accounts FROM accounts_current")
-        assert read.returncode == 0, read.stderr
-        assert read.stdout.split()[:3] == ["accounts", "--------", "0"]
+        refused = _billing(directory, "sql", "SELECT count() FROM accounts_current")
+        assert refused.returncode == 1
+        message = refused.stderr.strip().splitlines()[-1]  # chdb prints its own line before
+        assert message.startswith(f"Error: ClickHouse at chdb://{directory}: opening chdb at")
+        assert f"in use by process {dashboard.pid} (" in message
+        assert "commands.cli dashboard --port" in message and "one process at a time" in message
+    assert f"holds {directory} open until it stops (pid {dashboard.pid})" in log_path.read_text()
+    read = _billing(directory, "sql", "SELECT count() AS accounts FROM accounts_current")
+    assert read.returncode == 0 and read.stdout.split()[:3] == ["accounts", "--------", "0"]
 
-        holder = subprocess.Popen(
-            [sys.executable, "-c", "import pathlib, sys\nfrom sinks.clickhouse import ChdbWriter"
-             "\nwriter = ChdbWriter(pathlib.Path(sys.argv[1]))\nprint('open', flush=True)\n"
-             "sys.stdin.read()\nwriter.close()", str(directory)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            assert holder.stdout is not None and holder.stdout.readline() == "open\n"
-            refused = _billing(directory, "sql", "SELECT 1")
-            assert refused.returncode == 1
-            message = refused.stderr.strip().splitlines()[-1]
-            assert f"in use by process {holder.pid} (" in message, refused.stderr
-            assert "one process at a time" in message
-            # A dashboard request waits for the holder to let go, then answers.
-            answer: list[int] = []
-            waiting = threading.Thread(
-                target=lambda: answer.append(fetch(base + "/api/totals").status))
-            waiting.start()
-            time.sleep(1.5)
-            assert not answer, "the dashboard answered while another process held chdb"
-        finally:
-            holder.communicate(input="", timeout=60)
-        waiting.join(timeout=60)
-        assert answer == [200]
-        assert dashboard.poll() is None
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import pathlib, sys\nfrom sinks.clickhouse import ChdbWriter"
+         "\nwriter = ChdbWriter(pathlib.Path(sys.argv[1]))\nprint('open', flush=True)\n"
+         "sys.stdin.read()\nwriter.close()", str(directory)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        started = _billing(directory, "dashboard", "--port", "9")
+        assert started.returncode == 1
+        assert f"in use by process {holder.pid} (" in started.stderr.strip().splitlines()[-1]
+    finally:
+        holder.communicate(input="", timeout=60)
+
+
+def test_lock_holder_is_a_live_other_process_only(tmp_path: Path) -> None:
+    assert chdb_lock_holder(tmp_path) is None  # no status file
+    status = tmp_path / "status"
+    status.write_text(f"PID: {os.getpid()}\nStarted at: 2026-12-06 09:59:15\n")
+    assert chdb_lock_holder(tmp_path) is None  # this process: not another one
+    sleeper = subprocess.Popen([sys.executable, "-c", "print('up', flush=True)\ninput()"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert sleeper.stdout is not None and sleeper.stdout.readline() == "up\n"
+        status.write_text(f"PID: {sleeper.pid}\n")
+        assert chdb_lock_holder(tmp_path) == (
+            f"process {sleeper.pid} ({sys.executable} -c print('up', flush=True) input())")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert chdb_lock_holder(tmp_path) is None  # a file left over by a process that is gone
+    status.write_text("garbage\n")
+    assert chdb_lock_holder(tmp_path) is None

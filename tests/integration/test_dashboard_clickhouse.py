@@ -41,8 +41,11 @@ def server_data(stack: Settings) -> Iterator[tuple[DashboardData, dict[str, Expe
         assert isinstance(writer, DriverWriter)
         writer.apply_ddl()
         expected = populate(writer)
-    with open_data(settings) as data:  # as `billing dashboard` opens it
+    writer, data = open_data(settings)  # as `billing dashboard` opens it
+    try:
         yield data, expected
+    finally:
+        writer.close()
 
 
 def test_figures_on_clickhouse_server(server_data: tuple[DashboardData,
