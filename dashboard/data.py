@@ -18,9 +18,11 @@ Where each figure comes from, and why:
   shown as of the snapshot.
 - spend: ``rated_usage FINAL`` (exact, per billed month); the daily chart uses the ``spend_daily``
   rollup through the documented ``daily_spend`` query (dashboards are what it is for).
-- can send: ``accounts_current FINAL`` (what the gateway enforces) when the sink has written the
-  account's status, else the latest snapshot by the same rule; since when, from the account's
-  pause and suspension events (:func:`blocking_history`).
+- can send (and the status and pause reasons the account page shows with it):
+  ``accounts_current FINAL`` (what the gateway enforces; newer than the latest event's snapshot
+  when a pause reason lapsed without an event) when the sink has written the account's status,
+  else the latest snapshot by the same rule; since when, from the account's pause and suspension
+  events (:func:`blocking_history`).
 - lists: one SQL per kind of list, without LIMIT; a page adds ``LIMIT offset, n`` and the count
   is ``SELECT count() FROM (it)``.
 """

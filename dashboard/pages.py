@@ -20,6 +20,7 @@ from dashboard.data import (
     DAILY_WINDOW_DAYS,
     INVOICE_FILTERS,
     PAGE_SIZE,
+    SUSPENDED,
     AccountList,
     AccountView,
     ListFilter,
@@ -150,7 +151,7 @@ def send_text(state: SendState) -> str:
     parts = []
     for blocker in state.blockers:
         since = f" since {minute(blocker.since)}" if blocker.since else ""
-        if blocker.reason == "suspended":
+        if blocker.reason == SUSPENDED:
             parts.append(f"suspended{f' ({blocker.detail})' if blocker.detail else ''}{since}")
         else:
             parts.append(f"paused: {blocker.reason}{since}")
@@ -377,7 +378,7 @@ def render_account(view: AccountView) -> str:
     # Status and pause reasons as the can-send state has them: accounts_current is newer than
     # the latest event's snapshot when a reason lapsed without an event (a month rolling over).
     status = view.send.status
-    reasons = [blocker.reason for blocker in view.send.blockers if blocker.reason != "suspended"]
+    reasons = [blocker.reason for blocker in view.send.blockers if blocker.reason != SUSPENDED]
     limits = (f"{snap['rpm_limit']:,} requests/min, {snap['tpm_limit']:,} tokens/min"
               + ("" if view.send.may_send else " (not in force: it cannot send)"))
     cards = [
