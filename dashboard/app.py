@@ -3,8 +3,11 @@
 Routes (GET and HEAD only; any other method is 405):
 
 - ``/``: totals, charts and the top accounts; ``/?q=TEXT`` lists the accounts whose id contains it
+- ``/accounts?status=suspended`` (or ``budget=80``, ``invoices=unpaid|overdue``; ``offset=N``):
+  one page of a list, with how many there are in all
 - ``/accounts/{account_id}``: one account (404 page when ClickHouse has never seen it)
-- ``/api/totals``, ``/api/accounts/{account_id}``: the same figures as JSON, money as strings
+- ``/api/totals``, ``/api/accounts?...``, ``/api/accounts/{account_id}``: the same figures as
+  JSON, money as strings
 - ``/healthz``: ``ok`` when ClickHouse answers (never needs the token)
 
 ClickHouse connections are not thread-safe and queries block, so every query runs on one worker
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
@@ -25,8 +28,24 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from billing.events import dumps
-from dashboard.data import AccountView, DashboardData, DashboardDataError, Totals
-from dashboard.pages import render_account, render_home, render_message, render_not_found
+from dashboard.data import (
+    BUDGET_THRESHOLDS,
+    INVOICE_FILTERS,
+    STATUS_FILTERS,
+    AccountList,
+    AccountView,
+    DashboardData,
+    DashboardDataError,
+    ListFilter,
+    Totals,
+)
+from dashboard.pages import (
+    render_account,
+    render_home,
+    render_list,
+    render_message,
+    render_not_found,
+)
 from runtime.logfmt import log_event
 from runtime.web_auth import COOKIE_NAME, QUERY_PARAMETER, TokenCheck, is_loopback
 from sinks.clickhouse import ClickHouseError
@@ -38,6 +57,10 @@ EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 SOURCE = web.AppKey("source", str)
 TOP_ACCOUNTS = 25
 MAX_SEARCH_LENGTH = 100
+MAX_OFFSET = 10_000_000
+# What a list may be filtered on, and the values allowed (budget: any whole percent up to this).
+LIST_VALUES = {"status": STATUS_FILTERS, "invoices": INVOICE_FILTERS}
+MAX_BUDGET_PERCENT = 1000
 # Nothing may load from elsewhere or run: styles are inline, charts inline SVG, no scripts.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -85,10 +108,13 @@ def _failure(request: web.Request, status: int, title: str, message: str) -> web
 # -- handlers ---------------------------------------------------------------------------------
 
 
-def as_json(figures: Totals | AccountView) -> dict[str, Any]:
+def as_json(figures: Totals | AccountView | AccountList) -> dict[str, Any]:
     """The figures as a JSON object: days of spend as ``{"day", "cost"}`` objects (``dumps``
     writes money as exact strings)."""
-    return {**asdict(figures),
+    value = asdict(figures)
+    if isinstance(figures, AccountList):
+        return value
+    return {**value,
             "daily_spend": [{"day": day, "cost": cost} for day, cost in figures.daily_spend]}
 
 
@@ -96,11 +122,43 @@ def _search(request: web.Request) -> str:
     return request.query.get("q", "").strip()[:MAX_SEARCH_LENGTH]
 
 
+def list_filter(query: Mapping[str, str]) -> tuple[ListFilter, int]:
+    """The list a request asks for and where its page starts; 400 for anything else (one filter
+    at most: ``status``, ``budget`` or ``invoices``)."""
+    given = [name for name in ("status", "budget", "invoices") if name in query]
+    offset = query.get("offset", "0")
+    if not offset.isdigit() or int(offset) > MAX_OFFSET:
+        raise web.HTTPBadRequest(reason="offset must be a whole number")
+    if not given:
+        return ListFilter("status", ""), int(offset)
+    if len(given) > 1:
+        raise web.HTTPBadRequest(reason="one of status, budget, invoices at a time")
+    kind, value = given[0], query[given[0]]
+    allowed = LIST_VALUES.get(kind)
+    if allowed is not None and value not in allowed:
+        raise web.HTTPBadRequest(reason=f"{kind} is one of {', '.join(allowed)}")
+    if allowed is None and not (value.isdigit() and 0 < int(value) <= MAX_BUDGET_PERCENT):
+        raise web.HTTPBadRequest(
+            reason=f"budget is a percent from 1 to {MAX_BUDGET_PERCENT} "
+                   f"(e.g. {', '.join(map(str, BUDGET_THRESHOLDS))})")
+    return ListFilter(kind, str(int(value)) if allowed is None else value), int(offset)
+
+
 async def home(request: web.Request) -> web.Response:
     data, search = request.app[DATA], _search(request)
     totals = await _run(request, data.totals)
     accounts = await _run(request, data.accounts, search, TOP_ACCOUNTS)
     return _html(render_home(totals, accounts, search, request.app[SOURCE]))
+
+
+async def account_list(request: web.Request) -> web.Response:
+    item, offset = list_filter(request.query)
+    return _html(render_list(await _run(request, request.app[DATA].account_list, item, offset)))
+
+
+async def api_account_list(request: web.Request) -> web.Response:
+    item, offset = list_filter(request.query)
+    return _json(as_json(await _run(request, request.app[DATA].account_list, item, offset)))
 
 
 async def account(request: web.Request) -> web.Response:
@@ -216,8 +274,10 @@ def build_app(data: DashboardData, source: str, token: str | None = None) -> web
 
     app.on_cleanup.append(stop_executor)
     app.router.add_get("/", home)
+    app.router.add_get("/accounts", account_list)
     app.router.add_get("/accounts/{account_id}", account)
     app.router.add_get("/api/totals", api_totals)
+    app.router.add_get("/api/accounts", api_account_list)
     app.router.add_get("/api/accounts/{account_id}", api_account)
     app.router.add_get("/healthz", healthz)
     return app

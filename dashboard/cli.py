@@ -4,6 +4,11 @@ Everything that can be wrong is checked before the port opens, so a bad start fa
 with a message naming what to fix: the token when the address is not loopback
 (``runtime.web_auth``), a ``chdb://`` directory that does not exist (opening it would create an
 empty one), and tables that are not there.
+
+On ``chdb://`` the dashboard holds the directory open while it runs: chdb lets one process at a
+time open a directory, and opening it for each request instead costs about 135 ms and leaks about
+2 MB per open (chdb 4.4). Other commands on the directory meanwhile fail with a message naming
+this process (``runtime.clickhouse.chdb_lock_holder``); the start message says so too.
 """
 
 from __future__ import annotations
@@ -66,6 +71,10 @@ def dashboard_command(host: str, port: int) -> None:
         click.echo(f"dashboard: http://{address}:{port}/ (read-only"
                    f"{', token required' if token else ''}) reading {settings.clickhouse_url}",
                    err=True)
+        if server_target(settings) is None:
+            click.echo(f"dashboard: holds {chdb_directory(settings)} open until it stops "
+                       f"(pid {os.getpid()}): chdb lets one process at a time open a directory, "
+                       "other commands on it fail meanwhile", err=True)
         web.run_app(app, host=host, port=port, print=None, access_log_class=AccessLog,
                     access_log=log)
     finally:

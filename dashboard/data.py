@@ -18,6 +18,13 @@ Where each figure comes from, and why:
   shown as of the snapshot.
 - spend: ``rated_usage FINAL`` (exact, per billed month); the daily chart uses the ``spend_daily``
   rollup through the documented ``daily_spend`` query (dashboards are what it is for).
+- can send (and the status and pause reasons the account page shows with it):
+  ``accounts_current FINAL`` (what the gateway enforces; newer than the latest event's snapshot
+  when a pause reason lapsed without an event) when the sink has written the account's status,
+  else the latest snapshot by the same rule; since when, from the account's pause and suspension
+  events (:func:`blocking_history`).
+- lists: one SQL per kind of list, without LIMIT; a page adds ``LIMIT offset, n`` and the count
+  is ``SELECT count() FROM (it)``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -37,6 +44,7 @@ from dashboard.report import (
     INVOICES_SQL,
     OUTPUT_COUNTS_SQL,
     USAGE_SQL,
+    tier_changes_after_opening,
 )
 from sinks.clickhouse import ClickHouseWriter
 from sinks.sqlfiles import load_query as load_sink_query
@@ -46,8 +54,10 @@ _QUERIES = resources.files("dashboard").joinpath("queries")
 # What the dashboard reads; the sink's DDL creates them (`billing sink migrate`, `billing demo`).
 REQUIRED_TABLES = ("rated_usage", "account_state_events", "credit_purchases", "invoices",
                    "spend_daily")
-DAILY_WINDOW_DAYS = 90  # the account chart: up to this many days, ending at the last usage day
+DAILY_WINDOW_DAYS = 90  # the account chart: up to this many days, ending where the data ends
 RECENT_EVENTS = 50
+PAGE_SIZE = 100  # rows of a list page
+BUDGET_THRESHOLDS = (80, 100)  # percent of the monthly budget, the lists the home page links
 Record = dict[str, Any]
 
 
@@ -71,15 +81,140 @@ def _records(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Record
             for row in rows]
 
 
-def daily_series(points: Sequence[tuple[date, Decimal]]) -> tuple[tuple[date, Decimal], ...]:
-    """Money per day with the days in between present as zero, so a chart's x axis is time."""
+def daily_series(points: Sequence[tuple[date, Decimal]], last_day: date | None = None
+                 ) -> tuple[tuple[date, Decimal], ...]:
+    """Money per day with the days in between present as zero, so a chart's x axis is time;
+    up to ``last_day`` when it is later than the last point (days of no usage at the end)."""
     if not points:
         return ()
     amounts = dict(points)
     first, last = min(amounts), max(amounts)
+    if last_day is not None and last_day > last:
+        last = last_day
     return tuple((first + timedelta(days=offset),
                   to_money(amounts.get(first + timedelta(days=offset), ZERO)))
                  for offset in range((last - first).days + 1))
+
+
+def is_partial(last_day: date | None, data_end: datetime | None) -> bool:
+    """A chart's last day is partial when the data ends within it (the sink has not read the
+    rest of that day yet)."""
+    return last_day is not None and data_end is not None and data_end.date() == last_day
+
+
+# -- why an account cannot send ---------------------------------------------------------------
+
+SUSPENDED = "suspended"
+
+
+@dataclass(frozen=True)
+class Period:
+    """A time the account could not send: paused or suspended, from ``start`` to ``end`` (None:
+    still)."""
+
+    status: str
+    start: datetime
+    end: datetime | None
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """One reason the account cannot send now: ``suspended`` (``detail``: the suspension's reason)
+    or a pause reason, and the event that began it (None when no such event is stored)."""
+
+    reason: str
+    detail: str | None
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class SendState:
+    """May the account send now, and if not, why and since when."""
+
+    may_send: bool
+    status: str
+    blockers: tuple[Blocker, ...]  # suspended first, then the pause reasons
+    source: str  # "accounts_current" (the status the gateway reads) or "latest snapshot"
+    as_of: datetime
+
+
+def blocking_history(changes: Sequence[Record]
+                     ) -> tuple[dict[str, tuple[datetime, str | None]], tuple[Period, ...]]:
+    """From an account's pauses, resumes, suspensions and reinstatements in emitted order
+    (``account_state_changes.sql``): since when each blocker still held at the end holds
+    (``suspended`` -> the latest suspension after the last reinstatement, with its reason; a
+    pause reason -> the latest pause for it after it was last lifted), and the periods the
+    account could not send (the status after each event says when one begins and ends)."""
+    held: dict[str, tuple[datetime, str | None]] = {}
+    periods: list[Period] = []
+    for change in changes:
+        at, status = change["timestamp"], change["status_after"]
+        if change["type"] == "account_suspended":
+            held.setdefault(SUSPENDED, (at, change["reason"]))
+        elif change["type"] == "usage_paused" and change["reason"]:
+            held.setdefault(change["reason"], (at, None))
+        still = {*change["pause_reasons_after"], *([SUSPENDED] if status == SUSPENDED else [])}
+        held = {reason: began for reason, began in held.items() if reason in still}
+        if periods and periods[-1].end is None and periods[-1].status != status:
+            periods[-1] = Period(periods[-1].status, periods[-1].start, at)
+        if status != "active" and not (periods and periods[-1].end is None):
+            periods.append(Period(status, at, None))
+    return held, tuple(periods)
+
+
+def send_state(current: Record | None, snapshot: Record,
+               held: Mapping[str, tuple[datetime, str | None]]) -> SendState:
+    """The account's ``accounts_current`` row when the sink has written one (``may_send`` and
+    ``blocked_reasons``, what the gateway enforces), else the latest snapshot's status and pause
+    reasons (the same rule: only an active account may send); each blocker dated by ``held``."""
+    if current is not None:
+        may_send, status = bool(current["may_send"]), current["status"]
+        reasons, source, as_of = list(current["blocked_reasons"]), "accounts_current", \
+            current["updated_at"]
+    else:
+        status = snapshot["status"]
+        may_send = status == "active"
+        reasons = [*snapshot["pause_reasons"], *([SUSPENDED] if status == SUSPENDED else [])]
+        source, as_of = "latest snapshot", snapshot["as_of"]
+    ordered = sorted(set(reasons), key=lambda reason: (reason != SUSPENDED, reason))
+    return SendState(may_send, status, tuple(
+        Blocker(reason, held[reason][1] if reason in held else None,
+                held[reason][0] if reason in held else None) for reason in ordered),
+        source, as_of)
+
+
+# -- what the pages show ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """Which accounts (or invoices) a list page shows: ``kind`` ``status`` (value active, paused,
+    suspended; empty: every account), ``budget`` (value: percent of the monthly budget used in
+    the open month, at least) or ``invoices`` (value unpaid or overdue)."""
+
+    kind: str
+    value: str
+
+    @property
+    def query(self) -> str:
+        """The page's query string (``status=suspended``), empty for every account."""
+        return f"{self.kind}={self.value}" if self.value else ""
+
+
+STATUS_FILTERS = ("active", "paused", "suspended")
+INVOICE_FILTERS = ("unpaid", "overdue")
+
+
+@dataclass(frozen=True)
+class AccountList:
+    """One page of a list: its rows, how many there are in all, where the page starts."""
+
+    filter: ListFilter
+    total: int
+    offset: int
+    rows: tuple[Record, ...]
+    open_month: str  # the budget lists' month
+    as_of: date  # the overdue lists' day
 
 
 @dataclass(frozen=True)
@@ -95,7 +230,7 @@ class Totals:
     usage_requests: int
     usage_spend: Decimal
     late_usage_events: int
-    over_limit_usage_events: int
+    over_limit_usage_events: int  # served while the account was paused or suspended
     credit_purchases: int
     credits_purchased: Decimal
     invoice_payments: int
@@ -103,8 +238,12 @@ class Totals:
     invoices_issued: int
     invoiced: Decimal
     account_events: dict[str, int]  # by type
+    tier_changes_after_opening: int  # tier_changed events but each account's opening one
     pauses_by_reason: dict[str, int]
     daily_spend: tuple[tuple[date, Decimal], ...]
+    data_end: datetime | None  # the latest usage timestamp: the day it falls in is partial
+    open_month: str  # the latest billed month: budgets are measured in it
+    list_counts: dict[str, int]  # ListFilter.query -> rows, for the lists the home page links
 
 
 @dataclass(frozen=True)
@@ -113,18 +252,25 @@ class AccountView:
 
     account_id: str
     snapshot: Record  # account_snapshot.sql: the latest snapshot and when it was taken
+    send: SendState
+    blocked_periods: tuple[Period, ...]
     lifetime_spend: Decimal  # rated_usage FINAL
     usage_since_snapshot: Decimal
     net_balance: Decimal  # credit - outstanding now
-    latest_month: Record | None  # the last billed month with usage (account_months.sql)
-    budget_used_percent: Decimal | None  # of that month's spend, against the budget
+    open_month: str  # the latest billed month of all the data
+    open_month_spend: Decimal
+    budget_used_percent: Decimal | None  # of the open month's spend, against the budget
     months: tuple[Record, ...]
     daily_spend: tuple[tuple[date, Decimal], ...]
+    partial_last_day: bool
+    data_end: datetime | None
     spend_by_product: dict[str, Decimal]  # over the days of daily_spend
     event_counts: dict[str, int]
     events: tuple[Record, ...]  # newest first, at most RECENT_EVENTS
     invoices: tuple[Record, ...]
 
+
+# -- reading ClickHouse -----------------------------------------------------------------------
 
 class DashboardData:
     """The dashboard's read-only queries over one ClickHouse connection.
@@ -138,17 +284,32 @@ class DashboardData:
     def _select(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Record]:
         return _records(*self._writer.query_with_names(sql, params))
 
+    def _tables(self) -> set[str]:
+        return {row["name"] for row in self._select(
+            "SELECT name FROM system.tables WHERE database = currentDatabase()")}
+
     def check_tables(self) -> None:
         """Fail at start, with what to do, when the tables are not there (a wrong URL, an empty
         chdb directory): the dashboard never creates them, it only reads."""
-        present = {name for (name,) in self._writer.query(
-            "SELECT name FROM system.tables WHERE database = currentDatabase()")}
+        present = self._tables()
         missing = [table for table in REQUIRED_TABLES if table not in present]
         if missing:
             raise DashboardDataError(
                 f"no billing tables ({', '.join(missing)} missing): point BILLING_CLICKHOUSE_URL "
                 "at the ClickHouse the sink writes (`billing demo` prints its chdb:// URL), or "
                 "create them with `billing sink migrate`")
+
+    def _data_end(self) -> datetime | None:
+        ((end, rows),) = self._select_rows("SELECT max(timestamp), count() FROM rated_usage")
+        return end if rows else None
+
+    def _open_month(self) -> str:
+        ((month,),) = self._select_rows("SELECT max(billed_period) FROM rated_usage")
+        return month
+
+    def _select_rows(self, sql: str, params: Mapping[str, Any] | None = None
+                     ) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self._writer.query(sql, params)]
 
     def totals(self) -> Totals:
         population = self._select(load_query("population"))
@@ -160,16 +321,21 @@ class DashboardData:
             by_tier[group["tier"]] += group["accounts"]
             by_model[group["billing_model"]] += group["accounts"]
         outputs: dict[str, Counter[str]] = {}
-        for event_type, detail, count in self._writer.query(OUTPUT_COUNTS_SQL):
+        for event_type, detail, count in self._select_rows(OUTPUT_COUNTS_SQL):
             outputs.setdefault(event_type, Counter())[detail] += count
-        ((purchases, purchased, invoice_payments, invoices_paid),) = self._writer.query(
+        ((purchases, purchased, invoice_payments, invoices_paid),) = self._select_rows(
             CREDITS_SQL)
-        ((invoices, invoiced),) = self._writer.query(INVOICES_SQL)
-        ((usage, requests, spend, late, over_limit),) = self._writer.query(USAGE_SQL)
+        ((invoices, invoiced),) = self._select_rows(INVOICES_SQL)
+        ((usage, requests, spend, late, over_limit),) = self._select_rows(USAGE_SQL)
         spend = to_money(spend or ZERO)
         snapshot_net = sum((g["credit_balance"] - g["outstanding_balance"] for g in population),
                            ZERO)
         snapshot_spend = sum((g["lifetime_spend"] for g in population), ZERO)
+        daily = daily_series([(day, to_money(cost)) for day, cost
+                              in self._select_rows(DAILY_SPEND_SQL)])
+        open_month, today = self._open_month(), datetime.now(UTC).date()
+        lists = [ListFilter("budget", str(percent)) for percent in BUDGET_THRESHOLDS]
+        lists += [ListFilter("invoices", kind) for kind in INVOICE_FILTERS]
         return Totals(
             accounts=sum(by_status.values()),
             accounts_by_status=dict(sorted(by_status.items())),
@@ -189,14 +355,43 @@ class DashboardData:
             invoiced=to_money(invoiced or ZERO),
             account_events={event_type: sum(details.values())
                             for event_type, details in sorted(outputs.items())},
+            tier_changes_after_opening=tier_changes_after_opening(outputs),
             pauses_by_reason=dict(outputs.get("usage_paused", {})),
-            daily_spend=daily_series([(day, to_money(cost)) for day, cost
-                                      in self._writer.query(DAILY_SPEND_SQL)]),
+            daily_spend=daily,
+            data_end=self._data_end(),
+            open_month=open_month,
+            list_counts={item.query: self._count(*self._list_query(item, open_month, today))
+                         for item in lists},
         )
+
+    def _list_query(self, item: ListFilter, open_month: str, as_of: date
+                    ) -> tuple[str, dict[str, Any]]:
+        """The SQL (without LIMIT) and parameters of a list."""
+        if item.kind == "budget":
+            return load_sink_query("accounts_near_budget"), {
+                "period": open_month, "percent": int(item.value)}
+        if item.kind == "invoices":
+            return load_query("unpaid_invoices"), {
+                "as_of": as_of.isoformat(), "overdue_only": int(item.value == "overdue")}
+        return load_query("accounts"), {"search": "", "status": item.value}
+
+    def _count(self, sql: str, params: Mapping[str, Any]) -> int:
+        ((count,),) = self._select_rows(f"SELECT count() FROM ({sql})", params)
+        return count
+
+    def account_list(self, item: ListFilter, offset: int = 0, limit: int = PAGE_SIZE,
+                     as_of: date | None = None) -> AccountList:
+        """One page of the accounts (or invoices) ``item`` selects, and how many there are."""
+        open_month, day = self._open_month(), as_of or datetime.now(UTC).date()
+        sql, params = self._list_query(item, open_month, day)
+        rows = self._select(f"{sql}\nLIMIT %(offset)s, %(limit)s",
+                            {**params, "offset": offset, "limit": limit})
+        return AccountList(item, self._count(sql, params), offset, tuple(rows), open_month, day)
 
     def accounts(self, search: str = "", limit: int = 25) -> list[Record]:
         """Accounts whose id contains ``search`` (all when empty), biggest lifetime spend first."""
-        return self._select(load_query("accounts"), {"search": search, "limit": limit})
+        return self._select(f"{load_query('accounts')}\nLIMIT %(limit)s",
+                            {"search": search, "status": "", "limit": limit})
 
     def account(self, account_id: str) -> AccountView | None:
         """The account's page, or None when ClickHouse has no event of it."""
@@ -209,20 +404,30 @@ class DashboardData:
         months = self._select(load_query("account_months"), params)
         lifetime_spend = sum((month["cost"] for month in months), ZERO)
         usage_since = lifetime_spend - snapshot["lifetime_spend"]
-        latest = months[-1] if months else None
+        open_month, data_end = self._open_month(), self._data_end()
+        open_spend = sum((m["cost"] for m in months if m["billed_period"] == open_month), ZERO)
         budget = snapshot["monthly_budget"]
-        daily, by_product = self._daily_spend(account_id, months)
+        daily, by_product = self._daily_spend(account_id, months, data_end)
+        current = (self._select(load_query("account_current"), params)
+                   if "accounts_current" in self._tables() else [])
+        held, periods = blocking_history(self._select(load_query("account_state_changes"),
+                                                      params))
         return AccountView(
             account_id=account_id,
             snapshot=snapshot,
+            send=send_state(current[0] if current else None, snapshot, held),
+            blocked_periods=periods,
             lifetime_spend=lifetime_spend,
             usage_since_snapshot=usage_since,
             net_balance=snapshot["credit_balance"] - snapshot["outstanding_balance"] - usage_since,
-            latest_month=latest,
-            budget_used_percent=(latest["cost"] * 100 / budget).quantize(Decimal("0.1"))
-            if latest and budget else None,
+            open_month=open_month,
+            open_month_spend=open_spend,
+            budget_used_percent=(open_spend * 100 / budget).quantize(Decimal("0.1"))
+            if budget else None,
             months=tuple(months),
             daily_spend=daily,
+            partial_last_day=is_partial(daily[-1][0] if daily else None, data_end),
+            data_end=data_end,
             spend_by_product=by_product,
             event_counts={row["type"]: row["events"] for row in self._select(
                 load_query("account_event_counts"), params)},
@@ -231,22 +436,25 @@ class DashboardData:
             invoices=tuple(self._select(load_query("account_invoices"), params)),
         )
 
-    def _daily_spend(self, account_id: str, months: Sequence[Record]
+    def _daily_spend(self, account_id: str, months: Sequence[Record], data_end: datetime | None
                      ) -> tuple[tuple[tuple[date, Decimal], ...], dict[str, Decimal]]:
         """Spend per day (all products) and per product, over the last DAILY_WINDOW_DAYS days
-        that end on the account's last usage day."""
+        that end where the data ends (days after the account's last usage show as zero: a
+        suspended account's chart runs on to now)."""
         if not months:
             return (), {}
-        last: datetime = max(month["last_usage"] for month in months)
+        last = max(month["last_usage"] for month in months).date()
+        if data_end is not None:
+            last = max(last, data_end.date())
         first: datetime = min(month["first_usage"] for month in months)
-        first_day = max(first.date(), last.date() - timedelta(days=DAILY_WINDOW_DAYS - 1))
+        first_day = max(first.date(), last - timedelta(days=DAILY_WINDOW_DAYS - 1))
         rows = self._select(load_sink_query("daily_spend"), {
             "account_id": account_id, "first_day": first_day.isoformat(),
-            "last_day": last.date().isoformat()})
+            "last_day": last.isoformat()})
         per_day: dict[date, Decimal] = {}
         per_product: dict[str, Decimal] = {}
         for row in rows:
             per_day[row["day"]] = per_day.get(row["day"], ZERO) + row["cost"]
             per_product[row["product"]] = per_product.get(row["product"], ZERO) + row["cost"]
         by_cost = dict(sorted(per_product.items(), key=lambda item: (-item[1], item[0])))
-        return daily_series(sorted(per_day.items())), by_cost
+        return daily_series(sorted(per_day.items()), last), by_cost

@@ -19,7 +19,7 @@ import html
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, time
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,9 @@ DAILY_SPEND_SQL = "SELECT day, sum(cost) FROM spend_daily GROUP BY day ORDER BY 
 BALANCE_BOUNDS = (Decimal(1), Decimal(10), Decimal(100), Decimal(1_000), Decimal(10_000))
 TIER_ORDER = ("0", "1", "2", "3", "4", "enterprise")
 STATUS_ORDER = ("active", "paused", "suspended")
+# rated_usage.over_limit: the request was served while the account was paused or suspended.
+SERVED_WHILE_BLOCKED = "served while paused or suspended"
+TIER_CHANGES_LABEL = "tier changes (excluding account opening)"
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,13 @@ def count_text(counts: Mapping[str, int], order: Sequence[str] = ()) -> str:
     keys += sorted((key for key in counts if key not in keys and counts[key]),
                    key=lambda key: (-counts[key], key))
     return ", ".join(f"{key} {counts[key]:,}" for key in keys) or "none"
+
+
+def tier_changes_after_opening(outputs: Mapping[str, Counter[str]]) -> int:
+    """``tier_changed`` events but the one each account opens with (``from_tier`` NULL, the
+    ``opened`` detail of OUTPUT_COUNTS_SQL): the figure the report and the dashboard show."""
+    changes = outputs.get("tier_changed", Counter())
+    return sum(changes.values()) - changes["opened"]
 
 
 def balance_bucket(balance: Decimal) -> str:
@@ -181,7 +191,6 @@ def summarize(writer: ClickHouseWriter, snapshots: Mapping[str, Mapping[str, Any
     free_credit = facts.free_credit * sum(1 for a in accounts if a["contract"] == "self_serve")
     # Conservation, summed over all accounts: credit - outstanding = free credit + money in - out.
     unexplained = credit - outstanding - (free_credit + purchased + invoices_paid - spend)
-    tier_changes = outputs.get("tier_changed", Counter())
 
     sections = (
         Section("Run", (
@@ -206,7 +215,7 @@ def summarize(writer: ClickHouseWriter, snapshots: Mapping[str, Mapping[str, Any
             ("resumes", f"{total('usage_resumed'):,}"),
             ("suspensions", f"{total('account_suspended'):,}"),
             ("reinstatements", f"{total('account_reinstated'):,}"),
-            ("tier changes after opening", f"{total('tier_changed') - tier_changes['opened']:,}"),
+            (TIER_CHANGES_LABEL, f"{tier_changes_after_opening(outputs):,}"),
             ("commands rejected, by type", count_text(outputs.get("command_rejected", Counter()))),
         )),
         Section("Top-ups (simulated payment processor)", (
@@ -225,7 +234,7 @@ def summarize(writer: ClickHouseWriter, snapshots: Mapping[str, Mapping[str, Any
             ("in: free credit granted", dollars(free_credit)),
             ("out: usage spend", f"{dollars(spend)} ({usage:,} usage events, "
                                  f"{requests or 0:,} requests, {late:,} late, "
-                                 f"{over_limit:,} over limit)"),
+                                 f"{over_limit:,} {SERVED_WHILE_BLOCKED})"),
             ("ledger credit balances", dollars(credit)),
             ("ledger outstanding balances", dollars(outstanding)),
         )),
@@ -326,9 +335,40 @@ def bar_chart(title: str, bars: Sequence[tuple[str, int]], width: int = 520,
     return _svg(width, height, title, body)
 
 
+Shade = tuple[datetime, datetime | None, str]  # from, to (None: still), what: paused/suspended
+
+
+def _shades(shaded: Sequence[Shade], first_day: date, span: Decimal, left: int, right: int,
+            top: int, bottom: int) -> list[str]:
+    """Rectangles behind the line over the times ``shaded``: a point's day is at its x, so a
+    moment is at its day's x plus the fraction of the day gone."""
+    origin = datetime.combine(first_day, time(), UTC)
+
+    def x_of(moment: datetime | None) -> Decimal:
+        if moment is None:
+            return Decimal(right)
+        days = Decimal(int((moment - origin).total_seconds())) / 86400
+        return min(max(left + span * days, Decimal(left)), Decimal(right))
+
+    body = []
+    for start, end, what in shaded:
+        x1, x2 = x_of(start), x_of(end)
+        if x2 <= x1:
+            continue
+        until = "now" if end is None else f"{end:%Y-%m-%d %H:%M} UTC"
+        body.append(f'<rect x="{_coordinate(x1)}" y="{top}" width="{_coordinate(x2 - x1)}" '
+                    f'height="{bottom - top}" class="shade-{html.escape(what)}">'
+                    f"<title>{html.escape(what)} from {start:%Y-%m-%d %H:%M} UTC to {until}"
+                    "</title></rect>")
+    return body
+
+
 def line_chart(title: str, points: Sequence[tuple[date, Decimal]], width: int = 1080,
-               height: int = 320) -> str:
-    """Money per day as a line over a shaded area, a label about every week."""
+               height: int = 320, shaded: Sequence[Shade] = (),
+               partial_until: datetime | None = None) -> str:
+    """Money per day as a line over a shaded area, a dated label about every week; the times
+    ``shaded`` (paused, suspended) behind it; ``partial_until``: the last day's data ends then,
+    so its point is hollow, the line to it dashed and labelled "partial day"."""
     left, right, top, bottom = 84, width - 16, 16, height - 40
     if not points:
         return _svg(width, height, title, [
@@ -337,24 +377,35 @@ def line_chart(title: str, points: Sequence[tuple[date, Decimal]], width: int = 
     highest = max(value for _, value in points)
     step = nice_step(highest)
     axis_top = max(step * (highest / step).to_integral_value(ROUND_CEILING), step)
-    body = _grid(left, right, top, bottom, axis_top, step, money=True)
     span = Decimal(right - left) / max(len(points) - 1, 1)
-    coordinates = []
+    coordinates, marks = [], []
     for index, (day, value) in enumerate(points):
         x = left + span * index if len(points) > 1 else Decimal(left + right) / 2
         y = bottom - (bottom - top) * value / axis_top
         coordinates.append(f"{_coordinate(x)},{_coordinate(y)}")
-        body.append(f'<circle cx="{_coordinate(x)}" cy="{_coordinate(y)}" r="3" class="dot">'
-                    f"<title>{day:%a %Y-%m-%d}: {html.escape(dollars(value))}</title></circle>")
+        partial = partial_until is not None and index == len(points) - 1
+        note = f" (partial day: data ends {partial_until:%H:%M} UTC)" if partial else ""
+        marks.append(f'<circle cx="{_coordinate(x)}" cy="{_coordinate(y)}" r="3" '
+                     f'class="dot{" partial" if partial else ""}">'
+                     f"<title>{day:%a %Y-%m-%d}: {html.escape(dollars(value))}{note}</title>"
+                     "</circle>")
+        if partial:
+            marks.append(f'<text x="{_coordinate(x)}" y="{_coordinate(y - 8)}" class="axis" '
+                         'text-anchor="end">partial day</text>')
         if index % 7 == 0:
-            body.append(f'<text x="{_coordinate(x)}" y="{bottom + 18}" class="axis" '
-                        f'text-anchor="middle">{day:%b %d}</text>')
+            marks.append(f'<text x="{_coordinate(x)}" y="{bottom + 18}" class="axis" '
+                         f'text-anchor="middle">{day:%Y-%m-%d}</text>')
     first_x, last_x = coordinates[0].split(",")[0], coordinates[-1].split(",")[0]
-    body.insert(0, f'<polygon points="{first_x},{bottom} {" ".join(coordinates)} '
-                   f'{last_x},{bottom}" class="area"/>')
-    body.insert(1, f'<polyline points="{" ".join(coordinates)}" class="line"/>')
-    body.append(f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" class="baseline"/>')
-    return _svg(width, height, title, body)
+    solid = coordinates[:-1] if partial_until is not None and len(coordinates) > 1 else coordinates
+    lines = [f'<polygon points="{first_x},{bottom} {" ".join(coordinates)} '
+             f'{last_x},{bottom}" class="area"/>',
+             f'<polyline points="{" ".join(solid)}" class="line"/>']
+    if solid is not coordinates:
+        lines.append(f'<polyline points="{" ".join(coordinates[-2:])}" class="line dashed"/>')
+    return _svg(width, height, title, [
+        *_shades(shaded, points[0][0], span, left, right, top, bottom), *lines,
+        *_grid(left, right, top, bottom, axis_top, step, money=True), *marks,
+        f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" class="baseline"/>'])
 
 
 # -- the page ---------------------------------------------------------------------------------
@@ -377,6 +428,10 @@ svg .grid { stroke: #e4e7eb; } svg .baseline { stroke: #9aa5b1; }
 svg .axis { font-size: 11px; fill: #616e7c; } svg .value { font-size: 11px; fill: #1f2933; }
 svg .bar { fill: #3d7dd8; } svg .line { fill: none; stroke: #3d7dd8; stroke-width: 2; }
 svg .area { fill: #3d7dd8; fill-opacity: 0.12; } svg .dot { fill: #3d7dd8; }
+svg .dot.partial { fill: #fff; stroke: #3d7dd8; stroke-width: 2; }
+svg .line.dashed { stroke-dasharray: 5 4; }
+svg .shade-paused { fill: #f0b429; fill-opacity: 0.22; }
+svg .shade-suspended { fill: #d64545; fill-opacity: 0.16; }
 """
 
 

@@ -6,8 +6,10 @@ clickhouse-driver hangs on 18.16 when an INSERT carries inline ``VALUES``: send 
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+from pathlib import Path
 
 from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as ClickHouseError
@@ -70,3 +72,24 @@ def is_managed(settings: Settings) -> bool:
                               and target.port == settings.clickhouse_port)
 
 
+
+
+def chdb_lock_holder(directory: Path) -> str | None:
+    """Which other live process holds the chdb ``directory`` open, as ``process 123 (command
+    line)``; None when none does. chdb opens a directory in one process at a time and writes the
+    holder's pid to the ``status`` file it locks (a stale file of a dead process is ignored)."""
+    try:
+        first = (directory / "status").read_text("utf-8", "replace").splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    label, _, value = first.partition(":")
+    if label.strip() != "PID" or not value.strip().isdigit():
+        return None
+    pid = int(value)
+    if pid == os.getpid():
+        return None
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace")
+    except OSError:
+        return None  # no such process: the file is left over
+    return f"process {pid} ({' '.join(command.replace(chr(0), ' ').split())[:200]})"

@@ -34,7 +34,7 @@ from clickhouse_driver import Client
 from clickhouse_driver import errors as driver_errors
 from clickhouse_driver.util.escape import escape_params
 
-from runtime.clickhouse import clickhouse_client, server_target
+from runtime.clickhouse import chdb_lock_holder, clickhouse_client, server_target
 from runtime.settings import ClickHouseTarget, Settings
 from sinks.exceptions import ClickHouseError
 from sinks.migrate import Layout, MigrationReport, migrate
@@ -204,7 +204,10 @@ class ChdbWriter(ClickHouseWriter):
         try:
             self._session = session.Session(str(path))
         except RuntimeError as error:
-            raise ClickHouseError(f"opening chdb at {path}: {error}") from error
+            holder = chdb_lock_holder(path)
+            raise ClickHouseError(f"opening chdb at {path}: " + (
+                f"in use by {holder} (chdb opens a directory in one process at a time)"
+                if holder else str(error))) from error
         self._create_database()
         self.execute(f"USE {quote_identifier(database)}")
 

@@ -4,7 +4,10 @@ the dashboard must show, a running dashboard, and a small HTTP client.
 The data is the shipped ledger over a seeded workload (``tests.test_sink_samples.ledger_run``:
 credits, invoices, pauses, suspensions, tier changes over 25 accounts) plus one hand-made account
 whose id needs escaping in HTML and in a URL, and whose last account event is older than its last
-usage (the balance must be brought up to date from rated usage).
+usage (the balance must be brought up to date from rated usage), and one that spent 105 % of its
+budget in the latest billed month (2026-02). ``accounts_current`` holds the ledger run's accounts'
+status records (as the sink writes billing.account-status) but not the hand-made ones', so the
+account page is tested both ways: from accounts_current, and from the latest snapshot.
 """
 
 from __future__ import annotations
@@ -12,19 +15,30 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from billing.account_status import status_record
 from billing.events import ZERO
 from dashboard.app import AccessLog, build_app
-from dashboard.data import DashboardData
+from dashboard.data import DashboardData, ListFilter
+from dashboard.pages import send_text
+from runtime.web_auth import TOKEN_VARIABLE
 from sinks.clickhouse import ClickHouseWriter
+from sinks.rows import ACCOUNTS_CURRENT_COLUMNS, ACCOUNTS_CURRENT_TABLE, rows_for_account_status
 from tests.test_sink_samples import T0, ledger_run, output_event, rated, snapshot, store
 
 ODD_ACCOUNT = 'odd/<b>"&é?'
@@ -35,6 +49,14 @@ ODD_SNAPSHOT = snapshot(ODD_ACCOUNT, billing_model="prepaid", credit_balance=Dec
                         monthly_budget=Decimal("5.000000"), rpm_limit=10, tpm_limit=60_000,
                         has_payment_method=False)
 ODD_NET_BALANCE = Decimal("-0.050000")
+# Postpaid, $2 budget, nothing spent at its last event; then $2.10 of usage billed to 2026-02.
+BUDGET_ACCOUNT = "budget-acct"
+BUDGET_SNAPSHOT = snapshot(BUDGET_ACCOUNT, credit_balance=ZERO, month_to_date_spend=ZERO,
+                           open_period="2026-02", lifetime_spend=ZERO,
+                           monthly_budget=Decimal("2.000000"))
+SUSPENDED_ACCOUNT = "acct-000008"  # the ledger run suspends it at this time, and pauses it too
+SUSPENDED_AT = datetime(2026, 1, 12, 13, 31, 27, 319_000, tzinfo=UTC)
+FEBRUARY = datetime(2026, 2, 1, 2, 0, tzinfo=UTC)
 
 
 class Expected(NamedTuple):
@@ -63,6 +85,15 @@ def populate(writer: ClickHouseWriter) -> dict[str, Expected]:
           [output_event(9001, "budget_changed", ODD_ACCOUNT, monthly_budget=Decimal(5),
                         reason="customer", snapshot=ODD_SNAPSHOT,
                         timestamp=T0.replace(day=16))])
+    store(writer,
+          [rated(9003, BUDGET_ACCOUNT, cost="1.5", timestamp=FEBRUARY, billed_period="2026-02"),
+           rated(9004, BUDGET_ACCOUNT, cost="0.6", timestamp=FEBRUARY, billed_period="2026-02")],
+          [output_event(9003, "budget_changed", BUDGET_ACCOUNT, monthly_budget=Decimal(2),
+                        reason="customer", snapshot=BUDGET_SNAPSHOT, timestamp=T0)])
+    last_event = {output["account_id"]: output["timestamp"] for output in run.outputs}
+    writer.insert(ACCOUNTS_CURRENT_TABLE, ACCOUNTS_CURRENT_COLUMNS, rows_for_account_status(
+        [status_record(snap, last_event[account_id], version)
+         for version, (account_id, snap) in enumerate(sorted(run.snapshots_json.items()))]))
     expected = {
         account_id: Expected(
             snap["status"], snap["tier"], snap["rpm_limit"], _money(snap["monthly_budget"]),
@@ -72,6 +103,8 @@ def populate(writer: ClickHouseWriter) -> dict[str, Expected]:
     }
     expected[ODD_ACCOUNT] = Expected("active", "0", 10, Decimal(5), Decimal("1.05"),
                                      ODD_NET_BALANCE)
+    expected[BUDGET_ACCOUNT] = Expected("active", "1", 6000, Decimal(2), Decimal("2.1"),
+                                        Decimal("-2.1"))
     return expected
 
 
@@ -94,6 +127,57 @@ def assert_shows_the_ledger(data: DashboardData, expected: Mapping[str, Expected
         statuses[figures.status] = statuses.get(figures.status, 0) + 1
     assert totals.accounts_by_status == dict(sorted(statuses.items()))
     assert data.account("no-such-account") is None
+
+
+SUSPENDED_BANNER = (f"Cannot send: suspended (free_credit_exhausted) since "
+                    f"{SUSPENDED_AT:%Y-%m-%d %H:%M} UTC; paused: credits_exhausted since "
+                    f"{SUSPENDED_AT:%Y-%m-%d %H:%M} UTC")
+
+
+def assert_lists_and_send_state(data: DashboardData, expected: Mapping[str, Expected]) -> None:
+    """The support lists (status, budget used, unpaid and overdue invoices) select and count
+    what the ledger left, page by page; the suspended account says why and since when it cannot
+    send (from accounts_current), the budget account that it can (from its latest snapshot)."""
+    for status in ("active", "paused", "suspended"):
+        wanted = sorted(a for a, figures in expected.items() if figures.status == status)
+        found = data.account_list(ListFilter("status", status))
+        assert found.total == len(wanted), status
+        assert sorted(row["account_id"] for row in found.rows) == wanted
+        assert {row["status"] for row in found.rows} == {status}
+    everyone = data.account_list(ListFilter("status", ""), offset=0, limit=10)
+    rest = data.account_list(ListFilter("status", ""), offset=10, limit=100)
+    assert everyone.total == rest.total == len(expected) and len(everyone.rows) == 10
+    assert {row["account_id"] for row in everyone.rows + rest.rows} == set(expected)
+    spends = [row["lifetime_spend"] for row in everyone.rows + rest.rows]
+    assert spends == sorted(spends, reverse=True)
+    over = data.account_list(ListFilter("budget", "100"))
+    assert over.open_month == "2026-02"
+    assert [(r["account_id"], r["spend"], r["monthly_budget"]) for r in over.rows] == [
+        (BUDGET_ACCOUNT, Decimal("2.1"), Decimal(2))]
+    assert data.account_list(ListFilter("budget", "106")).total == 0
+    unpaid = data.account_list(ListFilter("invoices", "unpaid"))
+    assert unpaid.total == len(unpaid.rows) == 7  # the ledger run's January invoices
+    by_id = {row["invoice_id"]: row for row in unpaid.rows}
+    part = by_id["inv-acct-000011-2026-01"]  # its latest invoice_settled: partially paid
+    assert (part["status"], part["unpaid"]) == ("partially_paid", Decimal("12.472427"))
+    assert part["amount_paid"] == part["amount"] - part["unpaid"] > 0
+    assert {row["status"] for row in unpaid.rows} == {"open", "partially_paid"}
+    assert all(row["due_date"] == date(2026, 2, 16) for row in unpaid.rows)
+    assert [row["unpaid"] for row in unpaid.rows] == sorted(
+        (row["unpaid"] for row in unpaid.rows), reverse=True)
+    on_due_day = data.account_list(ListFilter("invoices", "overdue"), as_of=date(2026, 2, 16))
+    day_after = data.account_list(ListFilter("invoices", "overdue"), as_of=date(2026, 2, 18))
+    assert (on_due_day.total, day_after.total) == (0, 7)
+    assert {row["days_overdue"] for row in day_after.rows} == {2}
+    view = data.account(SUSPENDED_ACCOUNT)
+    assert view is not None and view.send.source == "accounts_current"
+    assert send_text(view.send) == SUSPENDED_BANNER
+    assert [(p.status, p.start, p.end) for p in view.blocked_periods] == [
+        ("suspended", SUSPENDED_AT.replace(microsecond=0), None)]
+    budget = data.account(BUDGET_ACCOUNT)
+    assert budget is not None and budget.send.source == "latest snapshot"
+    assert send_text(budget.send) == "Can send"
+    assert budget.budget_used_percent == Decimal("105.0")  # $2.10 of $2 in 2026-02
 
 
 # -- a running dashboard and a client ---------------------------------------------------------
@@ -137,3 +221,41 @@ def fetch(url: str, method: str = "GET", headers: Mapping[str, str] | None = Non
         return Reply(response.status, response.headers, response.read().decode())
     finally:
         connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def dashboard_process(directory: Path, log_path: Path, token: str | None = None
+                      ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``billing dashboard`` as a child process over the chdb ``directory`` on a free port,
+    answering /healthz; yields its base URL and the process (its output goes to ``log_path``)."""
+    port = free_port()
+    env = {**os.environ, "BILLING_CLICKHOUSE_URL": f"chdb://{directory}"}
+    env.pop(TOKEN_VARIABLE, None)
+    if token is not None:
+        env[TOKEN_VARIABLE] = token
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "commands.cli", "dashboard", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if fetch(base + "/healthz").status == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, f"no answer on {base}:\n{log_path.read_text()}"
+            time.sleep(0.3)
+        yield base, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

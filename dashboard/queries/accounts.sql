@@ -1,5 +1,7 @@
--- Accounts whose id contains %(search)s (every account when it is empty), with their latest
--- snapshot and their lifetime usage spend, the biggest spenders first. Params: search, limit.
+-- Accounts whose id contains %(search)s (every account when it is empty) and whose status is
+-- %(status)s (any when it is empty), with their latest snapshot and their lifetime usage spend,
+-- the biggest spenders first. Params: search, status. No LIMIT: the dashboard adds one to show a
+-- page, and counts the whole list as SELECT count() FROM (this).
 -- Status and tier are the latest snapshot's (largest Kafka offset per account, see sinks/README.md):
 -- they change only through account-state events. Spend is rated_usage FINAL: usage emits no event.
 SELECT
@@ -27,5 +29,5 @@ ALL LEFT JOIN
     WHERE position(account_id, %(search)s) > 0
     GROUP BY account_id
 ) AS spend USING (account_id)
-ORDER BY lifetime_spend DESC, account_id
-LIMIT %(limit)s;
+WHERE %(status)s = '' OR latest.snapshot_status = %(status)s
+ORDER BY lifetime_spend DESC, account_id;

@@ -9,12 +9,8 @@ PNG with a drawn page: many colours, and the chart's line across the chart card.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +20,14 @@ from PIL import Image, ImageStat
 from dashboard.pages import account_href
 from dashboard.report import dollars
 from devkit.stack.install import apt_install
-from runtime.web_auth import TOKEN_VARIABLE
-from tests.dashboard_support import Expected, fetch, populate
+from tests.dashboard_support import (
+    SUSPENDED_ACCOUNT,
+    SUSPENDED_AT,
+    Expected,
+    dashboard_process,
+    fetch,
+    populate,
+)
 from tests.test_sink_samples import chdb_with_tables
 
 pytestmark = pytest.mark.integration
@@ -46,12 +48,6 @@ def chromium() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def filled_chdb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Expected]]:
     directory = tmp_path_factory.mktemp("dashboard-browser") / "chdb"
@@ -65,29 +61,9 @@ def dashboard_url(filled_chdb: tuple[Path, dict[str, Expected]],
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``billing dashboard`` on a free port, until the module ends."""
     directory, _ = filled_chdb
-    port = free_port()
-    env = {**os.environ, "BILLING_CLICKHOUSE_URL": f"chdb://{directory}", TOKEN_VARIABLE: TOKEN}
     log_path = tmp_path_factory.mktemp("dashboard-log") / "dashboard.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "commands.cli", "dashboard", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if fetch(base + "/healthz").status == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, f"no answer on {base}:\n{log_path.read_text()}"
-            time.sleep(0.3)
+    with dashboard_process(directory, log_path, TOKEN) as (base, _):
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     assert TOKEN not in log_path.read_text()
 
 
@@ -145,3 +121,79 @@ def test_without_the_token_chromium_gets_401(dashboard_url: str, tmp_path: Path)
     assert fetch(dashboard_url + "/").status == 401
     dom = run_chromium(tmp_path / "profile", "--dump-dom", dashboard_url + "/")
     assert "Token required" in dom.stdout
+
+
+BANNER_RED = (0xFD, 0xE2, 0xE1)  # the "bad" verdict's background: the banner, the status badge
+SHADE_RED = (0xF8, 0xE1, 0xE1)  # the chart's suspended shading (red at 16 % over white)
+
+
+def colour_rows(image: Image.Image, colour: tuple[int, int, int], top: int = 0,
+                tolerance: int = 3) -> dict[int, int]:
+    """y -> how many pixels of that row (from ``top``) are ``colour``."""
+    rgb = image.convert("RGB")
+    width, height = rgb.size
+    pixels = rgb.load()
+    rows: dict[int, int] = {}
+    for y in range(top, height):
+        count = sum(1 for x in range(width)
+                    if all(abs(a - b) <= tolerance for a, b in zip(pixels[x, y], colour,
+                                                                   strict=True)))
+        if count:
+            rows[y] = count
+    return rows
+
+
+def bands(rows: dict[int, int]) -> list[tuple[int, int]]:
+    """Runs of consecutive y: (first, last)."""
+    found: list[tuple[int, int]] = []
+    for y in sorted(rows):
+        if found and y == found[-1][1] + 1:
+            found[-1] = (found[-1][0], y)
+        else:
+            found.append((y, y))
+    return found
+
+
+def page_in_chromium(url: str, tmp_path: Path, name: str) -> tuple[str, Image.Image]:
+    """The DOM Chromium built and its screenshot of ``url``."""
+    dom = run_chromium(tmp_path / f"profile-{name}-dom", "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    screenshot = tmp_path / f"{name}.png"
+    shot = run_chromium(tmp_path / f"profile-{name}-shot", f"--screenshot={screenshot}", url)
+    assert shot.returncode == 0 and screenshot.is_file(), shot.stderr[-2000:]
+    with Image.open(screenshot) as image:
+        image.load()
+        return dom.stdout, image
+
+
+def test_suspended_list_in_chromium(dashboard_url: str, filled_chdb: tuple[Path,
+                                                                           dict[str, Expected]],
+                                    tmp_path: Path) -> None:
+    _, expected = filled_chdb
+    suspended = sorted(a for a, figures in expected.items() if figures.status == "suspended")
+    dom, image = page_in_chromium(f"{dashboard_url}/accounts?status=suspended&token={TOKEN}",
+                                  tmp_path, "list")
+    assert "<h1>Suspended accounts</h1>" in dom
+    assert f"1 to {len(suspended)} of {len(suspended)} accounts" in dom
+    for account_id in suspended:
+        assert f'<a href="{account_href(account_id)}">{account_id}</a>' in dom
+    # One red "suspended (credits_exhausted)" badge per row, one row under the other.
+    badges = bands(colour_rows(image, BANNER_RED))
+    assert len(badges) == len(suspended), badges
+
+
+def test_suspended_account_in_chromium(dashboard_url: str, tmp_path: Path) -> None:
+    dom, image = page_in_chromium(
+        f"{dashboard_url}{account_href(SUSPENDED_ACCOUNT)}?token={TOKEN}", tmp_path, "account")
+    since = f"{SUSPENDED_AT:%Y-%m-%d %H:%M} UTC"
+    assert (f"Cannot send: suspended (free_credit_exhausted) since {since}; paused: "
+            f"credits_exhausted since {since}") in dom
+    assert 'class="shade-suspended"' in dom and "partial day" in dom
+    # The banner: a wide red band right under the title (the badge beside the title is short).
+    red = colour_rows(image, BANNER_RED)
+    banner = [band for band in bands(red) if band[1] - band[0] >= 20 and
+              max(red[y] for y in range(band[0], band[1] + 1)) > WIDTH // 2]
+    assert banner and banner[0][0] < 200, bands(red)
+    # The chart: shaded red from the suspension to the end of the data, a tall block.
+    shade = colour_rows(image, SHADE_RED, top=banner[0][1] + 1, tolerance=2)
+    assert any(last - first > 100 for first, last in bands(shade)), bands(shade)

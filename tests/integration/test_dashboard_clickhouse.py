@@ -20,7 +20,10 @@ from runtime.settings import Settings
 from sinks.clickhouse import DriverWriter, open_writer
 from tests.dashboard_support import (
     ODD_ACCOUNT,
+    SUSPENDED_ACCOUNT,
+    SUSPENDED_BANNER,
     Expected,
+    assert_lists_and_send_state,
     assert_shows_the_ledger,
     fetch,
     populate,
@@ -55,6 +58,17 @@ def test_figures_on_clickhouse_server(server_data: tuple[DashboardData,
     assert [row["account_id"] for row in data.accounts("odd/")] == [ODD_ACCOUNT]
 
 
+def test_lists_and_can_send_on_clickhouse_server(
+        server_data: tuple[DashboardData, dict[str, Expected]]) -> None:
+    data, expected = server_data
+    assert_lists_and_send_state(data, expected)
+    totals = data.totals()
+    assert totals.list_counts == {"budget=80": 1, "budget=100": 1, "invoices=unpaid": 7,
+                                  "invoices=overdue": 7}
+    assert 0 < totals.tier_changes_after_opening < totals.account_events["tier_changed"]
+    assert totals.data_end is not None and totals.open_month == "2026-02"
+
+
 def test_pages_on_clickhouse_server(server_data: tuple[DashboardData,
                                                        dict[str, Expected]]) -> None:
     data, expected = server_data
@@ -65,3 +79,8 @@ def test_pages_on_clickhouse_server(server_data: tuple[DashboardData,
         totals = orjson.loads(fetch(base + "/api/totals").body)
         assert totals["accounts"] == len(expected)
         assert fetch(base + "/accounts/nope").status == 404
+        listed = fetch(base + "/accounts?status=suspended")
+        assert listed.status == 200 and SUSPENDED_ACCOUNT in listed.body
+        assert SUSPENDED_BANNER in fetch(base + account_href(SUSPENDED_ACCOUNT)).body
+        overdue = orjson.loads(fetch(base + "/api/accounts?invoices=overdue").body)
+        assert overdue["total"] == 7
