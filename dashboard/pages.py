@@ -138,7 +138,12 @@ def card(title: str, inner_html: str, wide: bool = True) -> str:
 
 
 def status_badge(status: str, pause_reasons: Sequence[str] = ()) -> Html:
-    text = status + (f" ({', '.join(pause_reasons)})" if pause_reasons else "")
+    """The status and the pause reasons, worded as the can-send banner words them ("suspended;
+    paused: credits_exhausted"): a suspension has its own reason, which the pause reasons are
+    not, so they are never shown as if they were."""
+    paused = f"paused: {', '.join(pause_reasons)}" if pause_reasons else ""
+    text = (paused or status) if status == "paused" else \
+        "; ".join(part for part in (status, paused) if part)
     return Html(f'<span class="verdict {STATUS_CLASS.get(status, "warn")}">{_e(text)}</span>')
 
 

@@ -163,6 +163,11 @@ def test_since_when_and_why_an_account_cannot_send() -> None:
     current = {"may_send": 1, "blocked_reasons": [], "status": "active",
                "updated_at": datetime(2026, 1, 14, tzinfo=UTC)}
     assert send_text(send_state(current, snapshot, held)) == "Can send"  # the gateway's view
+    # The badge never shows a pause reason as the suspension's.
+    assert [status_badge(*args).split(">")[1].split("<")[0] for args in (
+        ("suspended", ["credits_exhausted"]), ("paused", ["budget_reached", "credits_exhausted"]),
+        ("active", []))] == ["suspended; paused: credits_exhausted",
+                             "paused: budget_reached, credits_exhausted", "active"]
     paused = send_state({**current, "may_send": 0, "status": "paused",
                          "blocked_reasons": ["top_up_failed"]}, snapshot, held)
     assert send_text(paused) == "Cannot send: paused: top_up_failed"  # no event says since when

@@ -177,7 +177,7 @@ def test_suspended_list_in_chromium(dashboard_url: str, filled_chdb: tuple[Path,
     assert f"1 to {len(suspended)} of {len(suspended)} accounts" in dom
     for account_id in suspended:
         assert f'<a href="{account_href(account_id)}">{account_id}</a>' in dom
-    # One red "suspended (credits_exhausted)" badge per row, one row under the other.
+    # One red "suspended; paused: credits_exhausted" badge per row, one row under the other.
     badges = bands(colour_rows(image, BANNER_RED))
     assert len(badges) == len(suspended), badges
 
