@@ -4,7 +4,8 @@ One app id gets an accounts changelog of N records, written as ``recovery_bench.
 Then, round by round, for each ``table_standby_replicas`` value (``--replicas``, default 0 and 1):
 two ``billing worker`` processes, A and B, start together on that app id (``rocksdb://``, each
 with its own data directory, none left from before; the replicas value is set by the wrapper
-``standby_worker.py``, since the worker has no option for it). Once both logged "Worker ready"
+``standby_worker.py``, since the worker has no option for it, which also lets every log line
+through). Once both logged "Worker ready"
 and neither used more than ``--idle-cpu`` of a core for 3 s (a standby reads its copies after
 "Worker ready"), A is stopped with SIGTERM: it leaves the group at once (a crash would add the
 session timeout, 10 s here, before the rebalance). **Takeover** = from that signal to B's next
@@ -114,6 +115,10 @@ def failover(settings: Settings, app_id: str, replicas: int, scratch: Path,
     finally:
         for worker in workers:
             worker.stop()
+            if args.keep_logs is not None:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                shutil.copy(worker.log_path, args.keep_logs /
+                            f"{app_id}-{replicas}-{int(started)}-{worker.log_path.name}")
     (cpu_a, rss_a), (cpu_b, rss_b) = resources
     return {"replicas": replicas, "settled": settled, "cpu_a": cpu_a, "cpu_b": cpu_b,
             "peak_rss_mb_a": rss_a, "peak_rss_mb_b": rss_b, "a_exit": a_exit,
@@ -133,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of a core under which a worker counts as idle")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per wait")
     parser.add_argument("--json-out", type=Path, help="also write every run as JSON")
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR",
+                        help="copy both workers' logs of every run into DIR")
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -157,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{run['a_exit']:.1f} s; B took over in {run['takeover']:.1f} s, "
                       f"{run['takeover_records']:,} changelog records read", flush=True)
 
+    if args.json_out:  # every run, before the summary
+        args.json_out.write_bytes(orjson.dumps(runs, option=orjson.OPT_INDENT_2))
     print(f"\nmedians of {args.runs} rounds, N={args.accounts:,} (seconds)")
     print(f"{'replicas':>8} {'set-up':>7} {'CPU B':>6} {'RSS B MB':>8} {'takeover':>8} "
           f"{'records read':>12}")
@@ -165,8 +174,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{replicas:8} {median_of(mine, 'settled'):7.1f} {median_of(mine, 'cpu_b'):6.1f} "
               f"{median_of(mine, 'peak_rss_mb_b'):8,.0f} {median_of(mine, 'takeover'):8.1f} "
               f"{median_of(mine, 'takeover_records'):12,.0f}")
-    if args.json_out:
-        args.json_out.write_bytes(orjson.dumps(runs, option=orjson.OPT_INDENT_2))
     return 0
 
 
