@@ -5,9 +5,9 @@ Then, round by round, for each ``table_standby_replicas`` value (``--replicas``,
 two ``billing worker`` processes, A and B, start together on that app id (``rocksdb://``, each
 with its own data directory, none left from before; the replicas value is set by the wrapper
 ``standby_worker.py``, since the worker has no option for it, which also lets every log line
-through). Once both logged "Worker ready"
-and neither used more than ``--idle-cpu`` of a core for 3 s (a standby reads its copies after
-"Worker ready"), A is stopped with SIGTERM: it leaves the group at once (a crash would add the
+through). Once both logged "Worker ready" and neither used more than ``--idle-cpu`` of a core
+in ``--idle-windows`` windows of 3 s in a row (a standby reads its copies after "Worker ready"),
+A is stopped with SIGTERM: it leaves the group at once (a crash would add the
 session timeout, 10 s here, before the rebalance). **Takeover** = from that signal to B's next
 "Worker ready", when B consumes A's input partitions; the changelog records B read to get there
 come from the high-water tables of its log since the signal.
@@ -15,7 +15,8 @@ come from the high-water tables of its log since the signal.
 Without a standby B rebuilds A's table partitions from the changelog (about N/2 records: what a
 new worker pays, for half the partitions); with one it has kept them up to date and reads only
 what it had not read yet. Also reported: the set-up (start to both ready and idle) and each
-worker's CPU seconds and peak RSS then, the price of keeping a copy. Medians of ``--runs``.
+worker's CPU seconds and peak RSS then, the price of keeping a copy. Medians of ``--runs``; a run
+in which a worker exited or a wait timed out is reported as failed and left out of them.
 
     billing stack up --no-clickhouse
     python benchmarks/standby_bench.py --workload var/bench-200k.jsonl --accounts 100000 --runs 3
@@ -44,7 +45,7 @@ from recovery_bench import (
     sample_records,
 )
 
-from devkit.harness import WorkerProcess, private_pipeline
+from devkit.harness import WorkerExited, WorkerProcess, private_pipeline
 from runtime.observe import changelog_topic, wait_until
 from runtime.settings import Settings, load_settings
 
@@ -68,21 +69,26 @@ def start_pair(settings: Settings, app_id: str, replicas: int, scratch: Path
     return workers
 
 
-def wait_settled(workers: list[WorkerProcess], idle_cpu: float, timeout: float) -> None:
-    """Until every worker has logged "Worker ready" and used at most ``idle_cpu`` of a core over
-    :data:`IDLE_WINDOW` seconds."""
+def wait_settled(workers: list[WorkerProcess], idle_cpu: float, windows: int,
+                 timeout: float) -> None:
+    """Until every worker has logged "Worker ready", then used at most ``idle_cpu`` of a core in
+    each of ``windows`` windows of :data:`IDLE_WINDOW` seconds in a row."""
     pids = [worker.process.pid for worker in workers]  # type: ignore[union-attr]
     last = [proc_figures(pid)[0] for pid in pids]
+    idle_windows = 0
 
     def settled() -> bool:
+        nonlocal idle_windows
         for worker in workers:
             worker.check_running()
         cpu = [proc_figures(pid)[0] for pid in pids]
         idle = all(now - before <= idle_cpu * IDLE_WINDOW
                    for now, before in zip(cpu, last, strict=True))
         last[:] = cpu
-        return idle and all(READY.encode() in phase_times(worker.log_path.read_bytes(), 0)
-                            for worker in workers)
+        ready = all(READY.encode() in phase_times(worker.log_path.read_bytes(), 0)
+                    for worker in workers)
+        idle_windows = idle_windows + 1 if ready and idle else 0
+        return idle_windows >= windows
 
     wait_until(settled, timeout, interval=IDLE_WINDOW, what="both workers ready and idle")
 
@@ -94,7 +100,7 @@ def failover(settings: Settings, app_id: str, replicas: int, scratch: Path,
     workers = start_pair(settings, app_id, replicas, scratch)
     a, b = workers
     try:
-        wait_settled(workers, args.idle_cpu, args.timeout)
+        wait_settled(workers, args.idle_cpu, args.idle_windows, args.timeout)
         settled = time.time() - started
         resources = [proc_figures(worker.process.pid)  # type: ignore[union-attr]
                      for worker in workers]
@@ -136,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="rounds (medians)")
     parser.add_argument("--idle-cpu", type=float, default=0.15,
                         help="share of a core under which a worker counts as idle")
+    parser.add_argument("--idle-windows", type=int, default=3,
+                        help=f"windows of {IDLE_WINDOW:.0f} s in a row both workers must be idle "
+                             "in (after both are ready) before A is stopped")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per wait")
     parser.add_argument("--json-out", type=Path, help="also write every run as JSON")
     parser.add_argument("--keep-logs", type=Path, metavar="DIR",
@@ -155,9 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="standby-bench-") as scratch:
         for round_number in range(args.runs):
             for replicas in args.replicas:
-                run = failover(private, app_id, replicas, Path(scratch), args)
+                name = f"round {round_number + 1}, standby replicas {replicas}"
+                try:
+                    run = failover(private, app_id, replicas, Path(scratch), args)
+                except (WorkerExited, TimeoutError) as error:  # counted, left out of the medians
+                    runs.append({"replicas": replicas, "failed": str(error)})
+                    print(f"{name}: FAILED: {str(error).splitlines()[0]}", flush=True)
+                    continue
                 runs.append(run)
-                print(f"round {round_number + 1}, standby replicas {replicas}: set-up "
+                print(f"{name}: set-up "
                       f"{run['settled']:.1f} s (CPU A/B {run['cpu_a']:.1f}/{run['cpu_b']:.1f} s, "
                       f"peak RSS A/B {run['peak_rss_mb_a']:,.0f}/{run['peak_rss_mb_b']:,.0f} MB); "
                       f"A exited in "
@@ -170,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'replicas':>8} {'set-up':>7} {'CPU B':>6} {'RSS B MB':>8} {'takeover':>8} "
           f"{'records read':>12}")
     for replicas in args.replicas:
-        mine = [run for run in runs if run["replicas"] == replicas]
+        mine = [run for run in runs if run["replicas"] == replicas and "failed" not in run]
+        if not mine:
+            print(f"{replicas:8} every run failed")
+            continue
         print(f"{replicas:8} {median_of(mine, 'settled'):7.1f} {median_of(mine, 'cpu_b'):6.1f} "
               f"{median_of(mine, 'peak_rss_mb_b'):8,.0f} {median_of(mine, 'takeover'):8.1f} "
               f"{median_of(mine, 'takeover_records'):12,.0f}")
