@@ -1,4 +1,5 @@
-"""End-to-end latency of the pipeline: a usage's send to the ``usage_paused`` it causes.
+"""End-to-end latency of the pipeline: a usage's send to the ``usage_paused`` it causes, and
+to ``may_send`` turning false in a gateway's :class:`~runtime.account_status.AccountStatusClient`.
 
 A private pipeline (own topics, own app id) on the running broker gets one ``billing worker``.
 Set-up events open two kinds of accounts and are applied before anything is timed:
@@ -11,13 +12,27 @@ Set-up events open two kinds of accounts and are applied before anything is time
 
 Then, for each phase (a rate, and a side rate on the payments and accounts topics), a producer
 process (aiokafka, ``acks=all``, idempotent) publishes background usage at a steady rate for
-``--seconds``, with the triggers spread evenly after ``--warmup`` seconds. This process consumes
-the account-state topic from its end and notes when each trigger's ``usage_paused`` arrives. Per
-trigger, latency = receive time - the producer's wall-clock time just before it sent the trigger
-(same host clock); it is split at the output record's Kafka timestamp (when the worker produced
-it) into "to the worker's send" and "to the consumer". Reported per phase: p50/p90/p99/max, the
-triggers counted and missed, the achieved input rate, and whether the worker kept up: its consumer
-group's lag when the producer stopped and how long it took to reach zero.
+``--seconds``, with the triggers spread evenly after ``--warmup`` seconds. This process notes, per
+trigger, when three things happen (same host clock as the producer):
+
+- ``account_state``: its ``usage_paused`` arrives at a bare aiokafka consumer of the account-state
+  topic (from its end), the baseline;
+- ``status_topic``: a record of the trigger account with ``may_send`` false arrives at the same
+  consumer, which also reads the status topic the gateways read (the worker writes both in the
+  same batch);
+- ``client``: an :class:`~runtime.account_status.AccountStatusClient` of this process (started
+  on the status topic once the set-up is applied) has applied that record, so its ``may_send``
+  answers false: its ``on_applied`` hook checks ``may_send`` of the trigger accounts it names.
+
+Per trigger and path, latency = that moment - the producer's wall-clock time just before it sent
+the trigger; it is split at the output record's Kafka timestamp (when the worker produced it)
+into "to the worker's send" and "to the consumer". ``client - status topic`` is, per trigger, the
+client's time minus the raw consumer's of the same record: what the client itself adds (kafka-python
+on a thread, decoding every record of the topic, the table). Reported per phase: p50/p90/p99/max,
+the triggers counted and missed, the achieved input rate, and whether the worker kept up: its
+consumer group's lag when the producer stopped (and the highest seen every ``--progress`` seconds
+before), how long it took to reach zero, and the input rate it applied while the producer ran. A
+phase it did not keep up with is flagged: its latencies then measure the backlog, not the path.
 
 The inputs the phase does not write to (payments, accounts, control, unless ``--side-rates`` says
 otherwise) are idle. The worker's event-time merge passes an event only while every other input of
@@ -30,6 +45,7 @@ of another checkout; ``--profile PREFIX`` samples the worker with py-spy in each
     billing stack up --no-clickhouse
     python -m benchmarks.latency_bench --rates 250 500 750 1000 --seconds 60 --triggers 60 \\
         --json-out latency.json
+    python -m benchmarks.latency_bench --rates 1000 5000 --seconds 60 --triggers 100
     python -m benchmarks.latency_bench --rates 300 --side-rates 0 25 0 25 --seconds 45
     python -m benchmarks.latency_bench --rates 5000 --seconds 20 --warmup 2 --triggers 40
     python -m benchmarks.latency_bench --fetch-wait-demo 333 --rates 300 --seconds 25
@@ -66,6 +82,7 @@ from benchmarks.pipeline_bench import (
 )
 from billing.events import normalize_input
 from devkit.harness import WorkerProcess, private_pipeline
+from runtime.account_status import AccountStatusClient
 from runtime.codecs import codec_for, decode
 from runtime.produce import prepare
 from runtime.settings import Settings, load_settings
@@ -95,6 +112,10 @@ class Phase:
     triggers: tuple[str, ...]
     linger_ms: int
     seed: int
+
+
+def trigger_event_id(phase_name: str, account: str) -> str:
+    return f"{phase_name}-{account}"
 
 
 def iso(moment: datetime) -> str:
@@ -185,7 +206,7 @@ async def publish_phase(settings: Settings, phase: Phase) -> dict[str, Any]:
                 side_sent += 1
             while due_triggers and due_triggers[0][0] <= elapsed:
                 _, account = due_triggers.pop(0)
-                event_id = f"{phase.name}-{account}"
+                event_id = trigger_event_id(phase.name, account)
                 trigger_sends[event_id] = time.time()
                 await send_usage({"type": "usage", "event_id": event_id, "account_id": account,
                                   "timestamp": now_ms(), **TRIGGER_USAGE})
@@ -204,19 +225,25 @@ async def publish_phase(settings: Settings, phase: Phase) -> dict[str, Any]:
 
 
 class PauseWatcher:
-    """Consumes the account-state topic from its end; notes when each trigger's pause arrives."""
+    """Consumes the account-state and account-status topics from their end; notes when each
+    trigger's pause arrives on the first, and its record with ``may_send`` false on the second.
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    ``causes``: trigger account -> the event id of its trigger (a status record names no
+    cause)."""
+
+    def __init__(self, settings: Settings, causes: dict[str, str]) -> None:
+        self.settings, self.causes = settings, causes
         self.received: dict[str, tuple[float, float]] = {}  # cause id -> (received, created)
+        self.status_received: dict[str, tuple[float, float]] = {}  # the same, status topic
         self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                          enable_auto_commit=False)
 
     async def start(self) -> None:
         await self.consumer.start()
-        topic = self.settings.topics.account_state
-        # private_pipeline created it with the configured partition count
+        topics = self.settings.topics
+        # private_pipeline created them with the configured partition count
         partitions = [TopicPartition(topic, partition)
+                      for topic in (topics.account_state, topics.account_status)
                       for partition in range(self.settings.partitions)]
         self.consumer.assign(partitions)
         await self.consumer.seek_to_end(*partitions)
@@ -225,20 +252,57 @@ class PauseWatcher:
 
     async def run(self) -> None:
         prefix = TRIGGER_PREFIX.encode()
+        status_topic = self.settings.topics.account_status
         while True:
             batches = await self.consumer.getmany(timeout_ms=200)
             received = time.time()
-            for records in batches.values():
+            for tp, records in batches.items():
                 for record in records:
                     if record.key is None or not record.key.startswith(prefix):
                         continue
+                    times = (received, record.timestamp / 1000)
+                    if tp.topic == status_topic:
+                        if not decode("account_status", record.value)["may_send"]:
+                            self.status_received.setdefault(
+                                self.causes[record.key.decode()], times)
+                        continue
                     event = decode("account_state", record.value)
                     if event["type"] == "usage_paused":
-                        self.received.setdefault(event["cause_event_id"],
-                                                 (received, record.timestamp / 1000))
+                        self.received.setdefault(event["cause_event_id"], times)
 
     async def stop(self) -> None:
         await self.consumer.stop()
+
+
+class ClientWatcher:
+    """A gateway's :class:`AccountStatusClient` in this process; its ``on_applied`` hook notes
+    when ``may_send`` of a trigger account turns false (the client's thread calls it once the
+    record is applied)."""
+
+    def __init__(self, settings: Settings, causes: dict[str, str]) -> None:
+        self.causes = causes
+        self.received: dict[str, float] = {}  # cause id -> when may_send answered false
+        self.client = AccountStatusClient(settings, on_applied=self.applied)
+
+    def applied(self, accounts: list[str]) -> None:
+        now = time.time()
+        for account in accounts:
+            cause = self.causes.get(account)
+            if cause is not None and cause not in self.received \
+                    and not self.client.may_send(account).allowed:
+                self.received[cause] = now
+
+    def start(self, timeout: float) -> None:
+        self.client.start()
+        if not self.client.wait_ready(timeout):
+            raise TimeoutError(f"the status client was not ready in {timeout:.0f} s "
+                               f"({self.client.progress})")
+
+    def with_legs(self, status: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        """(received, created) per cause: created is the Kafka timestamp of the status record
+        the raw consumer saw (the same record)."""
+        return {cause: (received, status[cause][1]) for cause, received in self.received.items()
+                if cause in status}
 
 
 def distribution(values: list[float]) -> dict[str, float]:
@@ -253,8 +317,8 @@ def distribution(values: list[float]) -> dict[str, float]:
 
 def latencies(sends: dict[str, float], received: dict[str, tuple[float, float]]
               ) -> dict[str, Any]:
-    """Per-trigger latency in send order, its two legs, and the first half against the second
-    (a worker falling behind shows as a second half slower than the first)."""
+    """Per-trigger latency of one path in send order, its two legs, and the first half against
+    the second (a worker falling behind shows as a second half slower than the first)."""
     order = sorted(sends, key=sends.__getitem__)
     seen = [event_id for event_id in order if event_id in received]
     total = [received[event_id][0] - sends[event_id] for event_id in seen]
@@ -330,13 +394,16 @@ async def fetch_wait_demo(settings: Settings, rate: float, capacity: float, seco
 
 
 async def producer_result(producer: Any, results: Any, worker: WorkerProcess,
-                          watcher: PauseWatcher, phase: Phase, progress: float) -> dict[str, Any]:
+                          watcher: PauseWatcher, phase: Phase, progress: float
+                          ) -> tuple[dict[str, Any], int]:
     """Wait for the producer's summary, logging the worker's lag every ``progress`` seconds;
-    raise if the producer or the worker ended without one."""
+    return it with the highest lag seen; raise if the producer or the worker ended without one."""
     next_report = time.monotonic() + progress
+    lag_max = 0
     while True:
         try:  # without blocking the loop while producing: the watcher notes receive times
-            return results.get_nowait() if producer.is_alive() else results.get(timeout=5)
+            return (results.get_nowait() if producer.is_alive() else results.get(timeout=5),
+                    lag_max)
         except queue.Empty:
             if not producer.is_alive():
                 raise RuntimeError(f"the producer of {phase.name} ended without a result (exit "
@@ -345,12 +412,14 @@ async def producer_result(producer: Any, results: Any, worker: WorkerProcess,
         if time.monotonic() >= next_report:
             next_report += progress
             lag = await asyncio.to_thread(worker.lag)
+            lag_max = max(lag_max, lag)
             log(f"  {phase.name}: worker lag {lag:,}, pauses received {len(watcher.received)}")
         await asyncio.sleep(0.2)
 
 
 async def run_phase(settings: Settings, worker: WorkerProcess, watcher: PauseWatcher,
-                    phase: Phase, args: argparse.Namespace) -> dict[str, Any]:
+                    client: ClientWatcher, phase: Phase, args: argparse.Namespace
+                    ) -> dict[str, Any]:
     """Publish one phase, watch the worker's lag on the way, wait for it to catch up."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
@@ -363,14 +432,17 @@ async def run_phase(settings: Settings, worker: WorkerProcess, watcher: PauseWat
     if args.profile is not None:
         profile_path = args.profile.with_name(f"{args.profile.name}.{phase.name}.raw")
         profiler = start_profile(worker.process.pid, profile_path, phase.seconds)
-    sent = await producer_result(producer, results, worker, watcher, phase, args.progress)
+    sent, lag_max = await producer_result(producer, results, worker, watcher, phase,
+                                          args.progress)
     producer.join(30)
     lag_at_end = await asyncio.to_thread(worker.lag)
+    lag_max = max(lag_max, lag_at_end)
     stopped = time.monotonic()
     cpu_while_producing = cpu_seconds(worker.process.pid) - cpu_at_start
     waited_while_producing = scheduler_seconds(worker.process.pid)[1] - waited_at_start
     expected = set(sent["trigger_sends"])
-    while (lag := await asyncio.to_thread(worker.lag)) or not expected <= set(watcher.received):
+    while (lag := await asyncio.to_thread(worker.lag)) or not expected <= (
+            watcher.received.keys() & watcher.status_received.keys() & client.received.keys()):
         worker.check_running()
         if time.monotonic() - stopped > args.drain_timeout:
             log(f"  {phase.name}: gave up waiting after {args.drain_timeout:.0f} s, lag {lag:,}")
@@ -379,12 +451,16 @@ async def run_phase(settings: Settings, worker: WorkerProcess, watcher: PauseWat
     drain = time.monotonic() - stopped
     cpu = cpu_seconds(worker.process.pid) - cpu_at_start
     inputs = sent["usage_sent"] + sent["side_sent"] + sent["triggers_sent"]
+    sends = sent["trigger_sends"]
     figures: dict[str, Any] = {
         "phase": phase.name, "rate": phase.rate, "side_rate": phase.side_rate,
         "seconds": sent["seconds"], "usage_sent": sent["usage_sent"],
         "side_sent": sent["side_sent"], "achieved_rate": sent["achieved_rate"],
         "producer_behind_max_s": sent["behind_schedule_max_s"],
         "lag_at_end": lag_at_end, "lag_at_end_s": lag_at_end / phase.rate,
+        "lag_max": lag_max, "lag_max_s": lag_max / phase.rate,  # sampled every --progress s
+        # committed offsets: up to a commit interval (2.8 s) of input short
+        "worker_applied_rate": (inputs - lag_at_end) / sent["seconds"],
         "drain_s": drain, "lag_after_drain": lag,
         # CPU the worker got while the producer ran, as a share of one core, and its CPU per
         # input event up to the end of the drain: the machine is shared, so a worker that falls
@@ -392,30 +468,49 @@ async def run_phase(settings: Settings, worker: WorkerProcess, watcher: PauseWat
         "worker_cpu_share": cpu_while_producing / (stopped - started),
         "worker_cpu_wait_share": waited_while_producing / (stopped - started),
         "worker_events_per_cpu_s": inputs / max(cpu, 1e-9),
-    } | latencies(sent["trigger_sends"], watcher.received)
+        "paths": {"account_state": latencies(sends, watcher.received),
+                  "status_topic": latencies(sends, watcher.status_received),
+                  "client": latencies(sends, client.with_legs(watcher.status_received))},
+        "client_minus_status_topic_ms": distribution(
+            [client.received[cause] - watcher.status_received[cause][0]
+             for cause in sends if cause in client.received and cause in watcher.status_received]),
+    }
     # Faust commits offsets every 2.8 s, so a worker that keeps up still shows a few seconds'
-    # lag when the producer stops; one that does not shows the backlog it built.
-    figures["kept_up"] = figures["lag_at_end_s"] <= args.kept_up_lag_s and lag == 0
+    # lag; one that does not shows the backlog it built (also one it worked off before the end).
+    figures["kept_up"] = figures["lag_max_s"] <= args.kept_up_lag_s and lag == 0
     if profiler is not None:
         profiler.wait(60)
         figures["profile"] = profile_shares(profile_path)
     return figures
 
 
-def print_phase(figures: dict[str, Any]) -> None:
-    def spread(name: str) -> str:
-        values = figures[name]
-        return " ".join(f"{key} {value:,.0f}" for key, value in values.items()) or "n/a"
+PATHS = {"account_state": "usage_paused on account-state (baseline)",
+         "status_topic": "may_send false on the status topic (raw consumer)",
+         "client": "may_send false in AccountStatusClient"}
 
-    halves = [figures[f"p50_{half}_half_ms"] or 0 for half in ("first", "second")]
+
+def spread(values: dict[str, float]) -> str:
+    return " ".join(f"{key} {value:,.0f}" for key, value in values.items()) or "n/a"
+
+
+def print_phase(figures: dict[str, Any]) -> None:
     print(f"{figures['phase']}: {figures['achieved_rate']:,.0f} usage/s for "
-          f"{figures['seconds']:.0f} s (+{figures['side_sent']:,} side events), "
-          f"{figures['triggers_received']}/{figures['triggers_sent']} triggers\n"
-          f"  latency ms: {spread('latency_ms')}\n"
-          f"  to the worker's send: {spread('to_worker_send_ms')}; to the consumer: "
-          f"{spread('to_consumer_ms')}; p50 first/second half {halves[0]:,.0f}/{halves[1]:,.0f}\n"
-          f"  lag at end {figures['lag_at_end']:,} ({figures['lag_at_end_s']:.1f} s of input), "
-          f"drained in {figures['drain_s']:.1f} s; kept up: {figures['kept_up']}\n"
+          f"{figures['seconds']:.0f} s (+{figures['side_sent']:,} side events)")
+    for name, path in figures["paths"].items():
+        halves = [path[f"p50_{half}_half_ms"] or 0 for half in ("first", "second")]
+        print(f"  {PATHS[name]}: {path['triggers_received']}/{path['triggers_sent']} triggers\n"
+              f"    latency ms: {spread(path['latency_ms'])}\n"
+              f"    to the worker's send: {spread(path['to_worker_send_ms'])}; to the consumer: "
+              f"{spread(path['to_consumer_ms'])}; p50 first/second half "
+              f"{halves[0]:,.0f}/{halves[1]:,.0f}")
+    print(f"  client - status topic, per trigger, ms: "
+          f"{spread(figures['client_minus_status_topic_ms'])}")
+    verdict = ("kept up" if figures["kept_up"] else
+               "FELL BEHIND: the latencies above include the backlog")
+    print(f"  lag at end {figures['lag_at_end']:,} ({figures['lag_at_end_s']:.1f} s of input; "
+          f"highest {figures['lag_max']:,}, {figures['lag_max_s']:.1f} s), drained in "
+          f"{figures['drain_s']:.1f} s; worker applied "
+          f"~{figures['worker_applied_rate']:,.0f} input events/s while producing; {verdict}\n"
           f"  worker: {figures['worker_cpu_share']:.0%} of a core while producing (waited for "
           f"one {figures['worker_cpu_wait_share']:.0%}), "
           f"{figures['worker_events_per_cpu_s']:,.0f} input events per CPU second", flush=True)
@@ -425,7 +520,11 @@ def print_phase(figures: dict[str, Any]) -> None:
 
 async def run_phases(settings: Settings, worker: WorkerProcess,
                      phases: list[Phase], args: argparse.Namespace) -> list[dict[str, Any]]:
-    watcher = PauseWatcher(settings)
+    causes = {account: trigger_event_id(phase.name, account)
+              for phase in phases for account in phase.triggers}
+    client = ClientWatcher(settings, causes)
+    await asyncio.to_thread(client.start, 120)
+    watcher = PauseWatcher(settings, causes)
     await watcher.start()
     watching = asyncio.ensure_future(watcher.run())
     results = []
@@ -433,11 +532,12 @@ async def run_phases(settings: Settings, worker: WorkerProcess,
         for phase in phases:
             log(f"phase {phase.name}: {phase.rate:,.0f} usage/s, {phase.side_rate:,.0f} side "
                 f"events/s, {len(phase.triggers)} triggers, {phase.seconds:.0f} s")
-            results.append(await run_phase(settings, worker, watcher, phase, args))
+            results.append(await run_phase(settings, worker, watcher, client, phase, args))
             print_phase(results[-1])
     finally:
         watching.cancel()
         await watcher.stop()
+        client.client.close()
     return results
 
 
@@ -471,8 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="seconds to wait after a phase for the worker to catch up")
     parser.add_argument("--kept-up-lag-s", type=float, default=5.0,
-                        help="lag (in seconds of input) at a phase's end that still counts as "
-                             "keeping up (offsets are committed every 2.8 s)")
+                        help="lag (in seconds of input) during and at the end of a phase that "
+                             "still counts as keeping up (offsets are committed every 2.8 s)")
     parser.add_argument("--profile", type=Path, metavar="PREFIX",
                         help="py-spy raw stacks of the worker in each phase: PREFIX.<phase>.raw")
     parser.add_argument("--tree", default=CURRENT, metavar="PATH",

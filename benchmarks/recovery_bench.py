@@ -153,6 +153,20 @@ def log_seconds(stamp: bytes, started: float) -> float:
     return datetime.strptime(stamp.decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp() - started
 
 
+def phase_times(log: bytes, started: float) -> dict[bytes, float]:
+    """Seconds from ``started`` (a wall-clock time) to the first log line of each of
+    :data:`PHASES` in ``log`` (a worker's output, or the part of it written since then)."""
+    seen: dict[bytes, float] = {}
+    for line in log.splitlines():
+        match = LOG_LINE.match(line.rstrip())
+        if match is None:
+            continue
+        for phrase in PHASES:
+            if match.group(2).endswith(b"]: " + phrase):
+                seen.setdefault(phrase, log_seconds(match.group(1), started))
+    return seen
+
+
 def records_to_recover(log: bytes, table_topic: str) -> int:
     """Sum of (high-water - start offset) over the accounts changelog partitions, from Faust's
     "Highwater" and "Reading Starts At" tables (start -1: from the beginning)."""
@@ -192,15 +206,9 @@ def recover(settings: Settings, app_id: str, store: str, log_path: Path,
     figures: tuple[float, float] = (0.0, 0.0)
 
     def ready() -> bool:
-        nonlocal figures
+        nonlocal seen, figures
         worker.check_running()
-        for line in log_path.read_bytes().splitlines():
-            match = LOG_LINE.match(line.rstrip())
-            if match is None:
-                continue
-            for phrase in PHASES:
-                if match.group(2).endswith(b"]: " + phrase):
-                    seen.setdefault(phrase, log_seconds(match.group(1), started))
+        seen = phase_times(log_path.read_bytes(), started)
         if READY.encode() in seen:
             figures = proc_figures(worker.process.pid)  # type: ignore[union-attr]
             return True

@@ -17,6 +17,8 @@ for that look-up only), so it may be called from any thread and from an asyncio 
 blocking it. How current the answers are: :meth:`~AccountStatusClient.lag` (records behind the end
 offsets), :attr:`~AccountStatusClient.last_applied_at` (this host's clock when it last applied a
 record) and :attr:`~AccountStatusClient.last_updated_at` (that record's ``updated_at``, event time).
+``on_applied`` is told which accounts each batch of records changed the answers of, as soon as
+:meth:`~AccountStatusClient.may_send` gives the new ones (to drop a cache entry, or to time it).
 
     with AccountStatusClient(load_settings()) as statuses:
         if not statuses.wait_ready(timeout=120):
@@ -168,14 +170,20 @@ class AccountStatusClient:
     ``allow_unknown``: the answer for an account the topic has no record of (default: refused,
     reason ``unknown``; an id nobody opened must not be served for free). ``on_progress`` is
     called with a :class:`Progress` from the client's thread about every ``progress_interval``
-    seconds until ready, and once when ready. ``codec`` defaults to the settings' (registry
-    framing iff a registry URL is set); ``consumer_factory`` and ``wall_clock`` are for tests.
+    seconds until ready, and once when ready. ``on_applied`` is called from the client's thread
+    with the account ids of each batch of records just applied, in partition order (an id may
+    repeat; a record of a lower version than the one held is in it too), once ``may_send``
+    answers from them; it holds up the reading, so it should be quick. ``codec`` defaults to the
+    settings' (registry framing iff a registry URL is set); ``consumer_factory`` and
+    ``wall_clock`` are for tests.
     """
 
     def __init__(self, settings: Settings, *, allow_unknown: bool = False,
                  on_progress: Callable[[Progress], None] | None = None,
-                 progress_interval: float = 1.0, codec: Codec | None = None,
-                 poll_timeout_ms: int = 200, max_poll_records: int = 5000,
+                 progress_interval: float = 1.0,
+                 on_applied: Callable[[list[str]], None] | None = None,
+                 codec: Codec | None = None, poll_timeout_ms: int = 200,
+                 max_poll_records: int = 5000,
                  consumer_factory: Callable[..., Any] = KafkaConsumer,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -183,6 +191,7 @@ class AccountStatusClient:
         self.allow_unknown = allow_unknown
         self.codec = codec or codec_for(settings)
         self.on_progress, self.progress_interval = on_progress, progress_interval
+        self.on_applied = on_applied
         self.poll_timeout_ms, self.max_poll_records = poll_timeout_ms, max_poll_records
         self._consumer_factory, self._wall_clock = consumer_factory, wall_clock
         self._table = StatusTable(allow_unknown=allow_unknown)
@@ -351,10 +360,7 @@ class AccountStatusClient:
 
     def _report_progress(self) -> None:
         if self.on_progress is not None:
-            try:
-                self.on_progress(self.progress)
-            except Exception:  # a display problem must not stop the client
-                log.exception("account_status.progress_callback_failed")
+            _call_back(self.on_progress, self.progress, "progress")
 
     def _run(self) -> None:
         consumer = self._consumer
@@ -420,6 +426,8 @@ class AccountStatusClient:
         self._last_applied_at = self._wall_clock()
         if last is not None:
             self._last_updated_at = last["updated_at"]
+        if self.on_applied is not None:
+            _call_back(self.on_applied, [account_id for account_id, _, _ in items], "applied")
         items.clear()
 
     def _update_offsets(self, consumer: Any) -> None:
@@ -432,6 +440,15 @@ class AccountStatusClient:
             if highwater is not None:
                 ends[tp] = highwater
         self._ends = ends
+
+
+def _call_back(callback: Callable[[Any], None], argument: Any, name: str) -> None:
+    """A caller's callback, from the client's thread: its failure is logged, and the client
+    goes on reading."""
+    try:
+        callback(argument)
+    except Exception:
+        log.exception("account_status.%s_callback_failed", name)
 
 
 @contextmanager

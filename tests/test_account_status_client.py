@@ -258,6 +258,33 @@ def test_it_reads_to_the_end_before_it_is_ready_then_follows() -> None:
     assert log.consumers[0].config["group_id"] is None  # no consumer group
 
 
+def test_on_applied_names_the_accounts_of_each_batch_once_may_send_answers_from_it() -> None:
+    log = FakeLog(partitions=1)
+    log.append(record("A", 1), partition=0)
+    batches: list[tuple[list[str], bool]] = []
+    statuses: AccountStatusClient
+
+    def applied(accounts: list[str]) -> None:
+        batches.append((accounts, statuses.may_send("B").allowed))
+        if accounts == ["B"]:
+            raise RuntimeError("a failing callback must not stop the client")
+
+    statuses = client(log, on_applied=applied)
+    with statuses:
+        assert statuses.wait_ready(5)
+        assert batches == [(["A"], False)]  # B unknown yet
+        log.append(record("B", 1, status="paused", pause_reasons=("credits_exhausted",)),
+                   partition=0)
+        wait_for(lambda: len(batches) == 2)
+        log.append(record("B", 2), partition=0)
+        log.append(record("A", 2), partition=0)
+        wait_for(lambda: sum(len(accounts) for accounts, _ in batches) == 4)
+        assert batches[1] == (["B"], False)
+        assert [account for accounts, _ in batches[2:] for account in accounts] == ["B", "A"]
+        assert batches[2][1]  # B's new record was applied before the callback ran
+        assert statuses.last_error is None
+
+
 def test_an_empty_topic_is_ready_at_once() -> None:
     with client(FakeLog()) as statuses:
         assert statuses.ready and statuses.progress.fraction == 1.0
