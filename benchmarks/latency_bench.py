@@ -83,7 +83,7 @@ from benchmarks.pipeline_bench import (
 from billing.events import normalize_input
 from devkit.harness import WorkerProcess, private_pipeline
 from runtime.account_status import AccountStatusClient
-from runtime.codecs import codec_for, decode
+from runtime.codecs import codec_for
 from runtime.produce import prepare
 from runtime.settings import Settings, load_settings
 from tests.integration.pipeline import publish
@@ -233,6 +233,7 @@ class PauseWatcher:
 
     def __init__(self, settings: Settings, causes: dict[str, str]) -> None:
         self.settings, self.causes = settings, causes
+        self.codec = codec_for(settings)
         self.received: dict[str, tuple[float, float]] = {}  # cause id -> (received, created)
         self.status_received: dict[str, tuple[float, float]] = {}  # the same, status topic
         self.consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
@@ -262,11 +263,11 @@ class PauseWatcher:
                         continue
                     times = (received, record.timestamp / 1000)
                     if tp.topic == status_topic:
-                        if not decode("account_status", record.value)["may_send"]:
+                        if not self.codec.decode("account_status", record.value)["may_send"]:
                             self.status_received.setdefault(
                                 self.causes[record.key.decode()], times)
                         continue
-                    event = decode("account_state", record.value)
+                    event = self.codec.decode("account_state", record.value)
                     if event["type"] == "usage_paused":
                         self.received.setdefault(event["cause_event_id"], times)
 
