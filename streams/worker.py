@@ -59,7 +59,7 @@ from streams.preflight import heartbeat_interval
 from streams.publish import Publisher
 from streams.quirks.ack_offsets import commit_applied_offsets
 from streams.quirks.broker_reader import BrokerReader
-from streams.quirks.faust_internals import committed_offsets, kafka_producer
+from streams.quirks.faust_internals import as_current_event, committed_offsets, kafka_producer
 from streams.quirks.input_sequence import FilledEvent, InputSequence
 from streams.seen_table import TableSeenIds, account_of_key
 from streams.sender import BatchSender, FaustSender, partition_of
@@ -414,8 +414,12 @@ class LedgerWorker:
         if not released:
             return
         batch = _Batch(partition)
-        for event, canonical, repeat in released:
-            await self._apply(event, canonical, batch, repeat)
+        # A table store reads a key from the database of the current event's partition
+        # (RocksDB): the agent's current event is the last one received, maybe of another
+        # partition, so one of the batch's own is made current.
+        with as_current_event(released[-1][0]):
+            for event, canonical, repeat in released:
+                await self._apply(event, canonical, batch, repeat)
         await self._publish_statuses(batch)
         pending = PendingBatch(partition, [event for event, _, _ in released], batch.outputs)
         live: list[tuple[Any, bytes, Any]] = []
