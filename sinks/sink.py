@@ -30,7 +30,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import Histogram
 
-from runtime import codecs as codec
+from runtime.codecs import codec_for
 from runtime.kafka_security import kafka_python_security
 from runtime.logfmt import log_event
 from runtime.settings import Settings
@@ -380,7 +380,7 @@ def build_sink(settings: Settings, writer: ClickHouseWriter, config: SinkConfig 
         # Load the topics' metadata before joining: a group leader that has none for a topic
         # assigns none of its partitions (seen in CI: the sink then sat idle).
         consumer.partitions_for_topic(topic)
-    return ClickHouseSink(consumer, writer, topic_kinds, codec.decode, config)
+    return ClickHouseSink(consumer, writer, topic_kinds, codec_for(settings).decode, config)
 
 
 class _Listener(ConsumerRebalanceListener):

@@ -72,12 +72,15 @@ log = logging.getLogger("billing.worker")
 # again. Its supervisor restarts it; nothing unacknowledged is lost.
 EXIT_STUCK = 75
 
-# While more input is waiting, the agent takes up to RELEASE_EVERY events into the merge (for at
-# most RELEASE_WITHIN seconds) before it applies what the merge releases: a batch's own costs (an
-# account-status and a changelog record per account it touched, its commit) are then paid once per
-# batch, not once per event. Input idle: it applies what the merge releases at once.
+# The agent takes up to RELEASE_EVERY events into the merge, for at most RELEASE_WITHIN seconds
+# since it last applied, before it applies what the merge releases: a batch's own costs (its
+# commit, the Kafka produce requests of its outputs and changelog records) are then paid once per
+# batch, not once per event. A trickle of input is applied RELEASE_WITHIN after it started (the
+# merge tick releases what no later input did), a burst at RELEASE_EVERY events; an event after a
+# quiet spell at once. Measured at 1,000 usage/s: releasing at every pause in the input, batches
+# held one event or two and the worker paid ~900 µs of CPU per event, mostly produce requests.
 RELEASE_EVERY = 1_000
-RELEASE_WITHIN = 0.05  # seconds
+RELEASE_WITHIN = 0.02  # seconds; also the merge tick's interval
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ class WorkerOptions:
     # worker reads an input that has unread data itself: a broken fetch delays billing, never
     # stops it, and the merge never passes over an input (which would bill out of order).
     stall_timeout: float = 5.0
-    tick_interval: float = 0.1  # how often buffered events are re-checked without new input
+    tick_interval: float = RELEASE_WITHIN  # how often buffered events are re-checked
     session_timeout: float = 30.0
     producer_linger: float = 0.005  # seconds
     stuck_seconds: float = 120.0  # no progress for this long: exit EXIT_STUCK, to be restarted
@@ -203,6 +206,7 @@ class LedgerWorker:
         # them for stalled.
         self.settled_at = time.monotonic()
         self.lock = asyncio.Lock()
+        self.released_at = time.monotonic()  # when the merge was last released (RELEASE_WITHIN)
         # Batched sends on the app's producer; Faust's own under Kafka transactions, which
         # direct sends do not join (streams/sender.py).
         transactions = options.processing_guarantee == "exactly_once"
@@ -231,7 +235,7 @@ class LedgerWorker:
         commit_applied_offsets(self.app.consumer, self.commits.applied,
                                self.sequence.start_offset)
         inputs = stream.noack()
-        taken_in, released_at = 0, time.monotonic()
+        taken_in = 0
         async for event in inputs.events():
             self.idle_since = None
             tp = event.message.tp
@@ -249,13 +253,13 @@ class LedgerWorker:
                 except Exception as error:
                     self._exit_failed(error)
             taken_in += 1
-            if (taken_in >= RELEASE_EVERY or inputs.channel.empty()
-                    or time.monotonic() - released_at >= RELEASE_WITHIN):
+            if (taken_in >= RELEASE_EVERY
+                    or time.monotonic() - self.released_at >= RELEASE_WITHIN):
                 try:
                     await self._release_all()
                 except Exception as error:
                     self._exit_failed(error)
-                taken_in, released_at = 0, time.monotonic()
+                taken_in = 0
             await self.commits.wait_for_room()
             self.idle_since = time.monotonic()
 
@@ -398,7 +402,8 @@ class LedgerWorker:
         return cache(lambda topic: bool(self._read_to_end(TP(topic, partition))))
 
     async def _release_all(self) -> None:
-        """Apply what the merge releases, one batch per partition."""
+        """Apply what the merge releases, one batch per partition (the agent and the tick)."""
+        self.released_at = time.monotonic()
         async with self.lock:
             for partition in self.merger.partitions_with_pending():
                 await self._release(partition)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kafka import TopicPartition
 
-from runtime import codecs as codec
+from schemas.codec import Codec
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter
 from sinks.sink import ClickHouseSink, SinkConfig
 from tests.test_sink_samples import (
@@ -23,6 +23,7 @@ from tests.test_sink_samples import (
     status,
 )
 
+codec = Codec()  # plain Avro, as the test stacks run without a schema registry
 USAGE = TopicPartition("billing.usage-rated", 0)
 STATE = TopicPartition("billing.account-state", 0)
 STATUS = TopicPartition("billing.account-status", 0)

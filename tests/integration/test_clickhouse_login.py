@@ -24,15 +24,17 @@ from click.testing import CliRunner
 
 from commands.cli import main
 from devkit.stack.clickhouse import ClickHouseServer
-from runtime import codecs as codec
 from runtime.clickhouse import clickhouse_answers, local_target
 from runtime.observe import group_lag, wait_until
 from runtime.settings import ClickHouseTarget, Secret, Settings, load_settings
+from schemas.codec import Codec
 from sinks.clickhouse import ClickHouseError, open_writer
 from sinks.sink import SinkConfig, build_sink
 from tests.integration.pipeline import isolated
 from tests.integration.test_sink_kafka import produce, run_until
 from tests.test_sink_samples import ledger_run
+
+codec = Codec()  # plain Avro, as the test stacks run without a schema registry
 
 pytestmark = pytest.mark.integration
 

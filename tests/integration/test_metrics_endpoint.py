@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from runtime import codecs as codec
 from runtime.observe import wait_until
 from runtime.settings import Settings
+from schemas.codec import Codec
 from tests.integration.pipeline import isolated
 from tests.integration.test_sink_kafka import produce
 from tests.test_metrics import free_port, samples
 from tests.test_sink_samples import ledger_run
+
+codec = Codec()  # plain Avro, as the test stacks run without a schema registry
 
 pytestmark = pytest.mark.integration
 

@@ -21,13 +21,15 @@ import pytest
 from kafka import KafkaProducer
 
 from billing.account_status import status_record
-from runtime import codecs as codec
 from runtime.observe import group_lag, wait_until
 from runtime.settings import Settings
+from schemas.codec import Codec
 from sinks.clickhouse import ClickHouseError, ClickHouseWriter, open_writer
 from sinks.sink import ClickHouseSink, SinkConfig, build_sink
 from tests.integration.pipeline import isolated
 from tests.test_sink_samples import ledger_run
+
+codec = Codec()  # plain Avro, as the test stacks run without a schema registry
 
 pytestmark = pytest.mark.integration
 
