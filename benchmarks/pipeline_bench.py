@@ -1,14 +1,17 @@
-"""Pipeline throughput per worker on the real broker, against a raw consumer of the same topics.
+"""Pipeline throughput per worker on the real broker, against a raw consumer of the same topics
+and a bare Faust agent that only counts them.
 
-For each run and each version of the worker (each ``--tree``: a checkout, e.g. ``git archive
-9ed84c7 | tar -x -C /tmp/old-tree``, or ``.`` for this one as installed, the default), a fresh
-private pipeline (own topics) is filled with the same generated workload; then (1) a raw aiokafka
-consumer reads all four input topics to the end, and (2) one ``billing worker`` of that version
-processes them. The versions are interleaved, in alternating order, so that they share the
-machine's slow and fast minutes. The worker's rate is measured from its first committed offset to
-the moment its group has no lag, so process start-up and group join are excluded (they are printed
-apart); its CPU time over the same span comes from ``/proc``, and so does the time it waited for a
-CPU. Medians of ``--runs`` runs; the ratios between versions and worker/raw are the figures that
+For each run and each version of the worker (each ``--tree``: a checkout, e.g. ``git archive 9ed84c7
+| tar -x -C /tmp/old-tree``, or ``.`` for this one as installed, the default), a fresh private
+pipeline (own topics) is filled with the same generated workload; then (1) a raw aiokafka consumer
+reads all four input topics to the end, (2) a bare Faust counting agent
+(``benchmarks/faust_count.py``, this checkout's Faust) counts them, from its first event to the
+last, and (3) one ``billing worker`` of that version processes them. The versions are interleaved,
+in alternating order, so that they share the machine's slow and fast minutes. The worker's rate is
+measured from its first committed offset to the moment its group has no lag, so process start-up and
+group join are excluded (they are printed apart); its CPU time over the same span comes from
+``/proc``, and so does the time it waited for a CPU. Medians of ``--runs`` runs; the ratios between
+versions, worker/raw and worker/Faust (each the median of the per-run ratios) are the figures that
 survive a noisy shared machine; the first version is the baseline of the ratios.
 
 ``--profile FILE`` samples the worker of ``.`` (else of the last version) with py-spy (installed in
@@ -26,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -118,6 +122,17 @@ async def raw_consume(settings: Settings, total: int) -> float:
         return time.perf_counter() - (started or time.perf_counter())
     finally:
         await consumer.stop()
+
+
+def faust_count_rate(settings: Settings, total: int) -> float:
+    """Events/s of a bare Faust agent counting the ``total`` input events (first to last)."""
+    finished = subprocess.run(
+        [sys.executable, "-m", "benchmarks.faust_count", f"count-{uuid.uuid4().hex[:8]}",
+         str(total)], env={**os.environ, **settings.to_env()}, capture_output=True, text=True,
+        timeout=600, check=True)
+    # Faust's worker also draws a spinner on stdout: the figure is the line that starts with "{".
+    counted = orjson.loads(re.findall(r"^\{.*$", finished.stdout, re.MULTILINE)[-1])
+    return counted["events"] / counted["seconds"]
 
 
 def start_profile(pid: int, output: Path, seconds: float) -> subprocess.Popen[bytes]:
@@ -256,13 +271,16 @@ def main(argv: list[str] | None = None) -> int:
             settings, app_id = private_pipeline(load_settings(), f"bench-{uuid.uuid4().hex[:8]}")
             publish(settings, events)
             raw = len(events) / asyncio.run(raw_consume(settings, len(events)))
+            counting = faust_count_rate(settings, len(events))
             profile = args.profile if tree == profiled and run == 0 else None
             result = worker_rate(settings, app_id, len(events),
                                  Path(tempfile.gettempdir()) / f"pipeline-bench-{app_id}.log",
                                  tree, profile, args.profile_seconds, args.poll)
             result["raw_msg_per_s"] = raw
+            result["faust_count_per_s"] = counting
             results[tree].append(result)
-            print(f"run {run + 1} {tree}: raw consumer {raw:,.0f} msg/s, worker "
+            print(f"run {run + 1} {tree}: raw consumer {raw:,.0f} msg/s, bare Faust counting "
+                  f"agent {counting:,.0f} events/s, worker "
                   f"{result['events_per_s']:,.0f} events/s, {result['events_per_cpu_s']:,.0f} "
                   f"events per worker CPU s, {result['cpu_share']:.0%} of a core, waited for one "
                   f"{result['cpu_wait_share']:.0%} (start-up {result['startup_s']:.1f} s)",
@@ -280,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def summarize(results: dict[str, list[dict[str, float]]], events: int,
               accounts: int) -> dict[str, Any]:
-    """Medians per version, the ratio worker / raw consumer, and each version against the first
-    (median of the per-run ratios)."""
+    """Medians per version, the ratios worker / raw consumer and worker / bare Faust counting
+    agent, and each version against the first (medians of the per-run ratios)."""
     def median(tree: str, key: str) -> float:
         return statistics.median(run[key] for run in results[tree])
 
@@ -299,6 +317,8 @@ def summarize(results: dict[str, list[dict[str, float]]], events: int,
         figures = {key: median(tree, key) for key in results[tree][0]}
         figures["worker_over_raw"] = statistics.median(
             run["events_per_s"] / run["raw_msg_per_s"] for run in results[tree])
+        figures["worker_over_faust"] = statistics.median(
+            run["events_per_s"] / run["faust_count_per_s"] for run in results[tree])
         figures["vs_first"] = paired_ratio(tree, "events_per_s")
         figures["cpu_vs_first"] = paired_ratio(tree, "events_per_cpu_s")
         summary[tree] = figures
@@ -306,7 +326,9 @@ def summarize(results: dict[str, list[dict[str, float]]], events: int,
               f"({figures['vs_first']:.2f} x {first}), {figures['events_per_cpu_s']:,.0f} per "
               f"CPU s ({figures['cpu_vs_first']:.2f} x), {figures['cpu_share']:.0%} of a core "
               f"(waited {figures['cpu_wait_share']:.0%}), raw {figures['raw_msg_per_s']:,.0f} "
-              f"msg/s, worker/raw {figures['worker_over_raw']:.4f}, start-up "
+              f"msg/s, worker/raw {figures['worker_over_raw']:.4f}, bare Faust counting agent "
+              f"{figures['faust_count_per_s']:,.0f} events/s, worker/Faust "
+              f"{figures['worker_over_faust']:.2f}, start-up "
               f"{figures['startup_s']:.1f} s")
     return summary
 

@@ -37,10 +37,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from faust.types import EventT
+from faust.types import TP, EventT
 
 from streams.quirks.ack_offsets import AppliedOffsets
-from streams.quirks.faust_internals import as_current_event
+from streams.quirks.faust_internals import as_current_event, persist_changelog_offset
+from streams.sender import BatchSender
 
 log = logging.getLogger("billing.worker.commit")
 
@@ -73,8 +74,12 @@ class PendingBatch:
 class CommitQueue:
     """Orders and groups the durable effects of the worker's batches (see the module docstring)."""
 
-    def __init__(self, max_pending_events: int = 20_000, stall_seconds: float = 120.0) -> None:
+    def __init__(self, max_pending_events: int = 20_000, stall_seconds: float = 120.0,
+                 sender: BatchSender | None = None) -> None:
         self.max_pending_events = max_pending_events
+        # Changelog records go out in batches through ``sender``; None: through Faust's
+        # ``send_changelog``, one by one (Kafka transactions, see streams/sender.py).
+        self.sender = sender
         self.stall_seconds = stall_seconds
         # (table name, key) -> (live value, sequence of the last batch that wrote it).
         self.overlay: dict[tuple[str, bytes], tuple[Any, int]] = {}
@@ -181,8 +186,11 @@ class CommitQueue:
         for batch in group:
             for write in batch.writes:
                 latest[(write.table.name, write.key)] = (batch, write)
-        deliveries = [self._write(batch, write) for batch, write in latest.values()]
+        writes = [(batch.partition, write) for batch, write in latest.values()]
+        deliveries = [await self._write(batch, write) for batch, write in latest.values()]
         await self._delivered(deliveries, "changelog records")
+        if self.sender is not None:
+            self._persist_offsets(writes, deliveries)
         events = 0
         for batch in group:
             for event in batch.events:
@@ -200,16 +208,18 @@ class CommitQueue:
             self.on_commit(events, asyncio.get_running_loop().time() - started)
 
     async def _delivered(self, deliveries: list[Awaitable[Any]], what: str) -> None:
+        """Wait for ``deliveries`` (records of one batch share its delivery future: each is
+        awaited once)."""
         try:
-            await asyncio.wait_for(asyncio.gather(*deliveries), self.stall_seconds)
+            await asyncio.wait_for(asyncio.gather(*dict.fromkeys(deliveries)),
+                                   self.stall_seconds)
         except TimeoutError:
             pending = sum(1 for delivery in deliveries if not asyncio.isfuture(delivery)
                           or not delivery.done())
             raise CommitStalled(f"{pending} of {len(deliveries)} {what} not delivered after "
                                 f"{self.stall_seconds:.0f} s") from None
 
-    @staticmethod
-    def _write(batch: PendingBatch, write: TableWrite) -> Awaitable[Any]:
+    async def _write(self, batch: PendingBatch, write: TableWrite) -> Awaitable[Any]:
         """Write the table entry and send its changelog record; return the delivery future.
 
         A table store picks its partition (RocksDB: its database) from Faust's "current event",
@@ -220,4 +230,19 @@ class CommitQueue:
                 write.table.data.pop(write.key, None)
             else:
                 write.table.data[write.key] = write.value
-            return write.table.send_changelog(batch.partition, write.key, write.value)
+            if self.sender is None:
+                return write.table.send_changelog(batch.partition, write.key, write.value)
+        return await self.sender.send(write.table.changelog_topic.get_topic_name(), write.key,
+                                      write.value, batch.partition)
+
+    @staticmethod
+    def _persist_offsets(writes: list[tuple[int, TableWrite]],
+                         deliveries: list[Awaitable[Any]]) -> None:
+        """Record in each table's store the last changelog offset delivered per partition, as
+        Faust does for the records it sends itself (its RocksDB recovery starts after it)."""
+        last: dict[tuple[Any, TP], int] = {}
+        for (partition, write), delivery in zip(writes, deliveries, strict=True):
+            table_tp = (write.table, TP(write.table.changelog_topic.get_topic_name(), partition))
+            last[table_tp] = max(last.get(table_tp, -1), delivery.result())  # type: ignore[attr-defined]
+        for (table, tp), offset in last.items():
+            persist_changelog_offset(table, tp, offset)

@@ -29,22 +29,19 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
+from functools import cache, partial
 from typing import Any, NoReturn
 
 import faust
 import orjson
-from aiokafka.partitioner import murmur2
 from faust.types import TP, EventT
 
 from billing.account_record import AccountEntry, dump_entry, load_entry, status_version
 from billing.account_status import status_record
 from billing.events import TOPIC_OF_TYPE, InvalidEvent
 from billing.ledger import (
-    WATERMARK_CAUSE_PREFIX,
     Ledger,
     LedgerFault,
-    Transition,
     from_millis,
     snapshot,
 )
@@ -53,18 +50,19 @@ from billing.merge import KIND_RANK, EventTimeMerger
 from billing.seen_ids import BUCKET_MS
 from billing.watermark import Watermark
 from runtime.codecs import codec_for
-from runtime.dead_letters import REASON_BYTES, clip_text, dead_letter_key, make_dead_letter
 from runtime.settings import Settings, make_private
 from runtime.web_auth import is_loopback
 from schemas.codec import check_message_size
 from streams.commit import CommitQueue, CommitStalled, PendingBatch, TableWrite
 from streams.metrics import WorkerMetrics, received_lag
 from streams.preflight import heartbeat_interval
+from streams.publish import Publisher
 from streams.quirks.ack_offsets import commit_applied_offsets
 from streams.quirks.broker_reader import BrokerReader
-from streams.quirks.faust_internals import committed_offsets
+from streams.quirks.faust_internals import as_current_event, committed_offsets, kafka_producer
 from streams.quirks.input_sequence import FilledEvent, InputSequence
 from streams.seen_table import TableSeenIds, account_of_key
+from streams.sender import BatchSender, FaustSender, partition_of
 from streams.web import install_account_views
 
 log = logging.getLogger("billing.worker")
@@ -73,6 +71,13 @@ log = logging.getLogger("billing.worker")
 # stopped confirming deliveries, or stopped delivering input that is there): EX_TEMPFAIL, try
 # again. Its supervisor restarts it; nothing unacknowledged is lost.
 EXIT_STUCK = 75
+
+# While more input is waiting, the agent takes up to RELEASE_EVERY events into the merge (for at
+# most RELEASE_WITHIN seconds) before it applies what the merge releases: a batch's own costs (an
+# account-status and a changelog record per account it touched, its commit) are then paid once per
+# batch, not once per event. Input idle: it applies what the merge releases at once.
+RELEASE_EVERY = 1_000
+RELEASE_WITHIN = 0.05  # seconds
 
 
 @dataclass(frozen=True)
@@ -94,11 +99,6 @@ class WorkerOptions:
     web_host: str = "127.0.0.1"  # where it listens; not loopback: web_token is required
     web_token: str | None = None
     worker_name: str = "worker"
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2), as every producer of the input topics uses."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def _load_watermark(stored: bytes) -> Watermark:
@@ -175,11 +175,6 @@ class LedgerWorker:
         )
         self.inputs = self.app.topic(*topics.inputs, key_serializer="raw",
                                      value_serializer="raw")
-        self.account_state = self.app.topic(topics.account_state)
-        self.account_status = self.app.topic(topics.account_status)
-        self.usage_rated = self.app.topic(topics.usage_rated)
-        self.dead_letter = self.app.topic(topics.dead_letter)
-        self.control = self.app.topic(topics.control)
         self.accounts = self.app.Table("accounts", partitions=settings.partitions,
                                        key_type=bytes, value_type=bytes)
         self.clock = self.app.Table("partition-clock", partitions=settings.partitions,
@@ -208,7 +203,15 @@ class LedgerWorker:
         # them for stalled.
         self.settled_at = time.monotonic()
         self.lock = asyncio.Lock()
-        self.commits = CommitQueue(stall_seconds=options.stuck_seconds)
+        # Batched sends on the app's producer; Faust's own under Kafka transactions, which
+        # direct sends do not join (streams/sender.py).
+        transactions = options.processing_guarantee == "exactly_once"
+        sender = FaustSender(self.app) if transactions else BatchSender(
+            partial(kafka_producer, self.app))
+        self.publisher = Publisher(self.app, sender, self.codec, settings, self.ledger,
+                                   self.metrics, options.worker_name)
+        self.commits = CommitQueue(stall_seconds=options.stuck_seconds,
+                                   sender=None if transactions else sender)
         self.commits.on_commit = self.metrics.committed
         self.app.agent(self.inputs, name="ledger")(self._consume)
         self.app.timer(options.tick_interval, name="merge-tick")(self._tick)
@@ -227,7 +230,9 @@ class LedgerWorker:
                                             self.sequence.next_offset))
         commit_applied_offsets(self.app.consumer, self.commits.applied,
                                self.sequence.start_offset)
-        async for event in stream.noack().events():
+        inputs = stream.noack()
+        taken_in, released_at = 0, time.monotonic()
+        async for event in inputs.events():
             self.idle_since = None
             tp = event.message.tp
             async with self.receiving:
@@ -243,13 +248,22 @@ class LedgerWorker:
                     await self._receive(event, repeat=admitted.repeat)
                 except Exception as error:
                     self._exit_failed(error)
+            taken_in += 1
+            if (taken_in >= RELEASE_EVERY or inputs.channel.empty()
+                    or time.monotonic() - released_at >= RELEASE_WITHIN):
+                try:
+                    await self._release_all()
+                except Exception as error:
+                    self._exit_failed(error)
+                taken_in, released_at = 0, time.monotonic()
             await self.commits.wait_for_room()
             self.idle_since = time.monotonic()
 
     async def _receive(self, event: EventT, repeat: bool = False) -> None:
-        """Decode one input message; dead-letter it, or buffer it in the merge and apply what
-        the merge releases. A repeat of an invalid message is not dead-lettered again: its
-        first copy was, in a batch the commit queue commits before this one."""
+        """Decode one input message; dead-letter it, or buffer it in the merge (the next
+        :meth:`_release_all` applies what it releases). A repeat of an invalid message is not
+        dead-lettered again: its first copy was, in a batch the commit queue commits before this
+        one."""
         message = event.message
         if message.tp not in self.sequence.next_offset:
             return  # revoked while it was read: not acknowledged, the next owner gets it
@@ -262,13 +276,12 @@ class LedgerWorker:
             dead_letter = PendingBatch(message.partition, [event])
             if not repeat:
                 dead_letter.outputs.append(
-                    await self._send_dead_letter(event, error.reason, error.field))
+                    await self.publisher.dead_letter(message, error.reason, error.field))
             self.commits.submit(dead_letter, ())
             return
         async with self.lock:
             self.merger.add(message.topic, message.partition, millis_of(canonical["timestamp"]),
                             message.offset, (event, canonical, repeat))
-            await self._release(message.partition)
 
     def _log_jump(self, tp: TP, expected: int, delivered: int, read: int) -> None:
         self.metrics.read_directly(tp.topic, "skipped", read)
@@ -297,9 +310,7 @@ class LedgerWorker:
         """Release events held back by a lagging input once it caught up; read an input Faust
         stopped delivering; exit if input is waiting but has not arrived for ``stuck_seconds``."""
         try:
-            async with self.lock:
-                for partition in self.merger.partitions_with_pending():
-                    await self._release(partition)
+            await self._release_all()
             await self._read_stalled_inputs()
         except Exception as error:
             self._exit_failed(error)
@@ -382,8 +393,15 @@ class LedgerWorker:
 
     def _may_skip(self, partition: int) -> Any:
         """Whether an input of ``partition`` with nothing buffered need not be waited for: only
-        when it is read to its end (a stalled one is read by ``_read_stalled_inputs``)."""
-        return lambda topic: bool(self._read_to_end(TP(topic, partition)))
+        when it is read to its end (a stalled one is read by ``_read_stalled_inputs``). Asked
+        once per input for one release (nothing is received while it runs)."""
+        return cache(lambda topic: bool(self._read_to_end(TP(topic, partition))))
+
+    async def _release_all(self) -> None:
+        """Apply what the merge releases, one batch per partition."""
+        async with self.lock:
+            for partition in self.merger.partitions_with_pending():
+                await self._release(partition)
 
     async def _release(self, partition: int) -> None:
         """Apply what the merge releases for ``partition``, as one batch.
@@ -396,8 +414,12 @@ class LedgerWorker:
         if not released:
             return
         batch = _Batch(partition)
-        for event, canonical, repeat in released:
-            await self._apply(event, canonical, batch, repeat)
+        # A table store reads a key from the database of the current event's partition
+        # (RocksDB): the agent's current event is the last one received, maybe of another
+        # partition, so one of the batch's own is made current.
+        with as_current_event(released[-1][0]):
+            for event, canonical, repeat in released:
+                await self._apply(event, canonical, batch, repeat)
         await self._publish_statuses(batch)
         pending = PendingBatch(partition, [event for event, _, _ in released], batch.outputs)
         live: list[tuple[Any, bytes, Any]] = []
@@ -521,7 +543,7 @@ class LedgerWorker:
                           canonical["account_id"][:64], exc_info=error.__cause__)
             if not repeat:
                 batch.outputs.append(
-                    await self._send_dead_letter(event, error.reason, error.field))
+                    await self.publisher.dead_letter(event.message, error.reason, error.field))
             return
         assert transition.state is not None
         if entry is None:
@@ -534,22 +556,9 @@ class LedgerWorker:
             self.metrics.duplicate()
             return
         self.metrics.event_applied(canonical["type"])
-        await self._publish(key, transition, batch)
+        batch.outputs.extend(await self.publisher.transition(key, transition))
         if canonical["type"] == "usage":
             await self._advance_watermark(batch, canonical["timestamp"])
-
-    async def _publish(self, key: bytes, transition: Transition, batch: _Batch) -> None:
-        """Send outputs now (``force``: not Faust's publish-on-commit attachments, which hold
-        every message until the commit and then send them one by one); the batch keeps their
-        delivery futures, which the commit queue waits for before it writes the changelog."""
-        for output in transition.outputs:
-            self.metrics.output(output["type"])
-            batch.outputs.append(await self.account_state.send(
-                key=key, value=self.codec.encode("account_state", output), force=True))
-        if transition.rated_usage is not None:
-            batch.outputs.append(await self.usage_rated.send(
-                key=key, force=True,
-                value=self.codec.encode("usage_rated", transition.rated_usage)))
 
     async def _publish_statuses(self, batch: _Batch) -> None:
         """Write the account-status record of every account whose snapshot the batch changed,
@@ -563,8 +572,7 @@ class LedgerWorker:
                 continue
             updated_at = batch.updated_at.get(key) or from_millis(entry.state.last_event_ms)
             record = status_record(current, updated_at, status_version(entry.input_offsets))
-            batch.outputs.append(await self.account_status.send(
-                key=key, value=self.codec.encode("account_status", record), force=True))
+            batch.outputs.append(await self.publisher.status(key, record))
 
     async def _close_partition(self, batch: _Batch, period: str, cause_event_id: str,
                                timestamp: datetime, offset: int) -> None:
@@ -596,7 +604,7 @@ class LedgerWorker:
             entry.input_offsets["control"] = offset
             batch.states[key] = entry
             batch.updated_at[key] = timestamp
-            await self._publish(key, transition, batch)
+            batch.outputs.extend(await self.publisher.transition(key, transition))
 
     # -- the watermark -------------------------------------------------------------------
 
@@ -609,34 +617,4 @@ class LedgerWorker:
                 or Watermark()
         closable = batch.clock.advance(self.ledger, usage_time)
         if closable is not None:
-            batch.outputs.extend(await self._broadcast_close(closable))
-
-    async def _broadcast_close(self, period: str) -> list[Awaitable[Any]]:
-        close = {"type": "close_period", "event_id": WATERMARK_CAUSE_PREFIX + period,
-                 "account_id": "", "timestamp": self.ledger.watermark_close_time(period),
-                 "period": period}
-        value = self.codec.encode("control", close)
-        deliveries = [await self.control.send(key=b"", value=value, partition=partition,
-                                              force=True)
-                      for partition in range(self.settings.partitions)]
-        log.info("watermark_close_broadcast period=%s partitions=%d", period,
-                 self.settings.partitions)
-        return deliveries
-
-    # -- dead letters --------------------------------------------------------------------
-
-    async def _send_dead_letter(self, event: EventT, reason: str,
-                                field: str | None) -> Awaitable[Any]:
-        """Send the dead letter; return its delivery future (the input is acknowledged after)."""
-        message = event.message
-        self.metrics.dead_letter(message.topic)
-        log.warning("dead_letter topic=%s partition=%d offset=%d reason=%r", message.topic,
-                    message.partition, message.offset, clip_text(reason, REASON_BYTES))
-        return await self.dead_letter.send(
-            force=True,
-            key=dead_letter_key(message.key),
-            value=make_dead_letter(reason=reason, field=field, key=message.key,
-                                   value=message.value, topic=message.topic,
-                                   partition=message.partition, offset=message.offset,
-                                   worker=self.options.worker_name,
-                                   max_bytes=self.settings.max_message_bytes, codec=self.codec))
+            batch.outputs.extend(await self.publisher.broadcast_close(closable))

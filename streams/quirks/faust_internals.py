@@ -2,9 +2,10 @@
 version at test time (``tests/test_faust_internals.py``).
 
 Faust has no public way to read a partition's committed offset, to decide which offset its commit
-takes, or to make a table write go to a given partition outside the agent's own event; the worker
-needs all three (see ``streams/README.md``). Each is one small function here, so an upgrade of
-faust-streaming is reviewed against this file and its test, and nowhere else.
+takes, to make a table write go to a given partition outside the agent's own event, or to send
+records in batches on its producer; the worker needs all four (see ``streams/README.md``). Each
+is one small function here, so an upgrade of faust-streaming is reviewed against this file and
+its test, and nowhere else.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event
+from faust.tables.base import Collection
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import Producer
 from faust.types import TP
 
 PINNED_VERSION = "0.15.3"  # the faust-streaming these were read from (pyproject.toml pins it)
@@ -55,6 +58,19 @@ def as_current_event(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
+def kafka_producer(app: Any) -> Any:
+    """The app's own started aiokafka producer (``AIOKafkaProducer``), for batched sends
+    (``streams/sender.py``): Faust's ``Topic.send`` costs ~85 µs per record."""
+    return app.producer._ensure_producer()
+
+
+def persist_changelog_offset(table: Any, tp: TP, offset: int) -> None:
+    """What Faust's ``Table._on_changelog_sent`` does when a changelog record it sent is
+    delivered (outside a transaction): keep the offset in the table's store, so a restarted
+    worker with its RocksDB files recovers only the changelog after it."""
+    table.data.set_persisted_offset(tp, offset)
+
+
 def missing_internals() -> list[str]:
     """What this module relies on and the installed Faust no longer has (empty when all is
     there)."""
@@ -65,4 +81,10 @@ def missing_internals() -> list[str]:
                 if f"self.{name} =" not in init]
     if "_new_offset" not in inspect.getsource(Consumer):
         missing.append("Consumer no longer calls _new_offset when it commits")
+    if "self._producer = " not in inspect.getsource(Producer.on_start) or not hasattr(
+            Producer, "_ensure_producer"):
+        missing.append("the aiokafka Producer no longer keeps its producer in _producer")
+    if "self.data.set_persisted_offset(" not in inspect.getsource(
+            Collection._on_changelog_sent):
+        missing.append("Table._on_changelog_sent no longer persists the changelog offset")
     return missing

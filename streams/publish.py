@@ -1,0 +1,85 @@
+"""The worker's publishing job: what a batch emits, encoded and sent, as delivery futures.
+
+Outputs (``billing.account-state``), rated usage (``billing.usage-rated``), account-status
+records and watermark broadcasts go through the worker's sender (:mod:`streams.sender`: batched
+sends on the app's producer, Faust's own under Kafka transactions); dead letters, rare and keyed
+by whatever the input carried (possibly nothing), through Faust's ``Topic.send``. Every method
+returns delivery futures, which the batch hands to the commit queue: it writes the changelog and
+acknowledges the inputs only once they are delivered (``streams/commit.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, Transition
+from runtime.dead_letters import REASON_BYTES, clip_text, dead_letter_key, make_dead_letter
+from runtime.settings import Settings
+from streams.metrics import WorkerMetrics
+
+log = logging.getLogger("billing.worker")
+
+
+class Sender(Protocol):
+    async def send(self, topic: str, key: bytes, value: bytes | None,
+                   partition: int | None = None) -> Awaitable[Any]: ...
+
+
+class Publisher:
+    """Encodes and sends what the ledger emits (see the module docstring)."""
+
+    def __init__(self, app: Any, sender: Sender, codec: Any, settings: Settings, ledger: Ledger,
+                 metrics: WorkerMetrics, worker_name: str) -> None:
+        self.sender, self.codec, self.settings = sender, codec, settings
+        self.ledger, self.metrics, self.worker_name = ledger, metrics, worker_name
+        self.topics = settings.topics
+        self.dead_letter_topic = app.topic(settings.topics.dead_letter)
+
+    async def transition(self, key: bytes, transition: Transition) -> list[Awaitable[Any]]:
+        """A transition's outputs and rated usage, keyed by account (co-partitioned with its
+        inputs)."""
+        deliveries = []
+        for output in transition.outputs:
+            self.metrics.output(output["type"])
+            deliveries.append(await self.sender.send(
+                self.topics.account_state, key, self.codec.encode("account_state", output)))
+        if transition.rated_usage is not None:
+            deliveries.append(await self.sender.send(
+                self.topics.usage_rated, key,
+                self.codec.encode("usage_rated", transition.rated_usage)))
+        return deliveries
+
+    async def status(self, key: bytes, record: dict[str, Any]) -> Awaitable[Any]:
+        """An account-status record (billing rules section 6)."""
+        return await self.sender.send(self.topics.account_status, key,
+                                      self.codec.encode("account_status", record))
+
+    async def broadcast_close(self, period: str) -> list[Awaitable[Any]]:
+        """A ``close_period`` of ``period`` with no account, to every partition of the control
+        topic (``streams/README.md``, "Month close across partitions")."""
+        close = {"type": "close_period", "event_id": WATERMARK_CAUSE_PREFIX + period,
+                 "account_id": "", "timestamp": self.ledger.watermark_close_time(period),
+                 "period": period}
+        value = self.codec.encode("control", close)
+        deliveries = [await self.sender.send(self.topics.control, b"", value, partition)
+                      for partition in range(self.settings.partitions)]
+        log.info("watermark_close_broadcast period=%s partitions=%d", period,
+                 self.settings.partitions)
+        return deliveries
+
+    async def dead_letter(self, message: Any, reason: str, field: str | None) -> Awaitable[Any]:
+        """Send the dead letter of input ``message``; return its delivery future (the input is
+        acknowledged after)."""
+        self.metrics.dead_letter(message.topic)
+        log.warning("dead_letter topic=%s partition=%d offset=%d reason=%r", message.topic,
+                    message.partition, message.offset, clip_text(reason, REASON_BYTES))
+        return await self.dead_letter_topic.send(
+            force=True,
+            key=dead_letter_key(message.key),
+            value=make_dead_letter(reason=reason, field=field, key=message.key,
+                                   value=message.value, topic=message.topic,
+                                   partition=message.partition, offset=message.offset,
+                                   worker=self.worker_name,
+                                   max_bytes=self.settings.max_message_bytes, codec=self.codec))
