@@ -442,6 +442,10 @@ def _produce_file(producer: EventProducer, path: Path) -> tuple[int, int]:
 @click.option("--config", "config_path", default=None,
               help="Billing configuration the worker uses (future tolerance, id size). Default: "
                    "BILLING_CONFIG, else the rules' defaults.")
+@click.option("--pack-usage", "pack_linger", type=float, default=None, metavar="SECONDS",
+              help="Pack each account's usage into usage_batch messages, sent when 500 records "
+                   "are pending or the first has waited SECONDS (e.g. 0.5 for a backfill; the "
+                   "workers must read usage_batch). Default: every event alone.")
 def produce_command(
     event_type: str | None,
     account_id: str | None,
@@ -454,6 +458,7 @@ def produce_command(
     path: Path | None,
     pricebook_path: str | None,
     config_path: str | None,
+    pack_linger: float | None,
 ) -> None:
     """Validate and send input events to the billing topics (one from flags, or a file).
 
@@ -486,8 +491,9 @@ def produce_command(
         except InvalidEvent as error:
             raise click.ClickException(f"invalid event, not sent: {_describe(error)}") from None
     try:
+        packing = {} if pack_linger is None else {"pack_usage": True, "pack_linger": pack_linger}
         with EventProducer(settings, codec=codec, config=checks.config,
-                           pricebook=checks.pricebook) as producer:
+                           pricebook=checks.pricebook, **packing) as producer:
             if event is None:
                 assert path is not None
                 sent, invalid = _produce_file(producer, path)

@@ -7,12 +7,16 @@ sends a packed batch through a real one.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import orjson
 import pytest
+from click.testing import CliRunner
 from kafka.errors import KafkaTimeoutError
 
 from billing.events import InvalidEvent, normalize_input
-from runtime.produce import DeliveryError, EventProducer
+from runtime import produce
+from runtime.produce import DeliveryError, EventProducer, produce_command
 from runtime.rules_files import load_pricebook
 from runtime.settings import load_settings
 from schemas.codec import Codec
@@ -113,3 +117,16 @@ def test_packing_is_off_by_default() -> None:
     producer.send(usage(event_id="a-1"))
     assert len(kafka.sent) == 2
     producer.close()
+
+
+def test_billing_produce_packs_a_files_usage_when_asked(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    monkeypatch.setattr(produce, "KafkaProducer", FakeKafkaProducer)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in [
+        usage(event_id="u-1"), CREDITS, usage(event_id="u-2"), usage(event_id="u-3")]))
+    result = CliRunner().invoke(produce_command, ["--file", str(path), "--pack-usage", "60"])
+    assert result.exit_code == 0, result.output
+    assert "4 event(s) delivered" in result.output
+    [kafka] = FakeKafkaProducer.instances
+    assert sent_batches(kafka) == [(b"acct-1", ["u-1", "u-2", "u-3"])]
