@@ -416,9 +416,8 @@ def unpack_batch(raw: dict[str, Any],
                                           max_id_bytes))
         except InvalidEvent as error:
             event_id = record.get("event_id") if isinstance(record, dict) else None
-            field = f"records[{index}]" + (f".{error.field}" if error.field else "")
-            events.append(InvalidEvent(batch_record_reason(packed, index, event_id,
-                                                           error.reason), field))
+            events.append(InvalidEvent(batch_record_reason(packed, index, event_id, error.reason),
+                                       batch_record_field(index, error.field)))
     return events
 
 
@@ -428,6 +427,12 @@ _BATCH_OF_TYPE = {packed: batch_type for batch_type, packed in BATCH_TYPES.items
 def batch_record_reason(event_type: str, index: int, event_id: Any, reason: str) -> str:
     """Why one record of a batch message is refused: which record (index, event_id), then why."""
     return f"{_BATCH_OF_TYPE[event_type]} record {index} (event_id {_shown(event_id)}): {reason}"
+
+
+def batch_record_field(index: int, field: str | None) -> str:
+    """The field at fault in a batch message: ``records[3].quantities.x`` (``records[3]``: the
+    record as a whole)."""
+    return f"records[{index}]" + (f".{field}" if field else "")
 
 
 def _json_default(value: Any) -> Any:

@@ -38,7 +38,12 @@ from faust.types import TP, EventT
 
 from billing.account_record import AccountEntry, dump_entry, load_entry, status_version
 from billing.account_status import status_record
-from billing.events import TOPIC_OF_TYPE, InvalidEvent, batch_record_reason
+from billing.events import (
+    TOPIC_OF_TYPE,
+    InvalidEvent,
+    batch_record_field,
+    batch_record_reason,
+)
 from billing.ledger import (
     Ledger,
     LedgerFault,
@@ -581,12 +586,13 @@ class LedgerWorker:
                           event.message.topic, event.message.partition, offset,
                           canonical["account_id"][:64], exc_info=error.__cause__)
             if not item.repeat:
-                reason = error.reason
+                reason, field = error.reason, error.field
                 if item.batched:  # one record of a batch message: say which
                     reason = batch_record_reason(canonical["type"], item.index,
                                                  canonical["event_id"], reason)
+                    field = batch_record_field(item.index, field)
                 batch.outputs.append(
-                    await self.publisher.dead_letter(event.message, reason, error.field))
+                    await self.publisher.dead_letter(event.message, reason, field))
             return
         assert transition.state is not None
         if entry is None:

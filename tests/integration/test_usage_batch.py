@@ -55,14 +55,15 @@ def test_a_packed_batch_arrives_as_one_message_with_every_record(stack: Settings
 
 
 def batched_messages(settings: Settings, events: list[dict[str, Any]], seed: int
-                     ) -> tuple[list[tuple[str, bytes, bytes]], str]:
+                     ) -> tuple[list[tuple[str, bytes, bytes]], str, str]:
     """The events as messages: each account's usage packed in batches of 1 to 8 records (one
     record goes as a single usage message), sent when full, the rest at the end; one batch
-    carries a record with a negative quantity. Returns the messages and that record's id."""
+    carries a record with a negative quantity (refused on receipt), another one of an unknown
+    product (refused by the ledger). Returns the messages and those two records' ids."""
     rng, codec = random.Random(seed), codec_for(settings)
     messages: list[tuple[str, bytes, bytes]] = []
     pending: dict[str, tuple[int, list[dict[str, Any]]]] = {}
-    bad_id = ""
+    bad_id = unknown_id = ""
 
     def send(account_id: str) -> None:
         _, records = pending.pop(account_id)
@@ -85,11 +86,15 @@ def batched_messages(settings: Settings, events: list[dict[str, Any]], seed: int
             bad_id = f"{event['event_id']}-bad"
             records.append({**record_of(event), "event_id": bad_id,
                             "quantities": {"input_tokens": -1}})
+        if not unknown_id and size == 8 and len(records) == 3:
+            unknown_id = f"{event['event_id']}-unknown"
+            records.append({**record_of(event), "event_id": unknown_id,
+                            "product": "no-such-product"})
         if len(records) >= size:
             send(event["account_id"])
     for account_id in list(pending):
         send(account_id)
-    return messages, bad_id
+    return messages, bad_id, unknown_id
 
 
 def worker_order(settings: Settings, messages: list[tuple[str, bytes, bytes]],
@@ -115,10 +120,10 @@ def test_a_worker_fed_batches_and_single_events_ends_where_replay_ends(
         if normalize_input(event)["timestamp"] < BEFORE_CLOSE])
     assert {TOPIC_OF_TYPE[event["type"]] for event in events} >= {"usage", "payments",
                                                                  "accounts"}
-    messages, bad_id = batched_messages(settings, events, seed=5)
+    messages, bad_id, unknown_id = batched_messages(settings, events, seed=5)
     batches = sum(1 for topic, _, value in messages if topic == settings.topics.usage
                   and len(Codec().decode_inputs("usage", value)) > 1)
-    assert batches > 300 and bad_id
+    assert batches > 300 and bad_id and unknown_id
     positions = pipeline.publish_messages(settings, messages)
     pipeline.WorkerProcess(settings, app_id, tmp_path / "worker.log").run_to_end(timeout=600)
     expected = pipeline.replay_of(worker_order(settings, messages, positions))
@@ -128,3 +133,6 @@ def test_a_worker_fed_batches_and_single_events_ends_where_replay_ends(
     assert letter["reason"].startswith("usage_batch record 2 (event_id ")
     assert "quantities.input_tokens is negative" in letter["reason"]
     assert letter["field"] == "records[2].quantities.input_tokens"
+    [unknown] = [letter for letter in letters if unknown_id in letter["reason"]]
+    assert unknown["reason"].startswith("usage_batch record 3 (event_id ")
+    assert "no-such-product" in unknown["reason"] and unknown["field"].startswith("records[3]")
