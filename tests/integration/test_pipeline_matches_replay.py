@@ -67,16 +67,3 @@ def test_pipeline_matches_replay_across_a_restart(stack: Any, workload: list[dic
     finally:
         worker.stop()
     assert_matches(settings, app_id, expected)
-
-
-def test_pipeline_matches_replay_under_kafka_transactions(
-        stack: Any, workload: list[dict[str, Any]], expected: tuple[dict[str, Any], set[str]],
-        tmp_path: Path) -> None:
-    """``--guarantee exactly_once``: every record goes through Faust's own sends, its transaction
-    producers (not the worker's batched sends, which would not join the transactions:
-    streams/sender.py), and the pipeline still ends where replay ends."""
-    settings, app_id = isolated(stack, "transactions")
-    publish(settings, workload)
-    WorkerProcess(settings, app_id, tmp_path / "worker.log",
-                  env={"BILLING_PROCESSING_GUARANTEE": "exactly_once"}).run_to_end(timeout=900)
-    assert_matches(settings, app_id, expected)
