@@ -23,19 +23,15 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from benchmarks.pipeline_bench import CURRENT, worker_rate
-from billing.events import normalize_input
+from benchmarks.pipeline_bench import CURRENT, worker_rate, workload
 from devkit.harness import private_pipeline
-from devkit.workload import generate
 from runtime.produce import EventProducer
 from runtime.settings import Settings, load_settings
-from tests.integration.pipeline import in_merge_order
 
 
 def produce(settings: Settings, events: list[dict[str, Any]], linger: float) -> float:
@@ -70,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=1.0)
     args = parser.parse_args(argv)
     lingers = args.pack_linger or [0.0, 0.005]
-    events = in_merge_order([normalize_input(event) for event in generate(
-        accounts=args.accounts, events=args.events, seed=7,
-        start=datetime(2026, 1, 1, tzinfo=UTC))])
+    events = workload(args.accounts, args.events)
     results: dict[float, list[dict[str, float]]] = {linger: [] for linger in lingers}
     for run in range(args.runs):
         for linger in lingers if run % 2 == 0 else lingers[::-1]:
