@@ -11,6 +11,7 @@ interleave.
 from __future__ import annotations
 
 import random
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from billing.merge import KIND_RANK, EventTimeMerger
 from commands.deadletter import read_dead_letters
 from devkit.workload import generate
 from runtime.codecs import codec_for
+from runtime.observe import wait_until
 from runtime.produce import EventProducer
 from runtime.settings import Settings
 from runtime.topic_reader import read_topic
@@ -111,9 +113,11 @@ def worker_order(settings: Settings, messages: list[tuple[str, bytes, bytes]],
             for event in merger.release(partition, lambda _: True)]
 
 
-def test_a_worker_fed_batches_and_single_events_ends_where_replay_ends(
-        stack: Settings, tmp_path: Path) -> None:
-    settings, app_id = pipeline.isolated(stack, "usagebatch")
+def publish_batched(stack: Settings, label: str
+                    ) -> tuple[Settings, str, tuple[dict[str, Any], set[str]], str, str]:
+    """Fresh topics filled with a workload in batches and single events: their settings, app
+    id, the oracle (replay in the worker's order) and the two refused records' ids."""
+    settings, app_id = pipeline.isolated(stack, label)
     events = pipeline.in_merge_order([
         normalize_input(event) for event in generate(accounts=80, events=6_000, seed=31,
                                                      start=START)
@@ -125,8 +129,14 @@ def test_a_worker_fed_batches_and_single_events_ends_where_replay_ends(
                   and len(Codec().decode_inputs("usage", value)) > 1)
     assert batches > 300 and bad_id and unknown_id
     positions = pipeline.publish_messages(settings, messages)
-    pipeline.WorkerProcess(settings, app_id, tmp_path / "worker.log").run_to_end(timeout=600)
     expected = pipeline.replay_of(worker_order(settings, messages, positions))
+    return settings, app_id, expected, bad_id, unknown_id
+
+
+def test_a_worker_fed_batches_and_single_events_ends_where_replay_ends(
+        stack: Settings, tmp_path: Path) -> None:
+    settings, app_id, expected, bad_id, unknown_id = publish_batched(stack, "usagebatch")
+    pipeline.WorkerProcess(settings, app_id, tmp_path / "worker.log").run_to_end(timeout=600)
     pipeline.assert_matches(settings, app_id, expected)
     letters = [entry.letter for entry in read_dead_letters(settings, Codec(settings.topics))]
     [letter] = [letter for letter in letters if bad_id in letter["reason"]]
@@ -136,3 +146,21 @@ def test_a_worker_fed_batches_and_single_events_ends_where_replay_ends(
     [unknown] = [letter for letter in letters if unknown_id in letter["reason"]]
     assert unknown["reason"].startswith("usage_batch record 3 (event_id ")
     assert "no-such-product" in unknown["reason"] and unknown["field"].startswith("records[3]")
+
+
+def test_a_worker_killed_amid_batches_ends_where_replay_ends(stack: Settings,
+                                                             tmp_path: Path) -> None:
+    """SIGKILL with batches applied in part: the restarted worker (its table recovered from the
+    changelog) gets their messages again and applies exactly the records its state lacks."""
+    settings, app_id, expected, _, _ = publish_batched(stack, "usagebatch-kill")
+    worker = pipeline.WorkerProcess(settings, app_id, tmp_path / "worker.log").start()
+    try:
+        total = worker.lag()
+        wait_until(lambda: worker.lag() <= total // 2, timeout=600, interval=0.2,
+                   what="the worker to process half the messages")
+        worker.stop(signal.SIGKILL)
+        worker.start()
+        worker.wait_drained(timeout=600)
+    finally:
+        worker.stop()
+    pipeline.assert_matches(settings, app_id, expected)
