@@ -241,6 +241,12 @@ def print_profile(shares: dict[str, Any]) -> None:
             print(f"    {share:6.1%}  {frame}")
 
 
+def workload(accounts: int, events: int) -> list[dict[str, Any]]:
+    """The generated workload (seed 7, from January 2026) in the worker's merge order."""
+    return in_merge_order([normalize_input(event) for event in generate(
+        accounts=accounts, events=events, seed=7, start=datetime(2026, 1, 1, tzinfo=UTC))])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
@@ -262,9 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     profiled = CURRENT if CURRENT in versions else versions[-1]
     for tree in versions:
         print(f"version {tree}: worker from {worker_module_file(tree)}", flush=True)
-    events = in_merge_order([normalize_input(event) for event in generate(
-        accounts=args.accounts, events=args.events, seed=7,
-        start=datetime(2026, 1, 1, tzinfo=UTC))])
+    events = workload(args.accounts, args.events)
     results: dict[str, list[dict[str, float]]] = {tree: [] for tree in versions}
     for run in range(args.runs):
         for tree in versions if run % 2 == 0 else versions[::-1]:

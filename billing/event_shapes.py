@@ -55,6 +55,9 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "close_period": "control",
 }
 
+# Input batch type -> the event type of the records it packs (not an event).
+BATCH_TYPES: dict[str, str] = {"usage_batch": "usage"}
+
 # Output event type -> its own fields -> kind (schemas/account_state.avsc).
 OUTPUT_FIELDS: dict[str, dict[str, str]] = {
     "usage_paused": {"reason": "str"},

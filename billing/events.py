@@ -30,6 +30,7 @@ import orjson
 
 # Each event's fields and their kinds (the checks below; what a kind means: schemas/shapes.py),
 # generated from the .avsc files, their one source; re-exported here, where the code imports them.
+from billing.event_shapes import BATCH_TYPES as BATCH_TYPES
 from billing.event_shapes import COMMON_FIELDS as COMMON_FIELDS
 from billing.event_shapes import INPUT_DEFAULTS
 from billing.event_shapes import INPUT_FIELDS as INPUT_FIELDS
@@ -377,6 +378,61 @@ def normalize_input(raw: dict[str, Any],
         event["ingested_at"] = parse_time(ingested_at, "ingested_at")
     _check_sizes(event, max_id_bytes)
     return event
+
+
+# The most records one batch message (``usage_batch``) may pack. Also the scale of an input's
+# position in an account record's status version (billing.account_record): never lower it.
+MAX_BATCH_RECORDS = 500
+
+
+def unpack_batch(raw: dict[str, Any],
+                 max_id_bytes: int = DEFAULT_MAX_ID_BYTES) -> list[dict[str, Any] | InvalidEvent]:
+    """The events a batch message (a type of :data:`BATCH_TYPES`) packs, in their order: each in
+    canonical form (:func:`normalize_input`, with the batch's ``account_id``), or the
+    :class:`InvalidEvent` that refuses that record alone, its reason naming the record's index
+    and event_id (``field``: ``records[3].quantities.x``).
+
+    Raises :class:`InvalidEvent` when the batch itself is bad: no ``account_id``, no records, or
+    more than :data:`MAX_BATCH_RECORDS`.
+    """
+    batch_type = raw["type"]
+    packed = BATCH_TYPES[batch_type]
+    account_id = raw.get("account_id")
+    if account_id is None:
+        raise InvalidEvent("missing required field 'account_id'", "account_id")
+    _check_sizes({"account_id": _check_str("account_id", account_id)}, max_id_bytes)
+    records = raw.get("records")
+    if not isinstance(records, list) or not records:
+        raise InvalidEvent(f"records of a {batch_type} must be a non-empty list", "records")
+    if len(records) > MAX_BATCH_RECORDS:
+        raise InvalidEvent(f"a {batch_type} packs {len(records):,} records; at most "
+                           f"{MAX_BATCH_RECORDS} are accepted", "records")
+    events: list[dict[str, Any] | InvalidEvent] = []
+    for index, record in enumerate(records):
+        try:
+            if not isinstance(record, dict):
+                raise InvalidEvent(f"must be an object, got {type(record).__name__}")
+            events.append(normalize_input({**record, "type": packed, "account_id": account_id},
+                                          max_id_bytes))
+        except InvalidEvent as error:
+            event_id = record.get("event_id") if isinstance(record, dict) else None
+            events.append(InvalidEvent(batch_record_reason(packed, index, event_id, error.reason),
+                                       batch_record_field(index, error.field)))
+    return events
+
+
+_BATCH_OF_TYPE = {packed: batch_type for batch_type, packed in BATCH_TYPES.items()}
+
+
+def batch_record_reason(event_type: str, index: int, event_id: Any, reason: str) -> str:
+    """Why one record of a batch message is refused: which record (index, event_id), then why."""
+    return f"{_BATCH_OF_TYPE[event_type]} record {index} (event_id {_shown(event_id)}): {reason}"
+
+
+def batch_record_field(index: int, field: str | None) -> str:
+    """The field at fault in a batch message: ``records[3].quantities.x`` (``records[3]``: the
+    record as a whole)."""
+    return f"records[{index}]" + (f".{field}" if field else "")
 
 
 def _json_default(value: Any) -> Any:

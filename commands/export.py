@@ -12,7 +12,10 @@ Each line carries ``ingested_at``, the record's broker timestamp (the input topi
 worker did; ``billing produce --file`` does not send it (the broker stamps the new append time).
 
 Messages the worker dead-letters because they do not decode are skipped and counted; everything
-that decodes is kept, including what the ledger will reject (replay rejects it the same way). The
+that decodes is kept, including what the ledger will reject (replay rejects it the same way). A
+``usage_batch`` message becomes one usage line per record, each at its own event time and with the
+message's ``ingested_at`` (as the worker merges them), so replay knows no batch; a record the
+worker dead-letters alone is skipped and counted alone. The
 copies of an account-less ``close_period``, one per partition of the control topic (a broadcast,
 also the worker's own watermark closes), become one line: ``billing produce --file`` broadcasts it
 again.
@@ -101,26 +104,29 @@ def _spool(settings: Settings, codec: Codec, kinds: tuple[str, ...], directory: 
             for record in tqdm(read_topic(settings, topic), desc=topic, unit="msg",
                                disable=not progress):
                 try:
-                    event = codec.decode_input(kind, record.value or b"")
+                    decoded = codec.decode_inputs(kind, record.value or b"")
                 except InvalidEvent as error:
-                    stats.skipped.append(Skipped(topic, record.partition, record.offset,
-                                                 str(error)))
-                    continue
-                if not event["account_id"]:
-                    if event["event_id"] in broadcasts:
-                        stats.broadcast_copies += 1
+                    decoded = [error]
+                for event in decoded:
+                    if isinstance(event, InvalidEvent):
+                        stats.skipped.append(Skipped(topic, record.partition, record.offset,
+                                                     str(event)))
                         continue
-                    broadcasts.add(event["event_id"])
-                if record.timestamp is not None and record.timestamp >= 0:
-                    # When the broker appended it: the acceptance window's clock on replay.
-                    event["ingested_at"] = from_millis(record.timestamp)
-                stream = (KIND_RANK[kind], record.partition)
-                if stream not in files:
-                    path = directory / f"{kind}-{record.partition}"
-                    files[stream] = opened.enter_context(open(path, "wb"))
-                key = b"%015d%d" % (to_millis(event["timestamp"]), KIND_RANK[kind])
-                files[stream].write(key + dumps(event) + b"\n")
-                stats.events[kind] += 1
+                    if not event["account_id"]:
+                        if event["event_id"] in broadcasts:
+                            stats.broadcast_copies += 1
+                            continue
+                        broadcasts.add(event["event_id"])
+                    if record.timestamp is not None and record.timestamp >= 0:
+                        # When the broker appended it: the acceptance window's clock on replay.
+                        event["ingested_at"] = from_millis(record.timestamp)
+                    stream = (KIND_RANK[kind], record.partition)
+                    if stream not in files:
+                        path = directory / f"{kind}-{record.partition}"
+                        files[stream] = opened.enter_context(open(path, "wb"))
+                    key = b"%015d%d" % (to_millis(event["timestamp"]), KIND_RANK[kind])
+                    files[stream].write(key + dumps(event) + b"\n")
+                    stats.events[kind] += 1
     return [Path(handle.name) for _, handle in sorted(files.items())]
 
 

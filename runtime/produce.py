@@ -9,6 +9,12 @@ billed as one request). A bad event is refused with the field named instead of l
 dead-letter topic. It serializes with the shared codec; it keys by ``account_id`` so one worker
 sees an account's events in order; and it writes with ``acks=all`` and idempotence, so a retried
 send is never doubled.
+
+With ``pack_usage`` it packs each account's usage events into ``usage_batch`` messages (one
+message, every record keeping its own event_id): an account's pending records go out when they
+reach ``pack_records``, when the oldest has waited ``pack_linger`` seconds, and on
+:meth:`EventProducer.flush`; a batch that would pass the maximum message size is split. Each
+event is still checked, and refused, on its own at :meth:`EventProducer.send`.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,12 +34,14 @@ import click
 import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from kafka.future import Future
 from tqdm import tqdm
 
 from billing.config import BillingConfig, ConfigError
 from billing.events import (
     ENVELOPE_FIELDS,
     INPUT_FIELDS,
+    MAX_BATCH_RECORDS,
     TOPIC_OF_TYPE,
     InvalidEvent,
     format_time,
@@ -63,11 +72,13 @@ PRODUCER_CONFIG: dict[str, Any] = {
 
 
 class Message(NamedTuple):
-    """An event ready for Kafka: where it goes and its bytes. ``key`` is None for a broadcast."""
+    """An event ready for Kafka: where it goes, its bytes and the canonical event they encode.
+    ``key`` is None for a broadcast."""
 
     topic: str
     key: bytes | None
     value: bytes
+    event: dict[str, Any]
 
 
 def _utc_now() -> datetime:
@@ -139,7 +150,7 @@ def prepare(event: Mapping[str, Any], settings: Settings, codec: Codec,
     key = canonical["account_id"].encode() or None
     value = codec.encode(kind, canonical)
     check_message_size(key, value, settings.max_message_bytes)  # the worker would dead-letter it
-    return Message(getattr(settings.topics, kind), key, value)
+    return Message(getattr(settings.topics, kind), key, value, canonical)
 
 
 class DeliveryError(RuntimeError):
@@ -160,7 +171,9 @@ class EventProducer:
     ``now`` is this producer's clock (default the system's, aware UTC). A bad file raises
     ``ConfigError`` here, before connecting. ``producer_factory`` builds the Kafka producer from
     keyword configuration (default ``kafka.KafkaProducer``); tests pass a fake. ``overrides``
-    change :data:`PRODUCER_CONFIG`.
+    change :data:`PRODUCER_CONFIG`. ``pack_usage``: send an account's usage events packed in
+    ``usage_batch`` messages of up to ``pack_records`` (at most ``MAX_BATCH_RECORDS``), each
+    sent at the latest ``pack_linger`` seconds after its first record (see the module doc).
     """
 
     def __init__(
@@ -172,8 +185,13 @@ class EventProducer:
         pricebook: PriceBook | None = None,
         now: Callable[[], datetime] | None = None,
         producer_factory: Callable[..., Any] | None = None,
+        pack_usage: bool = False,
+        pack_linger: float = 0.005,
+        pack_records: int = MAX_BATCH_RECORDS,
         **overrides: Any,
     ) -> None:
+        if not 1 <= pack_records <= MAX_BATCH_RECORDS:
+            raise ValueError(f"pack_records={pack_records}: 1 to {MAX_BATCH_RECORDS}")
         self.settings = settings or load_settings()
         self.checks = ProducerChecks.from_settings(self.settings, config, pricebook, now)
         self.codec = codec or codec_for(self.settings)
@@ -183,6 +201,7 @@ class EventProducer:
                                  **kafka_python_security(self.settings), **config)
         self._failures: list[tuple[str, Exception]] = []
         self._lock = threading.Lock()
+        self._packer = _UsagePacker(self, pack_linger, pack_records) if pack_usage else None
 
     def send(self, event: Mapping[str, Any]) -> Any:
         """Queue one event; returns the Kafka future of its message.
@@ -198,6 +217,8 @@ class EventProducer:
         """
         message = prepare(event, self.settings, self.codec, self.checks)
         event_id = str(event["event_id"])
+        if self._packer is not None and message.event["type"] == "usage":
+            return self._packer.add(message.event)
         partitions: list[int | None] = [None]
         if message.key is None:
             partitions = sorted(self._producer.partitions_for(message.topic) or ())
@@ -211,6 +232,8 @@ class EventProducer:
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every queued event is acknowledged; raise :class:`DeliveryError` if not."""
+        if self._packer is not None:
+            self._packer.send_all()
         self._producer.flush(timeout)
         with self._lock:
             failures, self._failures = self._failures, []
@@ -222,6 +245,8 @@ class EventProducer:
         try:
             self.flush()
         finally:
+            if self._packer is not None:
+                self._packer.stop()
             self._producer.close()
 
     def __enter__(self) -> EventProducer:
@@ -234,6 +259,80 @@ class EventProducer:
         # Runs on the Kafka I/O thread.
         with self._lock:
             self._failures.append((event_id, error))
+
+    def _send_batch(self, account_id: str, records: list[dict[str, Any]],
+                    futures: list[Future]) -> None:
+        """Send one account's packed usage records as ``usage_batch`` messages: one, or halves
+        of it while it would pass the maximum message size (each record fits alone: ``send``
+        checked it)."""
+        key = account_id.encode()
+        value = self.codec.encode("usage", {"type": "usage_batch", "account_id": account_id,
+                                            "records": records})
+        if len(records) > 1 and len(value) > self.settings.max_message_bytes:
+            half = len(records) // 2
+            self._send_batch(account_id, records[:half], futures[:half])
+            self._send_batch(account_id, records[half:], futures[half:])
+            return
+        try:
+            sent = self._producer.send(self.settings.topics.usage, value=value, key=key,
+                                       partition=None)
+        except KafkaError as error:  # (on the packer's thread, nobody else would see it)
+            for record, future in zip(records, futures, strict=True):
+                self._record_failure(record["event_id"], error)
+                future.failure(error)
+            return
+        for record, future in zip(records, futures, strict=True):
+            sent.add_errback(self._record_failure, record["event_id"])
+            sent.chain(future)
+
+
+class _UsagePacker:
+    """An :class:`EventProducer`'s pending usage records, per account, and the thread that
+    sends those whose first record has waited ``linger`` seconds."""
+
+    def __init__(self, producer: EventProducer, linger: float, most: int) -> None:
+        self.producer, self.linger, self.most = producer, linger, most
+        # account id -> (monotonic time of its first record, records, their futures)
+        self.pending: dict[str, tuple[float, list[dict[str, Any]], list[Future]]] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="usage-packer", daemon=True)
+        self.thread.start()
+
+    def add(self, event: dict[str, Any]) -> Future:
+        """Pack a checked canonical usage event; the future resolves with its message's
+        metadata."""
+        canonical = dict(event)
+        account_id = canonical.pop("account_id")
+        del canonical["type"]
+        future = Future()
+        with self.lock:
+            _, records, futures = self.pending.setdefault(account_id,
+                                                          (time.monotonic(), [], []))
+            records.append(canonical)
+            futures.append(future)
+            if len(records) >= self.most:
+                self._send(account_id)
+        return future
+
+    def send_all(self, older_than: float | None = None) -> None:
+        """Send every account's pending records (those first packed before ``older_than``)."""
+        with self.lock:
+            for account_id in [account_id for account_id, (since, _, _) in self.pending.items()
+                               if older_than is None or since <= older_than]:
+                self._send(account_id)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _send(self, account_id: str) -> None:  # holding the lock: keeps each account's order
+        _, records, futures = self.pending.pop(account_id)
+        self.producer._send_batch(account_id, records, futures)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.linger / 2):
+            self.send_all(older_than=time.monotonic() - self.linger)
 
 
 # --- the ``billing produce`` command -----------------------------------------------------------
@@ -343,6 +442,10 @@ def _produce_file(producer: EventProducer, path: Path) -> tuple[int, int]:
 @click.option("--config", "config_path", default=None,
               help="Billing configuration the worker uses (future tolerance, id size). Default: "
                    "BILLING_CONFIG, else the rules' defaults.")
+@click.option("--pack-usage", "pack_linger", type=float, default=None, metavar="SECONDS",
+              help="Pack each account's usage into usage_batch messages, sent when 500 records "
+                   "are pending or the first has waited SECONDS (e.g. 0.5 for a backfill; the "
+                   "workers must read usage_batch). Default: every event alone.")
 def produce_command(
     event_type: str | None,
     account_id: str | None,
@@ -355,6 +458,7 @@ def produce_command(
     path: Path | None,
     pricebook_path: str | None,
     config_path: str | None,
+    pack_linger: float | None,
 ) -> None:
     """Validate and send input events to the billing topics (one from flags, or a file).
 
@@ -387,8 +491,9 @@ def produce_command(
         except InvalidEvent as error:
             raise click.ClickException(f"invalid event, not sent: {_describe(error)}") from None
     try:
+        packing = {} if pack_linger is None else {"pack_usage": True, "pack_linger": pack_linger}
         with EventProducer(settings, codec=codec, config=checks.config,
-                           pricebook=checks.pricebook) as producer:
+                           pricebook=checks.pricebook, **packing) as producer:
             if event is None:
                 assert path is not None
                 sent, invalid = _produce_file(producer, path)

@@ -33,6 +33,7 @@ import fastavro
 from fastavro.validation import ValidationError, validate
 
 from billing.events import (
+    BATCH_TYPES,
     DEFAULT_MAX_ID_BYTES,
     INPUT_FIELDS,
     MICRO,
@@ -40,6 +41,7 @@ from billing.events import (
     TOPIC_OF_TYPE,
     InvalidEvent,
     normalize_input,
+    unpack_batch,
 )
 from schemas import NAMESPACE, TOPIC_KINDS, load_schema, schema_text
 from schemas.registry import SchemaNotFound, SchemaRegistry
@@ -49,7 +51,7 @@ MAGIC = 0
 MONEY_LIMIT = Decimal(10) ** 12  # decimal(18, 6): 12 digits before the point, 6 after
 HEADER = struct.Struct(">BI")  # magic byte, schema id
 INPUT_KINDS = tuple(dict.fromkeys(TOPIC_OF_TYPE.values()))  # usage, payments, accounts, control
-EVENT_TYPES = (*INPUT_FIELDS, *OUTPUT_FIELDS)
+EVENT_TYPES = (*INPUT_FIELDS, *BATCH_TYPES, *OUTPUT_FIELDS)
 
 
 class CodecError(InvalidEvent):
@@ -171,7 +173,9 @@ class Codec:
             left = len(data) - body.tell()
             raise self._not_avro(f"{left} bytes left over after the record ending at byte "
                                  f"{body.tell()}", data)
-        name, record = datum if schema.is_union else (schema.records[0], datum)
+        # A union writer names the branch; a one-record writer (a topic that has one, or a
+        # registered schema from before the topic's became a union) is that record.
+        name, record = datum if isinstance(writer, list) else (writer["name"], datum)
         return schema.to_event(name, record)
 
     def decode_input(self, kind: str, data: bytes,
@@ -181,9 +185,26 @@ class Codec:
         Raises :class:`InvalidEvent` (or its subclass :class:`CodecError`) naming what is wrong:
         Avro alone cannot say that a quantity is negative or a money amount zero.
         """
+        return normalize_input(self._decode_raw_input(kind, data), max_id_bytes)
+
+    def decode_inputs(self, kind: str, data: bytes, max_id_bytes: int = DEFAULT_MAX_ID_BYTES
+                      ) -> list[dict[str, Any] | InvalidEvent]:
+        """The events of an input-topic value: one, or each record a batch message packs
+        (``usage_batch``, :func:`~billing.events.unpack_batch`), in order.
+
+        Raises :class:`InvalidEvent` when the whole message is bad, as :meth:`decode_input`
+        does; a batch's record that is bad alone is returned as its :class:`InvalidEvent`, so
+        the others are still applied.
+        """
+        raw = self._decode_raw_input(kind, data)
+        if raw["type"] in BATCH_TYPES:
+            return unpack_batch(raw, max_id_bytes)
+        return [normalize_input(raw, max_id_bytes)]
+
+    def _decode_raw_input(self, kind: str, data: bytes) -> dict[str, Any]:
         if kind not in INPUT_KINDS:
             raise ValueError(f"{kind!r} is not an input topic kind; expected one of {INPUT_KINDS}")
-        return normalize_input(self.decode(kind, data), max_id_bytes)
+        return self.decode(kind, data)
 
     def _schema_id(self, schema: TopicSchema) -> int:
         """The registry id of a topic's current schema, registered under ``<topic>-value``."""

@@ -48,6 +48,9 @@ CONTAINER_KINDS = {("map", "long"): "quantities", ("array", "string"): "list[str
 # output event; the others of each record are its own.
 INPUT_COMMON = ("event_id", "account_id", "timestamp")
 OUTPUT_COMMON = ("event_id", "account_id", "timestamp", "cause_event_id", "snapshot")
+# An input record named ``<Event>Batch`` is no event: one message packing several ``<Event>``
+# records of one account (``UsageBatch``), see ``packed_type``.
+BATCH_SUFFIX = "Batch"
 
 
 class ShapeError(ValueError):
@@ -140,19 +143,37 @@ def split_common(types: dict[str, dict[str, str]], common: tuple[str, ...]
              for name, own in types.items()})
 
 
+def packed_type(batch: dict[str, Any], inputs: dict[str, dict[str, str]]) -> str:
+    """The event type a batch record packs (``UsageBatch`` -> ``usage``), checked: its fields are
+    ``account_id`` and ``records``, an array of the event's records without their account_id."""
+    packed = event_type(batch["name"].removesuffix(BATCH_SUFFIX))
+    names = [field["name"] for field in batch["fields"]]
+    items = batch["fields"][-1]["type"]
+    expected = {name: kind for name, kind in inputs.get(packed, {}).items() if name != "account_id"}
+    if (names != ["account_id", "records"] or not isinstance(items, dict)
+            or items.get("type") != "array" or fields(items["items"]) != expected):
+        raise ShapeError(f"{batch['name']} must have the fields account_id and records, an "
+                         f"array of {packed} records without account_id ({expected})")
+    return packed
+
+
 def tables() -> dict[str, tuple[str, Any]]:
     """Each table of ``billing/event_shapes.py``: name -> (annotation, value)."""
     topics = Topics()
     input_kinds = [kind for kind in TOPIC_KINDS if getattr(topics, kind) in topics.inputs]
-    topic_of_type, inputs, defaults = {}, {}, {}
+    topic_of_type, inputs, defaults, batches = {}, {}, {}, []
     for kind in input_kinds:
         for record in branches(kind):
+            if record["name"].endswith(BATCH_SUFFIX):
+                batches.append(record)
+                continue
             name = event_type(record["name"])
             topic_of_type[name], inputs[name] = kind, fields(record)
             own = {field["name"]: field["default"] for field in record["fields"]
                    if field.get("default") is not None}
             if own:
                 defaults[name] = own
+    batch_types = {event_type(batch["name"]): packed_type(batch, inputs) for batch in batches}
     common, input_fields = split_common(inputs, INPUT_COMMON)
     outputs = {event_type(record["name"]): fields(record) for record in branches("account_state")}
     output_common, output_fields = split_common(outputs, OUTPUT_COMMON)
@@ -164,6 +185,7 @@ def tables() -> dict[str, tuple[str, Any]]:
         "INPUT_FIELDS": ("dict[str, dict[str, str]]", input_fields),
         "INPUT_DEFAULTS": ("dict[str, dict[str, object]]", defaults),
         "TOPIC_OF_TYPE": ("dict[str, str]", topic_of_type),
+        "BATCH_TYPES": ("dict[str, str]", batch_types),
         "OUTPUT_FIELDS": ("dict[str, dict[str, str]]", output_fields),
         "OUTPUT_COMMON_FIELDS": ("tuple[str, ...]", ("type", *output_common)),
         "SNAPSHOT_FIELDS": ("dict[str, str]", fields(snapshot)),
@@ -178,6 +200,7 @@ DOCS = {
     "INPUT_DEFAULTS": "Input event type -> field -> the value an absent field takes (besides "
                       "null).",
     "TOPIC_OF_TYPE": "Input event type -> the topic kind whose schema holds its record.",
+    "BATCH_TYPES": "Input batch type -> the event type of the records it packs (not an event).",
     "OUTPUT_FIELDS": "Output event type -> its own fields -> kind (schemas/account_state.avsc).",
     "OUTPUT_COMMON_FIELDS": "The fields every output event has besides its own.",
     "SNAPSHOT_FIELDS": "The account after a change (the Snapshot record of every output).",

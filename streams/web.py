@@ -31,7 +31,7 @@ TOKEN_VARIABLE = "BILLING_WORKER_WEB_TOKEN"
 def account_status(entry: AccountEntry) -> dict[str, Any]:
     """The status record of a stored account, as the worker publishes it."""
     return status_record(snapshot(entry.state), from_millis(entry.state.last_event_ms),
-                         status_version(entry.input_offsets))
+                         status_version(entry))
 
 
 def install_account_views(app: Any, table: Any,

@@ -30,7 +30,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, partial
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import faust
 import orjson
@@ -38,7 +38,12 @@ from faust.types import TP, EventT
 
 from billing.account_record import AccountEntry, dump_entry, load_entry, status_version
 from billing.account_status import status_record
-from billing.events import TOPIC_OF_TYPE, InvalidEvent
+from billing.events import (
+    TOPIC_OF_TYPE,
+    InvalidEvent,
+    batch_record_field,
+    batch_record_reason,
+)
 from billing.ledger import (
     Ledger,
     LedgerFault,
@@ -106,6 +111,19 @@ class WorkerOptions:
 
 def _load_watermark(stored: bytes) -> Watermark:
     return Watermark.from_record(orjson.loads(stored))
+
+
+class _Input(NamedTuple):
+    """One event of an input message, as the merge buffers it: ``index`` within its message (0
+    but for a batch's records, ``batched``), ``last``: the last event of its message that the
+    merge gets."""
+
+    event: EventT
+    canonical: dict[str, Any]
+    repeat: bool
+    index: int
+    last: bool
+    batched: bool
 
 
 class _Batch:
@@ -264,40 +282,63 @@ class LedgerWorker:
             self.idle_since = time.monotonic()
 
     async def _receive(self, event: EventT, repeat: bool = False) -> None:
-        """Decode one input message; dead-letter it, or buffer it in the merge (the next
-        :meth:`_release_all` applies what it releases). A repeat of an invalid message is not
+        """Decode one input message; dead-letter it, or buffer its events in the merge (the
+        next :meth:`_release_all` applies what it releases). A batch message (``usage_batch``)
+        puts each record in the merge with its own event time; a record bad alone is
+        dead-lettered alone. The message is acknowledged with its last event in the merge, or
+        with its dead letters if none is valid. A repeat of an invalid message is not
         dead-lettered again: its first copy was, in a batch the commit queue commits before this
         one."""
         message = event.message
         if message.tp not in self.sequence.next_offset:
             return  # revoked while it was read: not acknowledged, the next owner gets it
         try:
-            canonical = self._decode(message.topic, message.key, message.value)
-            if message.timestamp is not None and message.timestamp >= 0:
-                # The broker's append time (LogAppendTime topics): the acceptance window's clock.
-                canonical["ingested_at"] = from_millis(round(message.timestamp * 1000))
+            decoded = self._decode(message.topic, message.key, message.value)
         except InvalidEvent as error:
-            dead_letter = PendingBatch(message.partition, [event])
+            decoded = [error]
+        valid = [(index, item) for index, item in enumerate(decoded)
+                 if not isinstance(item, InvalidEvent)]
+        refused = [item for item in decoded if isinstance(item, InvalidEvent)]
+        if refused:
+            dead_letters = PendingBatch(message.partition, [] if valid else [event])
             if not repeat:
-                dead_letter.outputs.append(
-                    await self.publisher.dead_letter(message, error.reason, error.field))
-            self.commits.submit(dead_letter, ())
+                for error in refused:
+                    dead_letters.outputs.append(
+                        await self.publisher.dead_letter(message, error.reason, error.field))
+            self.commits.submit(dead_letters, ())
+        if not valid:
             return
+        ingested_at = None
+        if message.timestamp is not None and message.timestamp >= 0:
+            # The broker's append time (LogAppendTime topics): the acceptance window's clock.
+            ingested_at = from_millis(round(message.timestamp * 1000))
+        last = valid[-1][0]
         async with self.lock:
-            self.merger.add(message.topic, message.partition, millis_of(canonical["timestamp"]),
-                            message.offset, (event, canonical, repeat))
+            for index, canonical in valid:
+                if ingested_at is not None:
+                    canonical["ingested_at"] = ingested_at
+                self.merger.add(message.topic, message.partition,
+                                millis_of(canonical["timestamp"]), message.offset,
+                                _Input(event, canonical, repeat, index, index == last,
+                                       len(decoded) > 1))
 
     def _log_jump(self, tp: TP, expected: int, delivered: int, read: int) -> None:
         self.metrics.read_directly(tp.topic, "skipped", read)
         log.warning("input_gap_filled topic=%s partition=%d expected=%d delivered=%d "
                     "read_from_kafka=%d", tp.topic, tp.partition, expected, delivered, read)
 
-    def _decode(self, topic: str, key: bytes | None, value: bytes | None) -> dict[str, Any]:
+    def _decode(self, topic: str, key: bytes | None,
+                value: bytes | None) -> list[dict[str, Any] | InvalidEvent]:
+        """The message's events (a batch's records in order, each valid or refused alone); raises
+        :class:`InvalidEvent` when the whole message is refused."""
         kind = self.kind_of_topic[topic]
         check_message_size(key, value, self.settings.max_message_bytes)
         if value is None:
             raise InvalidEvent("empty message value (tombstone) on an input topic")
-        canonical = self.codec.decode_input(kind, value, self.ledger.config.max_id_bytes)
+        decoded = self.codec.decode_inputs(kind, value, self.ledger.config.max_id_bytes)
+        canonical = next((item for item in decoded if not isinstance(item, InvalidEvent)), None)
+        if canonical is None:
+            return decoded
         expected_kind = TOPIC_OF_TYPE[canonical["type"]]
         if expected_kind != kind:
             raise InvalidEvent(f"{canonical['type']} events belong on the "
@@ -308,7 +349,7 @@ class LedgerWorker:
             raise InvalidEvent(f"message key {key!r} differs from account_id "
                                f"{canonical['account_id']!r}; key input by account_id so one "
                                "worker owns each account", "account_id")
-        return canonical
+        return decoded
 
     async def _tick(self) -> None:
         """Release events held back by a lagging input once it caught up; read an input Faust
@@ -423,10 +464,13 @@ class LedgerWorker:
         # (RocksDB): the agent's current event is the last one received, maybe of another
         # partition, so one of the batch's own is made current.
         with as_current_event(released[-1][0]):
-            for event, canonical, repeat in released:
-                await self._apply(event, canonical, batch, repeat)
+            for item in released:
+                await self._apply(item, batch)
         await self._publish_statuses(batch)
-        pending = PendingBatch(partition, [event for event, _, _ in released], batch.outputs)
+        # A message is acknowledged with its last event (a batch's records may be released
+        # over several batches): one still in the merge is redelivered whole.
+        pending = PendingBatch(partition, [item.event for item in released if item.last],
+                               batch.outputs)
         live: list[tuple[Any, bytes, Any]] = []
         for key, entry in batch.states.items():
             pending.writes.append(TableWrite(self.accounts, key, dump_entry(entry)))
@@ -519,10 +563,10 @@ class LedgerWorker:
             entry.legacy_event_ids = None
         return entry
 
-    async def _apply(self, event: EventT, canonical: dict[str, Any], batch: _Batch,
-                     repeat: bool = False) -> None:
+    async def _apply(self, item: _Input, batch: _Batch) -> None:
         """Apply one released event. A ``repeat`` (an offset taken in before) the ledger refuses
         is not dead-lettered again: its first copy was, in a batch committed before this one."""
+        event, canonical = item.event, item.canonical
         if canonical["type"] == "close_period" and not canonical["account_id"]:
             self.metrics.event_applied("close_period")
             await self._close_partition(batch, canonical["period"], canonical["event_id"],
@@ -532,8 +576,8 @@ class LedgerWorker:
         entry = self._entry(key, batch)
         batch.touch(key, entry)
         kind, offset = self.kind_of_topic[event.message.topic], event.message.offset
-        if entry is not None and entry.input_offsets.get(kind, -1) >= offset:
-            # Delivered again (its offset is in the state): it changes nothing and emits
+        if entry is not None and entry.includes(kind, offset, item.index):
+            # Delivered again (its position is in the state): it changes nothing and emits
             # nothing. The state is written again all the same, in case a crash lost its
             # changelog record (see streams.commit).
             batch.states[key] = entry
@@ -546,15 +590,20 @@ class LedgerWorker:
                 log.error("ledger_fault topic=%s partition=%d offset=%d account=%r",
                           event.message.topic, event.message.partition, offset,
                           canonical["account_id"][:64], exc_info=error.__cause__)
-            if not repeat:
+            if not item.repeat:
+                reason, field = error.reason, error.field
+                if item.batched:  # one record of a batch message: say which
+                    reason = batch_record_reason(canonical["type"], item.index,
+                                                 canonical["event_id"], reason)
+                    field = batch_record_field(item.index, field)
                 batch.outputs.append(
-                    await self.publisher.dead_letter(event.message, error.reason, error.field))
+                    await self.publisher.dead_letter(event.message, reason, field))
             return
         assert transition.state is not None
         if entry is None:
             entry = AccountEntry(transition.state, {})
         entry.state = transition.state
-        entry.input_offsets[kind] = offset
+        entry.record_input(kind, offset, item.index, item.last)
         batch.states[key] = entry
         batch.updated_at[key] = canonical["timestamp"]
         if transition.duplicate:  # a copy by event_id, or a retried payment: written again too
@@ -576,7 +625,7 @@ class LedgerWorker:
             if current == batch.before.get(key):
                 continue
             updated_at = batch.updated_at.get(key) or from_millis(entry.state.last_event_ms)
-            record = status_record(current, updated_at, status_version(entry.input_offsets))
+            record = status_record(current, updated_at, status_version(entry))
             batch.outputs.append(await self.publisher.status(key, record))
 
     async def _close_partition(self, batch: _Batch, period: str, cause_event_id: str,
@@ -598,7 +647,7 @@ class LedgerWorker:
             if entry is None:
                 continue
             batch.touch(key, entry)
-            if entry.input_offsets.get("control", -1) >= offset:
+            if entry.includes("control", offset):
                 batch.states[key] = entry  # delivered again: rewrite, emit nothing
                 continue
             if entry.state.open_period > period:
@@ -606,7 +655,7 @@ class LedgerWorker:
             transition = self.ledger.close_through(entry.state, period, cause_event_id,
                                                    timestamp)
             entry.state = transition.state
-            entry.input_offsets["control"] = offset
+            entry.record_input("control", offset)
             batch.states[key] = entry
             batch.updated_at[key] = timestamp
             batch.outputs.extend(await self.publisher.transition(key, transition))

@@ -381,8 +381,9 @@ def test_registry_subject_is_topic_value_and_ids_are_cached(registry: FakeRegist
 
 def test_registry_framing_reads_data_written_with_an_older_schema(registry: FakeRegistry) -> None:
     """The writer's schema comes by id, so a reader one version ahead resolves the difference:
-    here an old producer whose Usage had no ``requests`` field (the default, 1, fills it in)."""
-    old = load_schema("usage")
+    here an old producer whose Usage had no ``requests`` field (the default, 1, fills it in),
+    and whose usage schema was that one record, not yet a union with ``UsageBatch``."""
+    old = load_schema("usage")[0]
     old["fields"] = [field for field in old["fields"] if field["name"] != "requests"]
     schema_id = registry.add("billing.usage-value", json.dumps(old))
     body = io.BytesIO()

@@ -36,14 +36,30 @@ def test_main_rewrites_the_module_only_when_it_differs(
 def test_a_field_added_to_an_avsc_appears_in_the_tables(monkeypatch: pytest.MonkeyPatch) -> None:
     """What makes the first test fail until the module is regenerated."""
     usage = copy.deepcopy(load_schema("usage"))
-    usage["fields"].append({"name": "region", "type": ["null", "string"], "default": None,
-                            "doc": "d"})
+    for record in (usage[0], usage[1]["fields"][-1]["type"]["items"]):  # Usage, BatchedUsage
+        record["fields"].append({"name": "region", "type": ["null", "string"], "default": None,
+                                 "doc": "d"})
     monkeypatch.setattr(shapes, "load_schema",
                         lambda kind: usage if kind == "usage" else load_schema(kind))
     inputs = shapes.tables()["INPUT_FIELDS"][1]
     assert inputs["usage"] == {"product": "str", "quantities": "quantities",
                                "requests": "requests", "region": "str?"}
     assert "region" in render() and "region" not in GENERATED.read_text()
+
+
+def test_a_batch_record_must_pack_its_event_without_the_account(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``UsageBatch`` is no event type: its records are ``Usage`` events without account_id, and
+    the generator refuses a batch whose records lost step with the event."""
+    assert shapes.tables()["BATCH_TYPES"][1] == {"usage_batch": "usage"}
+    assert "usage_batch" not in shapes.tables()["INPUT_FIELDS"][1]
+    usage = copy.deepcopy(load_schema("usage"))
+    usage[0]["fields"].append({"name": "region", "type": ["null", "string"], "default": None,
+                               "doc": "d"})
+    monkeypatch.setattr(shapes, "load_schema",
+                        lambda kind: usage if kind == "usage" else load_schema(kind))
+    with pytest.raises(shapes.ShapeError, match="UsageBatch must have the fields account_id"):
+        shapes.tables()
 
 
 @pytest.mark.parametrize(("avro_type", "kind"), [

@@ -47,6 +47,9 @@ class FakeFuture:
         self.errbacks.append((errback, args))
         return self
 
+    def chain(self, future: Any) -> FakeFuture:
+        return self.add_errback(future.failure)
+
     def fail(self, error: Exception) -> None:
         for errback, args in self.errbacks:
             errback(*args, error)
