@@ -80,10 +80,9 @@ class StatusTable:
     lower ``version`` than the one held is ignored (a worker that lost its partitions may write
     an older state after the new owner's newer one). At an equal version the later record (in
     partition order) replaces the one held: a batch applied again after a crash writes the same
-    state under the same version, and the worker's version (the sum of the account's input
-    offsets) does not grow when an input at offset 0 is applied, so the first inputs of an
-    account can share one version although they change its state. A tombstone (no value)
-    forgets the account, as compaction would.
+    state under the same version (:func:`billing.account_record.status_version`, which grows with
+    every input event applied to the account, each record of a usage batch included). A tombstone
+    (no value) forgets the account, as compaction would.
     """
 
     def __init__(self, *, allow_unknown: bool = False) -> None:
