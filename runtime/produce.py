@@ -52,7 +52,7 @@ from billing.events import (
 from billing.pricebook import PriceBook
 from runtime.codecs import codec_for
 from runtime.kafka_security import kafka_python_security
-from runtime.rules_files import load_config, load_pricebook
+from runtime.rules_files import load_config, load_pricebook, load_rules, rules_options
 from runtime.settings import Settings, load_settings
 from schemas.codec import Codec, check_message_size
 from schemas.registry import RegistryError
@@ -436,12 +436,7 @@ def _produce_file(producer: EventProducer, path: Path) -> tuple[int, int]:
               help="Any other field of the type, e.g. amount=20.00; 'null' for none. Repeatable.")
 @click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Send a JSON-lines file of events instead (one event object a line).")
-@click.option("--pricebook", "pricebook_path", default=None,
-              help="Price book the worker uses (JSON or YAML): usage of a product or meter it "
-                   "does not know is refused. Default: BILLING_PRICEBOOK, else the shipped one.")
-@click.option("--config", "config_path", default=None,
-              help="Billing configuration the worker uses (future tolerance, id size). Default: "
-                   "BILLING_CONFIG, else the rules' defaults.")
+@rules_options
 @click.option("--pack-usage", "pack_linger", type=float, default=None, metavar="SECONDS",
               help="Pack each account's usage into usage_batch messages, sent when 500 records "
                    "are pending or the first has waited SECONDS (e.g. 0.5 for a backfill; the "
@@ -476,8 +471,7 @@ def produce_command(
         raise click.UsageError("give either --type (one event from flags) or --file")
     settings = load_settings()
     try:
-        checks = ProducerChecks(load_config(config_path or settings.config_path),
-                                load_pricebook(pricebook_path or settings.pricebook_path))
+        checks = ProducerChecks(*load_rules(settings, config_path, pricebook_path))
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     codec = codec_for(settings)

@@ -16,7 +16,7 @@ import click
 from billing.ledger import Ledger
 from runtime.logs import install_repeat_filter
 from runtime.metrics import metrics_endpoint, metrics_options, new_registry
-from runtime.rules_files import load_config, load_pricebook
+from runtime.rules_files import load_rules, rules_options
 from runtime.settings import load_settings
 from runtime.web_auth import load_token
 from streams.metrics import WorkerMetrics
@@ -48,12 +48,7 @@ def _worker_class() -> type:
 
 
 @click.command("worker")
-@click.option("--pricebook", "pricebook_path", default=None,
-              help="Price book file (JSON or YAML); default: BILLING_PRICEBOOK, else the shipped "
-                   "one.")
-@click.option("--config", "config_path", default=None,
-              help="Billing configuration file (JSON or YAML); default: BILLING_CONFIG, else the "
-                   "rules' defaults.")
+@rules_options
 @click.option("--store", envvar="BILLING_TABLE_STORE", default="rocksdb://",
               type=click.Choice(["rocksdb://", "memory://"]), show_default=True,
               help="Table store; memory:// recovers everything from the changelog at start.")
@@ -88,8 +83,7 @@ def worker_command(pricebook_path: str | None, config_path: str | None, store: s
                                              .command):
         click.echo(f"billing worker: warning: {warning}", err=True)
     settings = load_settings()
-    ledger = Ledger(load_config(config_path or settings.config_path),
-                    load_pricebook(pricebook_path or settings.pricebook_path))
+    ledger = Ledger(*load_rules(settings, config_path, pricebook_path))
     try:
         settings = preflight(settings, session_timeout, os.environ)
     except BrokerUnavailable as error:
