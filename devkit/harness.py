@@ -21,7 +21,7 @@ from runtime.observe import group_lag, wait_until
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 from schemas.topics import Topics
-from streams.worker import EXIT_STUCK
+from streams.intake import EXIT_STUCK
 
 
 def private_pipeline(settings: Settings, prefix: str) -> tuple[Settings, str]:
@@ -47,7 +47,7 @@ class WorkerProcess:
     production configuration) and its output goes to ``log_path``.
 
     Like a production supervisor, it restarts a worker that exited with
-    :data:`~streams.worker.EXIT_STUCK` (it made no progress, see ``billing worker --help``) and
+    :data:`~streams.intake.EXIT_STUCK` (it made no progress, see ``billing worker --help``) and
     counts those restarts in :attr:`stuck_restarts`.
     """
 

@@ -19,10 +19,11 @@ from runtime.metrics import metrics_endpoint, metrics_options, new_registry
 from runtime.rules_files import load_rules, rules_options
 from runtime.settings import load_settings
 from runtime.web_auth import load_token
+from streams.intake import EXIT_STUCK
 from streams.metrics import WorkerMetrics
 from streams.preflight import BrokerUnavailable, preflight, unknown_variable_warnings
 from streams.web import TOKEN_VARIABLE as WEB_TOKEN_VARIABLE
-from streams.worker import EXIT_STUCK, LedgerWorker, WorkerOptions
+from streams.worker import LedgerWorker, WorkerOptions
 
 METRICS_PORT_VARIABLE = "BILLING_WORKER_METRICS_PORT"
 

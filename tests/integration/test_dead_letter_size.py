@@ -3,7 +3,7 @@ and the SHA-256, ``billing deadletter list`` says so, and ``billing deadletter r
 whole message back from its topic, partition and offset and republishes it byte for byte; when
 Kafka no longer holds it (records deleted below it), redrive names it, skips it and exits 1.
 
-The worker side (dead-lettering an oversized input) is wired in ``streams/worker.py``; here the
+The worker side (dead-lettering an oversized input) is in ``streams/intake.py``; here the
 dead letters are built with :func:`make_dead_letter` for messages really produced to a topic."""
 
 from __future__ import annotations
