@@ -186,11 +186,10 @@ class CommitQueue:
         for batch in group:
             for write in batch.writes:
                 latest[(write.table.name, write.key)] = (batch, write)
-        writes = [(batch.partition, write) for batch, write in latest.values()]
         deliveries = [await self._write(batch, write) for batch, write in latest.values()]
         await self._delivered(deliveries, "changelog records")
         if self.sender is not None:
-            self._persist_offsets(writes, deliveries)
+            self._persist_offsets(latest.values(), deliveries)
         events = 0
         for batch in group:
             for event in batch.events:
@@ -236,13 +235,14 @@ class CommitQueue:
                                       write.value, batch.partition)
 
     @staticmethod
-    def _persist_offsets(writes: list[tuple[int, TableWrite]],
+    def _persist_offsets(writes: Iterable[tuple[PendingBatch, TableWrite]],
                          deliveries: list[Awaitable[Any]]) -> None:
         """Record in each table's store the last changelog offset delivered per partition, as
         Faust does for the records it sends itself (its RocksDB recovery starts after it)."""
         last: dict[tuple[Any, TP], int] = {}
-        for (partition, write), delivery in zip(writes, deliveries, strict=True):
-            table_tp = (write.table, TP(write.table.changelog_topic.get_topic_name(), partition))
+        for (batch, write), delivery in zip(writes, deliveries, strict=True):
+            table_tp = (write.table,
+                        TP(write.table.changelog_topic.get_topic_name(), batch.partition))
             last[table_tp] = max(last.get(table_tp, -1), delivery.result())  # type: ignore[attr-defined]
         for (table, tp), offset in last.items():
             persist_changelog_offset(table, tp, offset)
