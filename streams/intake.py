@@ -56,6 +56,15 @@ EXIT_STUCK = 75
 RELEASE_EVERY = 1_000
 RELEASE_WITHIN = 0.02  # seconds; also the merge tick's interval
 
+# Under exactly_once, seconds an input partition's end may stay ahead of the last message taken in
+# before the worker reads that tail from Kafka itself: it may hold only transaction markers, which
+# are never delivered (``Intake._read_empty_tails``). Faust delivers a real message within
+# milliseconds of its append when it is not busy; a busy worker receives others meanwhile.
+EMPTY_TAIL_AFTER = 0.5
+# A longer tail (an aborted transaction's records, or messages Faust has not delivered yet, as
+# right after an assignment) is read only after ``stall_timeout`` seconds without a message.
+EMPTY_TAIL_MOST = 64
+
 
 class _Input(NamedTuple):
     """One event of an input message, as the merge buffers it: ``index`` within its message (0
@@ -83,7 +92,12 @@ class Intake:
         self.apply = apply
         self.reader = BrokerReader(settings, options.app_id,
                                    read_committed=options.processing_guarantee == "exactly_once")
-        self.sequence = InputSequence(self.reader, on_jump=self._log_jump)
+        self.sequence = InputSequence(self.reader, on_jump=self._log_jump,
+                                      on_empty=self._pass_empty)
+        # When each input partition last had a message taken in (Faust's, or read from Kafka):
+        # under read_committed, a partition whose end stays ahead of it is probed for offsets
+        # that hold no message (``_read_empty_tails``).
+        self.received_at: dict[TP, float] = {}
         self.receiving = asyncio.Lock()  # one partition's offsets go into the merge in order
         # Monotonic time since which the agent has been waiting for input with nothing to do
         # (None while it is processing). Only an idle agent can tell a stalled input: a busy one,
@@ -107,6 +121,7 @@ class Intake:
             self.idle_since = None
             tp = event.message.tp
             async with self.receiving:
+                self.received_at[tp] = time.monotonic()
                 try:
                     admitted = await self.sequence.admit(tp, event.message.offset)
                 except Exception as error:  # Kafka unreachable: exit, to be restarted
@@ -171,6 +186,13 @@ class Intake:
                                 _Input(event, canonical, repeat, index, index == last,
                                        len(decoded) > 1))
 
+    def _pass_empty(self, tp: TP, offsets: list[int]) -> None:
+        """Offsets of ``tp`` that hold no message (transaction markers): nothing to apply, and
+        the offset commit must pass them (:mod:`streams.quirks.ack_offsets`)."""
+        self.commits.applied.add_empty(tp, offsets)
+        log.info("input_offsets_without_message topic=%s partition=%d offsets=%d-%d count=%d",
+                 tp.topic, tp.partition, offsets[0], offsets[-1], len(offsets))
+
     def _log_jump(self, tp: TP, expected: int, delivered: int, read: int) -> None:
         self.metrics.read_directly(tp.topic, "skipped", read)
         log.warning("input_gap_filled topic=%s partition=%d expected=%d delivered=%d "
@@ -206,6 +228,8 @@ class Intake:
         try:
             await self.apply.release_all(self._may_skip)
             await self._read_stalled_inputs()
+            if self.reader.read_committed:
+                await self._read_empty_tails()
         except Exception as error:
             exit_failed(error)
         reason = self._stuck_reason()
@@ -237,6 +261,47 @@ class Intake:
                                 "highwater=%d", topic, partition, start, len(messages), highwater)
                     for message in messages:
                         await self._receive(FilledEvent(message, app.consumer))
+
+    async def _read_empty_tails(self) -> None:
+        """Under ``exactly_once`` (``read_committed``): read from Kafka an input partition whose
+        end stays ahead of the last message taken in for ``EMPTY_TAIL_AFTER`` seconds.
+
+        Every transaction that writes to a partition ends with a marker there, which takes an
+        offset and is never delivered: after a transaction of a producer of the inputs (seen:
+        the worker's own month-close broadcasts, before they left the transactions), the
+        partition ends one offset (or more, after an aborted transaction) past its last
+        message, and nothing Faust delivers ever moves the worker past it. Until something does,
+        the merge holds that partition's events back (the input is not read to its end) and the
+        offset commit stops at the marker; left alone, the worker exited as stuck. The read
+        returns what the tail holds: messages (taken in like any other; Faust's own copies come
+        later as repeats) and offsets without one (done: ``_pass_empty``). Reading is always
+        safe; the delays only keep it to tails Faust is not about to deliver anyway."""
+        if self.app.rebalancing or self.app.in_recovery:
+            return
+        consumer, now = self.app.consumer, time.monotonic()
+        for tp in [tp for tp in consumer.assignment() if tp.topic in self.kind_of_topic]:
+            quiet = now - max(self.received_at.get(tp, 0.0), self.settled_at)
+            if quiet < EMPTY_TAIL_AFTER or self._read_to_end(tp) is not False:
+                continue
+            highwater = consumer.highwater(tp)  # the last stable offset, under read_committed
+            start = self.sequence.next_offset.get(tp)
+            if start is None:  # nothing taken in since the assignment: from the commit
+                start = committed_offsets(consumer).get(tp) or 0
+            if highwater - start > EMPTY_TAIL_MOST and quiet < self.options.stall_timeout:
+                continue  # most likely messages Faust is about to deliver: give it time
+            async with self.receiving:
+                self.received_at[tp] = time.monotonic()  # at most one read per interval
+                try:
+                    messages = await self.sequence.read_ahead(tp, min(highwater, start + 2_000))
+                except Exception as error:  # Kafka unreachable: exit, to be restarted
+                    exit_stuck(f"could not read the end of input {tp}: {error!r}")
+                if messages:
+                    self.metrics.read_directly(tp.topic, "stalled", len(messages))
+                    log.info("input_tail_read topic=%s partition=%d from=%s read=%d "
+                             "highwater=%d", tp.topic, tp.partition, start, len(messages),
+                             highwater)
+                for message in messages:
+                    await self._receive(FilledEvent(message, consumer))
 
     def _stuck_reason(self) -> str | None:
         """Why the worker makes no progress, if it does not: idle (not rebalancing or

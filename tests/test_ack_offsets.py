@@ -94,3 +94,16 @@ def test_one_past_the_run_of_applied_offsets_from_the_committed_one(
     record = applied(*done)
     assert committable_offset(a_consumer([], committed), USAGE, record, {}) == expected
     assert all(left >= (expected or committed) for left in record.offsets[USAGE])
+
+
+def test_offsets_without_a_message_are_passed_once_the_ones_before_are_applied() -> None:
+    """A transaction marker at 8 (never delivered, found by a read from Kafka): the commit
+    passes it, but not before 7 is applied, and never past 9 while 9 is not."""
+    record = applied(6)
+    record.add_empty(USAGE, [8])
+    assert committable_offset(a_consumer([], 6), USAGE, record, {}) == 7
+    record.add(USAGE, 7)
+    assert committable_offset(a_consumer([], 7), USAGE, record, {}) == 9
+    record.add(USAGE, 9)
+    record.add_empty(USAGE, [10, 11])
+    assert committable_offset(a_consumer([], 9), USAGE, record, {}) == 12

@@ -131,3 +131,39 @@ def test_any_delivery_order_takes_in_each_offset_once_new_in_order(
                                                     deliveries) if not repeat]
     assert fresh == list(range(committed, committed + len(fresh)))
     assert not deliveries or max(deliveries) < committed or fresh[-1] == max(deliveries)
+
+
+class LogWithMarkers(PartitionLog):
+    """A partition with transaction markers: offsets a read returns no message for."""
+
+    def __init__(self, committed: dict[TP, int], markers: set[int]) -> None:
+        super().__init__(committed)
+        self.markers = markers
+
+    async def read(self, tp: TP, start: int, end: int) -> list[Message]:
+        self.reads.append((tp, start, end))
+        return [message(tp, offset) for offset in range(start, end)
+                if offset not in self.markers]
+
+
+def test_offsets_without_a_message_are_reported_by_jumps_and_reads_ahead() -> None:
+    """Records 0-3, a marker at 4, records 5-6, a marker at 7 (the end): Faust delivers 0-3
+    and 5-6; the jump over 4 and the read of the tail name 4 and 7 as holding no message."""
+    log, empty = LogWithMarkers({USAGE: 0}, {4, 7}), []
+    sequence = InputSequence(log, on_empty=lambda tp, offsets: empty.append((tp, offsets)))
+    taken = taken_in(sequence, [0, 1, 2, 3, 5, 6])
+    assert [offset for offset, repeat in taken if not repeat] == [0, 1, 2, 3, 5, 6]
+    assert empty == [(USAGE, [4])]
+    assert asyncio.run(sequence.read_ahead(USAGE, 8)) == []
+    assert empty == [(USAGE, [4]), (USAGE, [7])]
+    assert sequence.next_offset[USAGE] == 8
+
+
+def test_a_read_of_messages_only_reports_nothing_empty() -> None:
+    """Without markers (every offset a message) nothing is reported: at_least_once as before."""
+    empty: list[object] = []
+    sequence = InputSequence(PartitionLog({USAGE: 208}),
+                             on_empty=lambda tp, offsets: empty.append(offsets))
+    taken_in(sequence, [208, 213])
+    asyncio.run(sequence.read_ahead(USAGE, 220))
+    assert empty == []

@@ -17,6 +17,12 @@ So the worker keeps its own record (:class:`AppliedOffsets`: what the commit que
 i.e. whose effects are durable) and :func:`commit_applied_offsets` makes Faust commit one past the
 run of applied offsets that starts at the committed offset. Faust's own lists are emptied at each
 commit and otherwise ignored.
+
+An offset that holds no message the worker can receive (a transaction marker: see
+:mod:`streams.quirks.input_sequence`) is never applied, yet the commit must pass it, or it stops
+there for good: the input sequence reports such offsets when a read from Kafka finds them, and
+they are added here as done (:meth:`AppliedOffsets.add_empty`). Like Kafka's own consumer, whose
+position moves past markers, the committed offset then reaches the end of the log.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ class AppliedOffsets:
 
     def add(self, tp: TP, offset: int) -> None:
         self.offsets[tp].add(offset)
+
+    def add_empty(self, tp: TP, offsets: Iterable[int]) -> None:
+        """Offsets that hold no message to apply (transaction markers): done as they are, so
+        the commit passes them once every offset before them is applied."""
+        self.offsets[tp].update(offsets)
 
     def forget(self, tps: Iterable[TP]) -> None:
         """Partitions revoked: what they applied and did not commit is redone by the next owner."""

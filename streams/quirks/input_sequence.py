@@ -16,6 +16,17 @@ first. A message before it is a copy of one already received, which the ledger r
 offsets each account's state holds. The worker also reads ahead itself when Faust stops delivering a
 partition that has data (:meth:`InputSequence.read_ahead`), so the merge never has to pass over an
 input, which would bill its events out of order.
+
+Not every offset holds a message. A Kafka transaction leaves a marker (a control record) in each
+partition it wrote, and a marker takes an offset that no consumer ever receives; under
+``read_committed`` (the worker's isolation level under ``--guarantee exactly_once``) neither are
+the records of an aborted transaction. Any producer that writes an input in transactions (a
+gateway, a connector; under ``exactly_once``, the worker's own month-close broadcasts did too)
+leaves such offsets. One is never delivered, so the worker could neither commit past it nor count
+its partition as read to its end: it exited as stuck every ``--stuck-seconds``. So every read from
+Kafka here also names the offsets of its range that hold no message it can receive
+(:data:`EmptyListener`): they are done as soon as they are found, and the offset commit passes
+them (:mod:`streams.quirks.ack_offsets`).
 """
 
 from __future__ import annotations
@@ -28,6 +39,9 @@ from faust.types import TP, Message
 
 # Told of each jump: partition, offset expected, offset delivered, messages read in between.
 JumpListener = Callable[[TP, int, int, int], None]
+# Told of the offsets of a partition that a read from Kafka found holding no message this worker
+# can receive (transaction markers, aborted records): partition, offsets in order.
+EmptyListener = Callable[[TP, list[int]], None]
 
 
 class RangeReader(Protocol):
@@ -38,7 +52,9 @@ class RangeReader(Protocol):
         """Per partition, the group's committed offset, or the log start if it has none."""
 
     async def read(self, tp: TP, start: int, end: int) -> list[Message]:
-        """The messages of ``tp`` at offsets ``start`` to ``end - 1``, in offset order."""
+        """Every message of ``tp`` at offsets ``start`` to ``end - 1`` that the worker's
+        consumer can receive, in offset order; an offset of the range without one holds none
+        (a transaction marker, or an aborted record under ``read_committed``)."""
 
 
 @dataclass
@@ -68,9 +84,11 @@ class FilledEvent:
 class InputSequence:
     """The next offset to receive per input partition, and the reads that keep it gap-free."""
 
-    def __init__(self, reader: RangeReader, on_jump: JumpListener | None = None) -> None:
+    def __init__(self, reader: RangeReader, on_jump: JumpListener | None = None,
+                 on_empty: EmptyListener | None = None) -> None:
         self.reader = reader
         self.on_jump = on_jump
+        self.on_empty = on_empty
         self.next_offset: dict[TP, int] = {}
         # The group's committed offset read at the first message after an assignment (where the
         # offset commit starts while Faust has not sought yet: see streams.quirks.ack_offsets).
@@ -93,8 +111,10 @@ class InputSequence:
         if offset < expected:
             return Admitted([], repeat=True)
         missing = await self.reader.read(tp, expected, offset) if offset > expected else []
-        if offset > expected and self.on_jump is not None:
-            self.on_jump(tp, expected, offset, len(missing))
+        if offset > expected:
+            if self.on_jump is not None:
+                self.on_jump(tp, expected, offset, len(missing))
+            self._found_empty(tp, expected, offset, missing, generation)
         self._advance(tp, offset + 1, generation)
         return Admitted(missing, repeat=False)
 
@@ -106,8 +126,20 @@ class InputSequence:
         if end <= start:
             return []
         messages = await self.reader.read(tp, start, end)
+        self._found_empty(tp, start, end, messages, generation)
         self._advance(tp, end, generation)
         return messages
+
+    def _found_empty(self, tp: TP, start: int, end: int, messages: list[Message],
+                     generation: int) -> None:
+        """Tell ``on_empty`` the offsets from ``start`` to ``end - 1`` that a complete read of
+        that range did not return (the reader reads every message of its range, or raises)."""
+        if self.on_empty is None or generation != self._generation:
+            return
+        read = {message.offset for message in messages}
+        empty = [offset for offset in range(start, end) if offset not in read]
+        if empty:
+            self.on_empty(tp, empty)
 
     async def _expected(self, tp: TP) -> int:
         expected = self.next_offset.get(tp)
