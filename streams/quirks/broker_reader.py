@@ -20,6 +20,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from runtime.kafka_security import kafka_python_security
 from runtime.observe import committed_offsets
 from runtime.settings import Settings
+from streams.quirks.faust_internals import consumer_tp
 
 
 class BrokerReadTimeout(RuntimeError):
@@ -101,8 +102,9 @@ class BrokerReader:
 
 
 def _message(tp: TP, record: Any) -> Message:
-    """A kafka-python record as the Faust message the worker handles."""
+    """A kafka-python record as the Faust message the worker handles (its ``tp`` of the type
+    Faust's own messages carry: it is acknowledged to Faust's consumer like theirs)."""
     return Message(topic=tp.topic, partition=tp.partition, offset=record.offset,
                    timestamp=record.timestamp / 1000, timestamp_type=record.timestamp_type,
                    headers=record.headers, key=record.key, value=record.value, checksum=None,
-                   tp=tp)
+                   tp=consumer_tp(tp))

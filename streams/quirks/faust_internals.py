@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import faust
+from aiokafka.structs import TopicPartition
 from faust.streams import _current_event
 from faust.tables.base import Collection
 from faust.transport.consumer import Consumer
@@ -56,6 +57,16 @@ def as_current_event(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def consumer_tp(tp: TP) -> TP:
+    """``tp`` as the key Faust's aiokafka consumer files a message's acknowledgement under:
+    aiokafka's ``TopicPartition``, which its messages carry. Equal to Faust's ``TP`` (both are
+    named tuples), but under ``exactly_once`` Faust hands those keys to aiokafka's
+    ``send_offsets_to_transaction`` as they are, and aiokafka refuses any other type ("Key
+    should be TopicPartition instance": the consumer crashed at its first commit after the
+    worker had acknowledged a message it read itself under a ``TP``)."""
+    return TopicPartition(tp.topic, tp.partition)  # type: ignore[return-value]
 
 
 def kafka_producer(app: Any) -> Any:
