@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -84,6 +86,24 @@ class WorkerOptions:
     worker_name: str = "worker"
 
 
+def discard_local_tables(datadir: Path) -> None:
+    """Under ``exactly_once``, start from the changelog alone: remove the app's table files.
+
+    The commit queue writes a value to the table store when it sends its changelog record, that
+    is inside a transaction still open. A worker killed before the transaction commits leaves
+    RocksDB with values whose changelog records, and whose outputs, the restarted worker's
+    producers abort; Faust's recovery reads only committed changelog records, from the offset
+    its last commit persisted, so those values stay. The inputs behind them, redelivered (their
+    offsets were in the aborted transaction too), would then look applied already (the account
+    holds their offsets) and be skipped: outputs lost for good. So a worker under
+    ``exactly_once`` recovers every table from the changelog at each start, as Kafka Streams
+    does after an unclean shutdown under exactly-once; the cost is a full changelog read."""
+    if datadir.exists():
+        shutil.rmtree(datadir)
+        log.info("exactly_once: local table files removed (%s); the tables are recovered "
+                 "from their changelogs", datadir)
+
+
 class LedgerWorker:
     """Builds the Faust app and holds the per-process merge buffer."""
 
@@ -96,6 +116,8 @@ class LedgerWorker:
         self.kind_of_topic = {getattr(topics, kind): kind for kind in
                               ("usage", "payments", "accounts", "control")}
         datadir = settings.data_dir / "faust" / options.app_id  # RocksDB files, per app
+        if options.processing_guarantee == "exactly_once":
+            discard_local_tables(datadir)
         make_private(datadir)
         self.app = faust.App(
             options.app_id,
@@ -150,8 +172,8 @@ class LedgerWorker:
         # Batched sends on the app's producer; Faust's own under Kafka transactions, which
         # direct sends do not join (streams/sender.py).
         transactions = options.processing_guarantee == "exactly_once"
-        sender = FaustSender(self.app) if transactions else BatchSender(
-            partial(kafka_producer, self.app))
+        producer = partial(kafka_producer, self.app)
+        sender = FaustSender(self.app, producer) if transactions else BatchSender(producer)
         self.publisher = Publisher(self.app, sender, self.codec, settings, self.ledger,
                                    self.metrics, options.worker_name)
         self.commits = CommitQueue(stall_seconds=options.stuck_seconds,
