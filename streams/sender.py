@@ -14,10 +14,14 @@ batch's last record, which the changelog's persisted offset needs. Records of on
 reach Kafka in the order they were sent. A batch lost with the process (not yet submitted) held
 nothing acknowledged: its inputs are redelivered.
 
-Kafka transactions (``--guarantee exactly_once``) are Faust's: its records go through the
-transaction producer of their partition, which these direct sends do not join, so the worker keeps
-Faust's own sends under that guarantee (:class:`FaustSender`), but for records sent to an explicit
-partition (the month-close broadcast), which no transaction of theirs would commit.
+Under ``--guarantee exactly_once`` too: Kafka transactions hold only the changelog records and
+the input offsets (the commit queue sends the changelog through Faust, ``streams/commit.py``).
+Faust picks a record's transaction by its destination partition, from its consumer's metadata,
+which knows the input and changelog topics only: its own ``Topic.send`` of an output went out of
+any transaction all the same (checked: no transaction marker on the output topics), and a
+month-close broadcast to every control partition joined transactions that its cause does not
+commit. So these sends serve both guarantees, outside any transaction, at least once; the commit
+queue's order (outputs delivered before the changelog and the offsets) is what makes that safe.
 """
 
 from __future__ import annotations
@@ -111,35 +115,3 @@ class BatchSender:
                 sent.add_done_callback(batch.resolve)
             batches.popleft()
         del self._open[tp]  # the next record opens a new batch, and a new drain
-
-
-class FaustSender:
-    """Faust's own sends, one ``Topic.send`` per record: under Kafka transactions only.
-
-    Faust puts a record in the transaction of its *destination* partition (transactional id
-    ``<app>-<group>-<partition>``), which it commits with that partition's input offsets. That
-    is right for a record keyed by account: co-partitioned, it goes to the partition of the input
-    that caused it, and commits with that input. A record sent to an explicit ``partition`` (the
-    month-close broadcast, to every control partition) would join the transaction of a partition
-    whose offsets its cause does not commit: with one worker that transaction stays open until an
-    input of that partition is next committed, or the broker aborts it at its timeout (the
-    broadcast lost); with several, the worker has no producer for a partition it does not own and
-    the send fails. Such a record goes out of any transaction, on the app's own producer
-    (``producer``), at least once, as under ``at_least_once``: a copy (same deterministic id) is
-    harmless, and a broadcast whose cause is rolled back is sent again when the cause is applied
-    again.
-    """
-
-    def __init__(self, app: Any, producer: Callable[[], AIOKafkaProducer]) -> None:
-        self.app = app
-        self._producer = producer
-        self._topics: dict[str, Any] = {}
-
-    async def send(self, topic: str, key: bytes, value: bytes | None,
-                   partition: int | None = None) -> asyncio.Future[Any]:
-        if partition is not None:
-            return await self._producer().send(topic, value, key=key, partition=partition)
-        channel = self._topics.get(topic)
-        if channel is None:
-            channel = self._topics[topic] = self.app.topic(topic)
-        return await channel.send(key=key, value=value, partition=partition, force=True)

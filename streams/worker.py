@@ -59,7 +59,7 @@ from streams.preflight import heartbeat_interval
 from streams.publish import Publisher
 from streams.quirks.faust_internals import kafka_producer
 from streams.seen_table import TableSeenIds, account_of_key
-from streams.sender import BatchSender, FaustSender, partition_of
+from streams.sender import BatchSender, partition_of
 from streams.web import install_account_views
 
 log = logging.getLogger("billing.worker")
@@ -169,11 +169,11 @@ class LedgerWorker:
         self.merger = EventTimeMerger(tuple(self.kind_of_topic), {
             topic: KIND_RANK[kind] for topic, kind in self.kind_of_topic.items()})
         self.lock = asyncio.Lock()  # the merge: taken in by the input job, released by apply
-        # Batched sends on the app's producer; Faust's own under Kafka transactions, which
-        # direct sends do not join (streams/sender.py).
+        # Batched sends on the app's producer, outside any transaction under either guarantee;
+        # under exactly_once the changelog goes through Faust's sends, in its transactions
+        # (streams/sender.py).
         transactions = options.processing_guarantee == "exactly_once"
-        producer = partial(kafka_producer, self.app)
-        sender = FaustSender(self.app, producer) if transactions else BatchSender(producer)
+        sender = BatchSender(partial(kafka_producer, self.app))
         self.publisher = Publisher(self.app, sender, self.codec, settings, self.ledger,
                                    self.metrics, options.worker_name)
         self.commits = CommitQueue(stall_seconds=options.stuck_seconds,
