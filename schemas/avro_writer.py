@@ -281,8 +281,8 @@ class _Generator:
                 *(f"        {line}" for line in self.code(values, item, f"{where}[]")),
                 "buffer += b'\\x00'"]
 
-    def compile(self) -> dict[str, Any]:
-        """The generated functions, by name, with the names they use."""
+    def execute(self) -> dict[str, Any]:
+        """Run the generated source: the namespace holding its functions, by name."""
         code = compile("\n".join(self.sources), "<schemas.avro_writer>", "exec")
         exec(code, self.namespace)  # our own source text: names are repr()'d literals
         return self.namespace
@@ -310,7 +310,7 @@ class AvroWriter:
         indexed = {branch["name"]: (encode_long(index),
                                     generator.record(branch, tagged=tag is not None))
                    for index, branch in enumerate(branches) if is_union}
-        functions = generator.compile()
+        functions = generator.execute()
         self.source = "\n".join(generator.sources)
         self._record: Callable[[bytearray, Any], None] | None = functions[top] if top else None
         self._branches = {name: (index, functions[function])
