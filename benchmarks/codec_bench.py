@@ -1,11 +1,24 @@
-"""Encode/decode speed of the two Avro libraries on realistic billing events, to choose one.
+"""Speed of the Avro codec: the library choice, then the encode of the worker's outputs.
 
 Every message of every topic passes through the codec at least twice (worker in, sink in), so its
-per-message cost bounds the pipeline's throughput per core. Both libraries get the same schema,
-parsed once, and the same events; the ``schemas.codec`` row is the codec as shipped (fastavro plus
-its framing and type mapping), to show what the wrapper costs.
+per-message cost bounds the pipeline's throughput per core.
 
-Run: ``python benchmarks/codec_bench.py [--events 2000] [--runs 7]``
+1. **Libraries** (``--events`` calls of two fixed events): the ``avro`` package against fastavro,
+   same schema parsed once, same events; the ``schemas.codec`` row is the codec as shipped (its
+   fast path for encoding, fastavro for decoding, its framing and type mapping).
+2. **Worker outputs** (``--accounts``/``--workload-events``): what the worker encodes per input
+   event (``streams/publish.py``: each output on ``billing.account-state``, each rated usage, an
+   account-status record), taken from the ledger run over a generated workload. Each way of
+   encoding them runs over the same messages, interleaved round by round, CPU time, median of
+   ``--runs`` rounds; a ratio is the median of the per-round ratios to "before", the codec's encode
+   as of c1d4323 (the money check, then fastavro). The alternatives measured beside the shipped
+   fast path (``schemas/avro_writer.py``): a pre-pass turning Decimals into their Avro bytes so
+   fastavro writes plain bytes; fastavro given the union branch's own record schema (the index
+   written apart); fastavro alone, without the codec's money check. Every way's bytes are checked
+   equal to fastavro's first. The decimal encodings the fast path keeps are dropped at the start
+   of each round, so each round sees the stream as a worker would, once.
+
+Run: ``python -m benchmarks.codec_bench [--events 2000] [--runs 7] [--workload-events 20000]``
 """
 
 from __future__ import annotations
@@ -18,14 +31,23 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 import avro.io
 import avro.schema
 import fastavro
 
+from benchmarks.replay_bench import pin_to_one_cpu
+from billing.account_status import status_record
+from billing.events import InvalidEvent, normalize_input
+from billing.ledger import Ledger, snapshot
+from billing.replay import Replay
+from devkit.workload import generate
+from runtime.rules_files import load_config, load_pricebook
 from schemas import load_schema
-from schemas.codec import Codec, record_name, topic_schema
+from schemas.avro_writer import decimal_encodings
+from schemas.codec import Codec, _check_money, record_name, topic_schema
 
 NOW = datetime(2026, 1, 31, 12, 0, 0, 123000, tzinfo=UTC)
 USAGE: dict[str, Any] = {
@@ -121,27 +143,152 @@ def per_call_us(operation: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=2000, help="calls per run")
-    parser.add_argument("--runs", type=int, default=7, help="runs; the median is reported")
-    args = parser.parse_args()
+def compare_libraries(events: int, runs: int) -> None:
+    """Part 1: the avro package against fastavro and the codec, on two fixed events."""
     libraries = (("avro", avro_pair), ("fastavro", fastavro_pair), ("schemas.codec", codec_pair))
-    print(f"median of {args.runs} runs x {args.events} calls, microseconds per message")
+    print(f"median of {runs} runs x {events} calls, microseconds per message")
     print(f"{'event':<16}{'library':<15}{'encode':>9}{'decode':>9}")
     for kind, event in CASES:
         operations = {library: make(kind, event) for library, make in libraries}
         samples: dict[str, list[list[float]]] = {library: [[], []] for library in operations}
-        for _ in range(args.runs):  # interleaved, so a busy machine slows every library alike
+        for _ in range(runs):  # interleaved, so a busy machine slows every library alike
             for library, pair in operations.items():
                 for index, operation in enumerate(pair):
-                    samples[library][index].append(per_call_us(operation, args.events))
+                    samples[library][index].append(per_call_us(operation, events))
         medians = {library: [statistics.median(times) for times in pair]
                    for library, pair in samples.items()}
         for library, (encode_us, decode_us) in medians.items():
             print(f"{event['type']:<16}{library:<15}{encode_us:>9.1f}{decode_us:>9.1f}")
         ratios = [a / f for a, f in zip(medians["avro"], medians["fastavro"], strict=True)]
         print(f"{'':<16}{'avro/fastavro':<15}{ratios[0]:>8.1f}x{ratios[1]:>8.1f}x")
+
+
+# --- part 2: the worker's outputs ----------------------------------------------------------------
+
+WORKER_KINDS = ("account_state", "usage_rated", "account_status")
+
+
+def worker_outputs(accounts: int, events: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
+    """(topic kind, message) in the order the worker encodes them for each input event: its
+    outputs, its rated usage, then the account's status record (the worker sends one per account
+    per batch; one per event here, a batch of one)."""
+    replay = Replay(Ledger(load_config(), load_pricebook()))
+    messages: list[tuple[str, dict[str, Any]]] = []
+    for version, raw in enumerate(generate(accounts, events, seed), start=1):
+        try:
+            event = normalize_input(raw)
+            outputs, rated = replay.apply(event)
+        except InvalidEvent:
+            continue
+        messages += [("account_state", output) for output in outputs]
+        if rated is not None:
+            messages.append(("usage_rated", rated))
+        state = replay.accounts.get(event["account_id"])
+        if state is not None:
+            messages.append(("account_status",
+                             status_record(snapshot(state), event["timestamp"], version)))
+    return messages
+
+
+def encode_before(kind: str, event: dict[str, Any]) -> bytes:
+    """``Codec.encode`` (no registry) as of c1d4323: the money check, then fastavro."""
+    _check_money(event, kind)
+    return fastavro_alone(kind, event)
+
+
+def fastavro_alone(kind: str, event: dict[str, Any]) -> bytes:
+    schema = topic_schema(kind)
+    out = io.BytesIO()
+    datum = (schema.branch(event), event) if schema.is_union else event
+    fastavro.schemaless_writer(out, schema.parsed, datum)
+    return out.getvalue()
+
+
+def _money_bytes(value: Decimal) -> bytes:
+    unscaled = int(str(value).replace(".", ""))  # 6 places: the canonical shape
+    return unscaled.to_bytes((abs(unscaled).bit_length() + 8) // 8, "big", signed=True)
+
+
+def _without_decimals(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: _money_bytes(value) if type(value) is Decimal
+            else _without_decimals(value) if type(value) is dict else value
+            for key, value in record.items()}
+
+
+def prepass(kind: str, event: dict[str, Any]) -> bytes:
+    """Alternative (b): Decimals turned into their Avro bytes first; fastavro writes bytes as
+    they are where a decimal is expected."""
+    _check_money(event, kind)
+    return fastavro_alone(kind, _without_decimals(event))
+
+
+@cache
+def _branch_schemas(kind: str) -> dict[str, tuple[bytes, Any]]:
+    parsed = topic_schema(kind).parsed
+    return {branch["name"]: (bytes([index * 2]), branch) for index, branch in enumerate(parsed)}
+
+
+def fastavro_by_branch(kind: str, event: dict[str, Any]) -> bytes:
+    """Alternative (c): fastavro on the branch's own record schema, the union index written
+    apart, so fastavro does not look the branch up among the topic's records."""
+    schema = topic_schema(kind)
+    _check_money(event, kind)
+    if not schema.is_union:
+        return fastavro_alone(kind, event)
+    index, branch = _branch_schemas(kind)[schema.branch(event)]
+    out = io.BytesIO(index)
+    out.seek(len(index))
+    fastavro.schemaless_writer(out, branch, event)
+    return out.getvalue()
+
+
+def compare_worker_encodes(messages: list[tuple[str, dict[str, Any]]], runs: int) -> None:
+    """Part 2: every way of encoding the worker's outputs, per kind and for the whole stream."""
+    codec = Codec()
+    ways: dict[str, Callable[[str, dict[str, Any]], bytes]] = {
+        "before": encode_before, "codec now": codec.encode, "pre-pass": prepass,
+        "by branch": fastavro_by_branch, "fastavro": fastavro_alone}
+    for kind, message in messages:
+        expected = fastavro_alone(kind, message)
+        for name, encode in ways.items():
+            assert encode(kind, message) == expected, (name, kind, message)
+    streams = {kind: [(k, m) for k, m in messages if k == kind] for kind in WORKER_KINDS}
+    streams["all, in order"] = messages
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(runs):
+        for stream, items in streams.items():
+            for name, encode in ways.items():
+                decimal_encodings(18, 6).clear()
+                start = time.thread_time()
+                for kind, message in items:
+                    encode(kind, message)
+                times.setdefault((stream, name), []).append(
+                    (time.thread_time() - start) / len(items) * 1e6)
+    print(f"\nworker outputs: CPU microseconds per message, median of {runs} rounds; "
+          "x: median of per-round ratios to 'before'")
+    print(f"{'messages':<16}{'count':>7}" + "".join(f"{name:>14}" for name in ways))
+    for stream, items in streams.items():
+        cells = []
+        for name in ways:
+            ratio = statistics.median(now / before for now, before in zip(
+                times[stream, name], times[stream, "before"], strict=True))
+            cells.append(f"{statistics.median(times[stream, name]):>7.2f} {ratio:>5.2f}x")
+        print(f"{stream:<16}{len(items):>7}" + "".join(f"{cell:>14}" for cell in cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2000, help="calls per run (part 1)")
+    parser.add_argument("--runs", type=int, default=7, help="runs; the median is reported")
+    parser.add_argument("--accounts", type=int, default=500, help="accounts (part 2)")
+    parser.add_argument("--workload-events", type=int, default=20000,
+                        help="input events whose outputs are encoded (part 2)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    print(pin_to_one_cpu())
+    compare_libraries(args.events, args.runs)
+    compare_worker_encodes(worker_outputs(args.accounts, args.workload_events, args.seed),
+                           args.runs)
 
 
 if __name__ == "__main__":
