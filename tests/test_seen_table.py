@@ -174,3 +174,27 @@ def test_keys_start_with_their_account_so_they_follow_its_partition():
     assert account_of_key(account_prefix(b"p", "ü") + b"pay-1") == "ü".encode()
     # length-prefixed: account "a" + payment "bc" never reads as account "ab" + payment "c"
     assert account_prefix(b"p", "a") + b"bc" != account_prefix(b"p", "ab") + b"c"
+
+
+def test_the_index_follows_buckets_added_out_of_order_and_forgotten():
+    """Events arrive out of order within the horizon: the index takes buckets below its first
+    one, and forgetting removes exactly the hours it passes."""
+    table = Table()
+    seen = TableSeenIds(table.data.get)
+    seen.start_account("a")
+    for bucket in (5, 3, 9, 4, 3):
+        seen.add_event("a", bucket, f"e{bucket}")
+    table.commit(seen.take_writes())
+    restarted = TableSeenIds(table.data.get)
+    restarted.forget_buckets("a", 0, 5, 9)
+    table.commit(restarted.take_writes())
+    assert _live_buckets(table.data) == {("a", 5), ("a", 9)}
+    again = TableSeenIds(table.data.get)
+    again.add_event("a", 2, "late")  # below the index's first bucket
+    again.forget_buckets("a", 5, 9, 9)
+    table.commit(again.take_writes())
+    assert _live_buckets(table.data) == {("a", 2), ("a", 9)}
+    last = TableSeenIds(table.data.get)
+    last.forget_buckets("a", 0, 10, 9)
+    table.commit(last.take_writes())
+    assert table.data == {account_prefix(b"h", "a"): bytes(8)}
