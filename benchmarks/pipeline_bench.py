@@ -228,40 +228,46 @@ def processed(port: int) -> int | None:
 
 
 def worker_rate(settings: Settings, app_id: str, total: int, log: Path, tree: str,
-                profile: Path | None, profile_seconds: float, poll: float) -> dict[str, float]:
-    """One worker of version ``tree`` over the filled pipeline: events/s from its first processed
-    event to its last (its metrics, sampled every :data:`SAMPLE_EVERY` s), its CPU seconds over
-    that span, and the seconds of start-up before it. It is done when its group has no lag and
-    its count stood still since the previous lag check."""
-    port = free_port()
+                profile: Path | None, profile_seconds: float, poll: float,
+                workers: int = 1) -> dict[str, float]:
+    """``workers`` workers of version ``tree`` (one consumer group) over the filled pipeline:
+    events/s from their first processed event to their last (their metrics, summed, sampled every
+    :data:`SAMPLE_EVERY` s), their CPU seconds over that span, and the seconds of start-up before
+    it. They are done when the group has no lag and the count stood still since the previous lag
+    check. ``profile`` samples the first worker."""
+    ports = [free_port() for _ in range(workers)]
     with code_from(tree):
-        worker = WorkerProcess(settings, app_id, log,
-                               env={"BILLING_WORKER_METRICS_PORT": str(port)}).start()
-    assert worker.process is not None
-    pid = worker.process.pid
+        started = [WorkerProcess(settings, app_id, log.with_suffix(f".{number}.log"),
+                                 env={"BILLING_WORKER_METRICS_PORT": str(port)}).start()
+                   for number, port in enumerate(ports)]
+    pids = [worker.process.pid for worker in started if worker.process is not None]
     launched = time.perf_counter()
     profiler = None
     samples: list[tuple[float, int, float, float]] = []  # (time, processed, CPU s, waited s)
     try:
         counted_at_check, next_check = -1, 0.0
         while True:
-            worker.check_running()
-            now, count = time.perf_counter(), processed(port)
+            for worker in started:
+                worker.check_running()
+            now = time.perf_counter()
+            count = sum(processed(port) or 0 for port in ports)
             if count:
-                samples.append((now, count, cpu_seconds(pid), scheduler_seconds(pid)[1]))
+                samples.append((now, count, sum(cpu_seconds(pid) for pid in pids),
+                                sum(scheduler_seconds(pid)[1] for pid in pids)))
                 if profile is not None and profiler is None:
-                    profiler = start_profile(pid, profile, profile_seconds)
+                    profiler = start_profile(pids[0], profile, profile_seconds)
                 if now >= next_check:
-                    if count == counted_at_check and worker.lag() == 0:
+                    if count == counted_at_check and started[0].lag() == 0:
                         break
                     counted_at_check, next_check = count, now + poll
             if now - launched > 1800:
-                raise TimeoutError(f"the worker did not drain in 30 min: {worker.log_tail()}")
+                raise TimeoutError(f"no drain in 30 min: {started[0].log_tail()}")
             time.sleep(SAMPLE_EVERY)
     finally:
         if profiler is not None:
             profiler.wait(120)
-        worker.stop()
+        for worker in started:
+            worker.stop()
     first = samples[0]
     last = next(sample for sample in samples if sample[1] == samples[-1][1])
     span, events = last[0] - first[0], last[1] - first[1]
@@ -302,28 +308,38 @@ def main(argv: list[str] | None = None) -> int:
                              "first run")
     parser.add_argument("--profile-seconds", type=float, default=20.0,
                         help="how long to sample, from the first event (keep it under the drain)")
+    parser.add_argument("--workers", type=int, action="append", default=[], metavar="N",
+                        help="measure N workers of each version, one consumer group (their "
+                             "figures summed; 'of a core' is then cores); repeatable, e.g. "
+                             "--workers 1 --workers 2 (default 1)")
     parser.add_argument("--json-out", type=Path, help="also write every run as JSON")
     args = parser.parse_args(argv)
-    versions = args.tree or [CURRENT]
-    profiled = CURRENT if CURRENT in versions else versions[-1]
-    for tree in versions:
+    trees, counts = args.tree or [CURRENT], args.workers or [1]
+    profiled = CURRENT if CURRENT in trees else trees[-1]
+    for tree in trees:
         print(f"version {tree}: worker from {worker_module_file(tree)}", flush=True)
+    # A version: a tree and a number of workers, named by the tree alone for one worker.
+    versions = {(tree if counts == [1] else f"{tree} x{workers}"): (tree, workers)
+                for tree in trees for workers in counts}
     events = workload(args.accounts, args.events)
-    results: dict[str, list[dict[str, float]]] = {tree: [] for tree in versions}
+    results: dict[str, list[dict[str, float]]] = {version: [] for version in versions}
     for run in range(args.runs):
-        for tree in versions if run % 2 == 0 else versions[::-1]:
+        order = list(versions) if run % 2 == 0 else list(versions)[::-1]
+        for version in order:
+            tree, workers = versions[version]
             settings, app_id = private_pipeline(load_settings(), f"bench-{uuid.uuid4().hex[:8]}")
             publish(settings, events)
             raw = len(events) / asyncio.run(raw_consume(settings, len(events)))
             counting = faust_count_rate(settings, len(events))
-            profile = args.profile if tree == profiled and run == 0 else None
+            profile = args.profile if tree == profiled and run == 0 and workers == counts[0] \
+                else None
             result = worker_rate(settings, app_id, len(events),
                                  Path(tempfile.gettempdir()) / f"pipeline-bench-{app_id}.log",
-                                 tree, profile, args.profile_seconds, args.poll)
+                                 tree, profile, args.profile_seconds, args.poll, workers)
             result["raw_msg_per_s"] = raw
             result["faust_count_per_s"] = counting
-            results[tree].append(result)
-            print(f"run {run + 1} {tree}: raw consumer {raw:,.0f} msg/s, bare Faust counting "
+            results[version].append(result)
+            print(f"run {run + 1} {version}: raw consumer {raw:,.0f} msg/s, bare Faust counting "
                   f"agent {counting:,.0f} events/s, worker "
                   f"{result['events_per_s']:,.0f} events/s, {result['events_per_cpu_s']:,.0f} "
                   f"events per worker CPU s, {result['cpu_share']:.0%} of a core, waited for one "
