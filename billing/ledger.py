@@ -410,6 +410,7 @@ class Ledger:
             rpm_limit=tier.rpm_limit, tpm_limit=tier.tpm_limit, monthly_budget=tier.budget_max)
         if contract == SELF_SERVE:
             state.credit_balance = state.free_credit_granted = config.free_credit
+        self.seen.start_account(state.account_id)
         emitter = _Emitter(state.account_id)
         cause = (f"{id_part(state.account_id)}:{id_part(event['event_id'])}", event["event_id"],
                  event["timestamp"])
@@ -782,7 +783,7 @@ class Ledger:
                 first = (newest - self._horizon_ms) // BUCKET_MS
                 end = min((millis - self._horizon_ms) // BUCKET_MS, newest // BUCKET_MS + 1)
                 if end > first:
-                    seen.forget_buckets(account_id, first, end)
+                    seen.forget_buckets(account_id, first, end, millis // BUCKET_MS)
 
     def _with_snapshot(self, state: AccountState, emitter: _Emitter) -> list[dict[str, Any]]:
         if emitter.outputs:

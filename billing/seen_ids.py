@@ -51,8 +51,13 @@ class SeenIds(Protocol):
     def add_event(self, account_id: str, bucket: int, event_id: str) -> None:
         """Record an applied event."""
 
-    def forget_buckets(self, account_id: str, first: int, end: int) -> None:
-        """Forget the event ids of the buckets ``first`` (inclusive) to ``end`` (exclusive)."""
+    def start_account(self, account_id: str) -> None:
+        """The account was just opened: it has no ids yet (a store may start an index)."""
+
+    def forget_buckets(self, account_id: str, first: int, end: int, newest: int) -> None:
+        """Forget the event ids of the buckets ``first`` (inclusive) to ``end`` (exclusive).
+        ``newest`` is the bucket of the account's newest applied event: no later bucket holds
+        ids, and none before ``first`` (forgotten before)."""
 
     def payment(self, account_id: str, payment_id: str) -> PaymentRecord | None:
         """The first use of ``payment_id`` by the account, or None."""
@@ -85,7 +90,10 @@ class MemorySeenIds:
         else:
             ids.add(event_id)
 
-    def forget_buckets(self, account_id: str, first: int, end: int) -> None:
+    def start_account(self, account_id: str) -> None:
+        pass  # its buckets are found by the dictionary of the account
+
+    def forget_buckets(self, account_id: str, first: int, end: int, newest: int) -> None:
         buckets = self._events.get(account_id)
         if not buckets:
             return

@@ -33,6 +33,7 @@ from streams.publish import Publisher
 from streams.quirks.ack_offsets import commit_applied_offsets
 from streams.quirks.broker_reader import BrokerReader
 from streams.quirks.faust_internals import committed_offsets
+from streams.quirks.inline_delivery import deliver_inline
 from streams.quirks.input_sequence import FilledEvent, InputSequence
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class Intake:
                                             self.sequence.next_offset))
         commit_applied_offsets(self.app.consumer, self.commits.applied,
                                self.sequence.start_offset)
+        deliver_inline(self.app.consumer)
         inputs = stream.noack()
         taken_in = 0
         async for event in inputs.events():

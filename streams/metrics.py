@@ -60,17 +60,19 @@ class WorkerMetrics:
             "billing_worker_consumer_lag",
             "Messages in an assigned input partition after the last one the worker received.")
         registry.register(self.lag)
-        for event_type in TOPIC_OF_TYPE:
-            self.events.labels(event_type)
-        for output_type in OUTPUT_TYPES:
-            self.outputs.labels(output_type)
+        # Each type's child counter, looked up once: ``labels()`` per event costs a lock and a
+        # tuple, at every event applied and every output.
+        self._events_of = {event_type: self.events.labels(event_type)
+                           for event_type in TOPIC_OF_TYPE}
+        self._outputs_of = {output_type: self.outputs.labels(output_type)
+                            for output_type in OUTPUT_TYPES}
         for topic in input_topics:
             self.dead_letters.labels(topic)
             for reason in ("skipped", "stalled"):
                 self.inputs_read_directly.labels(topic, reason)
 
     def event_applied(self, event_type: str) -> None:
-        self.events.labels(event_type).inc()
+        self._events_of[event_type].inc()
 
     def duplicate(self) -> None:
         self.duplicates.inc()
@@ -79,7 +81,7 @@ class WorkerMetrics:
         self.inputs_read_directly.labels(topic, reason).inc(messages)
 
     def output(self, output_type: str) -> None:
-        self.outputs.labels(output_type).inc()
+        self._outputs_of[output_type].inc()
 
     def dead_letter(self, topic: str) -> None:
         self.dead_letters.labels(topic).inc()

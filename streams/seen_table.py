@@ -11,12 +11,19 @@ small (the ids of 35 days of a busy account once made it too large for Kafka). L
   never a large one, and a bucket of any size fits Kafka's message limit. A forgotten bucket's
   chunks are deleted (changelog tombstones).
 - ``p`` + account + payment id -> JSON ``[event type, amount, invoice id]``, kept for ever.
+- ``h`` + account -> the account's bucket index: which buckets hold ids, as the first bucket
+  (8 bytes, big-endian) and a bitmap of the buckets from it on (35 days of hours: at most 106
+  bytes). Forgetting reads it instead of looking up every hour the horizon passed: an account
+  sending a few events a day otherwise paid a table read per hour of its life. An account opened
+  before the index existed gets one when its buckets are next forgotten, by looking up each hour
+  from the oldest bucket that may hold ids to its newest (once).
 
 Buckets are read once and cached (least recently used first out, bounded by :data:`CACHED_IDS`
-ids). What a batch changes is held in :attr:`TableSeenIds.pending` until the batch ends; the worker
-then hands :meth:`TableSeenIds.take_writes` to the commit queue with the batch's other table values,
-so the ids become durable in the same order as the state they belong to (``streams/commit.py``).
-Until committed, a value is read back from the commit queue's overlay, like account states.
+ids), indexes likewise (bounded by :data:`CACHED_INDEXES`). What a batch changes is held in
+:attr:`TableSeenIds.pending` until the batch ends; the worker then hands
+:meth:`TableSeenIds.take_writes` to the commit queue with the batch's other table values, so the
+ids become durable in the same order as the state they belong to (``streams/commit.py``). Until
+committed, a value is read back from the commit queue's overlay, like account states.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from billing.seen_ids import PaymentRecord
 
 CHUNK_IDS = 32  # ids per chunk record: what one batch rewrites at most for one account and hour
 CACHED_IDS = 2_000_000  # ids kept in memory across batches (about 200 MB at most)
+CACHED_INDEXES = 200_000  # accounts' bucket indexes kept in memory (about 60 MB at most)
 DELETED = b""  # a pending or overlay value meaning "deleted" (no real record is empty)
 
 _LENGTH = struct.Struct(">I")
@@ -65,6 +73,53 @@ class _Bucket:
         return self.prefix + _LENGTH.pack(chunk)
 
 
+class _Index:
+    """The buckets of one account that hold ids (see ``h`` in the module docstring): bit ``n``
+    of ``bits`` is bucket ``base + n``. An int, not a set: dumped as it is stored, and a forget
+    tests only the hours it passes."""
+
+    __slots__ = ("base", "bits", "dirty")
+
+    def __init__(self, base: int, bits: int, dirty: bool) -> None:
+        self.base, self.bits, self.dirty = base, bits, dirty
+
+    @classmethod
+    def load(cls, stored: bytes) -> _Index:
+        (base,) = _BUCKET.unpack_from(stored)
+        return cls(base, int.from_bytes(stored[_BUCKET.size:], "big"), False)
+
+    def dump(self) -> bytes:
+        return _BUCKET.pack(self.base) + self.bits.to_bytes((self.bits.bit_length() + 7) // 8,
+                                                            "big")
+
+    def add(self, bucket: int) -> None:
+        if not self.bits:
+            self.base = bucket
+        elif bucket < self.base:
+            self.bits <<= self.base - bucket
+            self.base = bucket
+        bit = 1 << (bucket - self.base)
+        if not self.bits & bit:
+            self.bits |= bit
+            self.dirty = True
+
+    def take(self, first: int, end: int) -> list[int]:
+        """Remove the buckets from ``first`` to ``end`` (exclusive); return those it held."""
+        first, end = max(first, self.base), min(end, self.base + self.bits.bit_length())
+        held = [bucket for bucket in range(first, end) if self.bits >> (bucket - self.base) & 1]
+        if held:
+            for bucket in held:
+                self.bits &= ~(1 << (bucket - self.base))
+            low = (self.bits & -self.bits).bit_length() - 1  # the lowest bucket left
+            if low < 0:
+                self.base = 0
+            elif low > 0:
+                self.bits >>= low
+                self.base += low
+            self.dirty = True
+        return held
+
+
 class TableSeenIds:
     """:class:`billing.seen_ids.SeenIds` over the ``seen-ids`` table (see the module docstring).
 
@@ -79,6 +134,7 @@ class TableSeenIds:
         self._buckets: OrderedDict[bytes, _Bucket] = OrderedDict()  # prefix -> bucket, LRU
         self._dirty: dict[bytes, _Bucket] = {}  # buckets changed in this batch
         self._ids_cached = 0
+        self._indexes: OrderedDict[str, _Index] = OrderedDict()  # account -> its index, LRU
 
     # -- SeenIds ------------------------------------------------------------------------------
 
@@ -95,9 +151,22 @@ class TableSeenIds:
         entry.dirty.add(len(chunks) - 1)
         self._dirty[entry.prefix] = entry
         self._ids_cached += 1
+        index = self._index(account_id)
+        if index is not None:
+            index.add(bucket)
 
-    def forget_buckets(self, account_id: str, first: int, end: int) -> None:
-        for bucket in range(first, end):
+    def start_account(self, account_id: str) -> None:
+        self._cache_index(account_id, _Index(0, 0, True))
+
+    def forget_buckets(self, account_id: str, first: int, end: int, newest: int) -> None:
+        index = self._index(account_id)
+        if index is None:  # opened before indexes: find its buckets once
+            index = _Index(0, 0, True)
+            for bucket in range(first, max(end, newest + 1)):
+                if self._bucket(account_id, bucket, cache=False).chunks:
+                    index.add(bucket)
+            self._cache_index(account_id, index)
+        for bucket in index.take(first, end):
             entry = self._bucket(account_id, bucket, cache=False)
             for chunk in range(len(entry.chunks)):
                 self.pending[entry.key(chunk)] = DELETED
@@ -123,6 +192,9 @@ class TableSeenIds:
         for entry in self._dirty.values():
             self._stage(entry)
         self._dirty.clear()
+        for account_id, index in self._indexes.items():
+            if index.dirty:
+                self._stage_index(account_id, index)
         writes, self.pending = self.pending, {}
         return writes
 
@@ -131,6 +203,7 @@ class TableSeenIds:
         Call between batches: nothing may be pending."""
         self._buckets.clear()
         self._ids_cached = 0
+        self._indexes.clear()
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -155,6 +228,31 @@ class TableSeenIds:
             self._ids_cached += len(entry.ids)
             self._evict()
         return entry
+
+    def _index(self, account_id: str) -> _Index | None:
+        """The account's bucket index; None for an account opened before indexes existed."""
+        index = self._indexes.get(account_id)
+        if index is not None:
+            self._indexes.move_to_end(account_id)
+            return index
+        stored = self._read(account_prefix(b"h", account_id))
+        if stored is None:
+            return None
+        index = _Index.load(stored)
+        self._cache_index(account_id, index)
+        return index
+
+    def _cache_index(self, account_id: str, index: _Index) -> None:
+        self._indexes[account_id] = index
+        self._indexes.move_to_end(account_id)
+        while len(self._indexes) > CACHED_INDEXES:
+            evicted_id, evicted = self._indexes.popitem(last=False)
+            if evicted.dirty:  # its change stays pending: reads see it until committed
+                self._stage_index(evicted_id, evicted)
+
+    def _stage_index(self, account_id: str, index: _Index) -> None:
+        self.pending[account_prefix(b"h", account_id)] = index.dump()
+        index.dirty = False
 
     def _stage(self, entry: _Bucket) -> None:
         """Move a bucket's changed chunks into :attr:`pending`."""

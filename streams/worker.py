@@ -62,6 +62,8 @@ from streams.seen_table import TableSeenIds, account_of_key
 from streams.sender import BatchSender, partition_of
 from streams.web import install_account_views
 
+MAX_POLL_RECORDS = 500
+
 log = logging.getLogger("billing.worker")
 
 
@@ -150,6 +152,12 @@ class LedgerWorker:
             # acknowledged: the merge holds some back until the other inputs catch up, which they
             # do not while Faust has stopped fetching. What is not acknowledged is redelivered.
             stream_wait_empty=False,
+            # A fetch hands at most this many records to the streams. Faust pauses a partition's
+            # fetching when its stream's buffer (4,096) is 80 % full; records already fetched
+            # are still delivered, and each one that finds the buffer full waits in four asyncio
+            # tasks (streams/quirks/inline_delivery.py). Unbounded (Faust's default), a backlog
+            # overfilled the buffer at every fetch.
+            broker_max_poll_records=MAX_POLL_RECORDS,
         )
         self.inputs = self.app.topic(*topics.inputs, key_serializer="raw",
                                      value_serializer="raw")
