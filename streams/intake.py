@@ -57,9 +57,9 @@ EXIT_STUCK = 75
 RELEASE_EVERY = 1_000
 RELEASE_WITHIN = 0.02  # seconds; also the merge tick's interval
 
-# Under exactly_once, seconds an input partition's end may stay ahead of the last message taken in
-# before the worker reads that tail from Kafka itself: it may hold only transaction markers, which
-# are never delivered (``Intake._read_empty_tails``). Faust delivers a real message within
+# Seconds an input partition's end may stay ahead of the last message taken in before the worker
+# reads that tail from Kafka itself: it may hold only transaction markers, which are never
+# delivered (``Intake._read_empty_tails``). Faust delivers a real message within
 # milliseconds of its append when it is not busy; a busy worker receives others meanwhile.
 EMPTY_TAIL_AFTER = 0.5
 # A longer tail (an aborted transaction's records, or messages Faust has not delivered yet, as
@@ -96,8 +96,8 @@ class Intake:
         self.sequence = InputSequence(self.reader, on_jump=self._log_jump,
                                       on_empty=self._pass_empty)
         # When each input partition last had a message taken in (Faust's, or read from Kafka):
-        # under read_committed, a partition whose end stays ahead of it is probed for offsets
-        # that hold no message (``_read_empty_tails``).
+        # a partition whose end stays ahead of it is probed for offsets that hold no message
+        # (``_read_empty_tails``).
         self.received_at: dict[TP, float] = {}
         self.receiving = asyncio.Lock()  # one partition's offsets go into the merge in order
         # Monotonic time since which the agent has been waiting for input with nothing to do
@@ -230,8 +230,7 @@ class Intake:
         try:
             await self.apply.release_all(self._may_skip)
             await self._read_stalled_inputs()
-            if self.reader.read_committed:
-                await self._read_empty_tails()
+            await self._read_empty_tails()
         except Exception as error:
             exit_failed(error)
         reason = self._stuck_reason()
@@ -265,8 +264,9 @@ class Intake:
                         await self._receive(FilledEvent(message, app.consumer))
 
     async def _read_empty_tails(self) -> None:
-        """Under ``exactly_once`` (``read_committed``): read from Kafka an input partition whose
-        end stays ahead of the last message taken in for ``EMPTY_TAIL_AFTER`` seconds.
+        """Read from Kafka an input partition whose end stays ahead of the last message taken in
+        for ``EMPTY_TAIL_AFTER`` seconds (under either guarantee: any producer of the inputs may
+        write in transactions).
 
         Every transaction that writes to a partition ends with a marker there, which takes an
         offset and is never delivered: after a transaction of a producer of the inputs (seen:
@@ -321,8 +321,14 @@ class Intake:
             return "input waiting but nothing received"
         committed = committed_offsets(app.consumer)
         received = self.sequence.next_offset
-        if any(received[tp] > (committed.get(tp) or 0) for tp in inputs if tp in received):
-            return "commit behind applied input"
+        behind = [tp for tp in inputs if tp in received and received[tp] > (committed.get(tp) or 0)]
+        if behind:
+            tp = behind[0]
+            applied = sorted(self.commits.applied.offsets.get(tp, ()))
+            return (f"commit behind applied input ({len(behind)} partitions; {tp.topic}/"
+                    f"{tp.partition}: committed {committed.get(tp)}, received up to "
+                    f"{received[tp] - 1}, applied and uncommitted {applied[:5]}"
+                    f"{' ...' if len(applied) > 5 else ''})")
         return None
 
     def _read_to_end(self, tp: TP) -> bool | None:

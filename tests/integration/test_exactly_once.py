@@ -1,4 +1,5 @@
-"""``billing worker --guarantee exactly_once`` on the real broker ends where replay ends.
+"""``billing worker --guarantee exactly_once`` on the real broker ends where replay ends; either
+guarantee passes the markers of inputs written in transactions.
 
 Kafka transactions leave a marker (a control record) in every partition they wrote: it takes an
 offset that no consumer ever receives, and under ``read_committed`` (the worker's isolation level
@@ -225,6 +226,26 @@ def test_exactly_once_sigkill_midway(stack: Settings, workload: list[dict[str, A
     outputs = assert_matches(settings, app_id, expected)
     print(f"{app_id}: {len(expected[1])} output ids, "
           f"{len(outputs) - len(expected[1])} copies on the topic after the SIGKILL")
+
+
+def test_at_least_once_passes_the_markers_of_transactional_producers(
+        stack: Settings, workload: list[dict[str, Any]], expected: Expected,
+        tmp_path: Path) -> None:
+    """The default guarantee, on inputs a gateway wrote in committed transactions (nothing
+    aborted: under ``read_uncommitted`` aborted records are applied): every input partition ends
+    in a marker, and the worker still commits every offset, never stuck, and ends where replay
+    ends."""
+    settings, app_id = isolated(stack, "alo-tx")
+    publish_in_transactions(settings, workload, [])
+    assert all(offsets_without_message(settings, topic) for topic in settings.topics.inputs)
+    worker = WorkerProcess(settings, app_id, tmp_path / "worker.log").start()
+    try:
+        wait_drained(worker, timeout=600)
+        assert_never_stuck(worker)
+    finally:
+        worker.stop()
+    outputs = assert_matches(settings, app_id, expected)
+    assert len(outputs) == len(expected[1]), "copies of outputs without a crash"
 
 
 def test_offsets_without_message_counts_markers_only(stack: Settings,
