@@ -59,8 +59,8 @@ def standby_replicas(_ctx: click.Context, _param: click.Parameter, raw: str) -> 
     if value < 0:
         raise SettingsError(
             f"{STANDBY_SETTING}={raw!r} must be a whole number >= 0: how many other workers keep "
-            "a copy of each table partition (1, the default, for a fast takeover when a worker "
-            "stops; 0 for none)")
+            "a copy of each table partition (0, the default, for none; 1 for a fast takeover "
+            "when a worker stops)")
     return value
 
 
@@ -85,12 +85,13 @@ def standby_replicas(_ctx: click.Context, _param: click.Parameter, raw: str) -> 
               help="Exit with status 75 (for the supervisor to restart the worker) when it made "
                    "no progress for this long: a delivery unconfirmed by Kafka, or input waiting "
                    "while nothing arrives.")
-@click.option("--standby-replicas", envvar="BILLING_STANDBY_REPLICAS", default="1",
+@click.option("--standby-replicas", envvar="BILLING_STANDBY_REPLICAS", default="0",
               show_default=True, callback=standby_replicas,
               help="Other workers that keep an up-to-date copy of each table partition, so one "
                    "that takes partitions over (a worker stopped or crashed) has their state "
                    "instead of rebuilding it from the changelog; each copy costs its worker the "
-                   "reading of the changelog it mirrors. 0: none. Does nothing with one worker.")
+                   "reading of the changelog it mirrors. Does nothing with one worker. Off by "
+                   "default: see the known issue in streams/README.md.")
 @click.option("--app-id", envvar="BILLING_APP_ID", default="billing-ledger", show_default=True,
               help="Faust app id: the consumer group and the prefix of the changelog topics.")
 @click.option("--loglevel", default="warning", show_default=True)

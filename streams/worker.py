@@ -80,8 +80,11 @@ class WorkerOptions:
     stuck_seconds: float = 120.0  # no progress for this long: exit EXIT_STUCK, to be restarted
     # Other workers that keep a copy of each table partition, read from its changelog as it is
     # written: a worker that takes partitions over from one that stopped has them (almost) up to
-    # date instead of rebuilding them from the changelog. Needs as many other workers.
-    standby_replicas: int = 1
+    # date instead of rebuilding them from the changelog. Needs as many other workers. Off by
+    # default while a takeover after a crash can lose a batch (streams/README.md, known issue):
+    # with copies, Faust hands a crashed worker's partitions to a copy's holder rather than back
+    # to the restarted worker, whose own RocksDB is safe.
+    standby_replicas: int = 0
     web_port: int | None = None  # Faust's web server (account pages, metrics); None: disabled
     web_host: str = "127.0.0.1"  # where it listens; not loopback: web_token is required
     web_token: str | None = None

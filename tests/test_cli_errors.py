@@ -65,5 +65,5 @@ def test_a_bad_standby_replicas_value_is_refused_with_the_fix(value: str, tmp_pa
         result = CliRunner().invoke(main, how["args"], env=how["env"])
         assert result.exit_code == 2, result.output
         assert (f"Error: BILLING_STANDBY_REPLICAS (--standby-replicas)={value!r} must be a whole "
-                "number >= 0: how many other workers keep a copy of each table partition (1, the "
-                "default, for a fast takeover when a worker stops; 0 for none)\n") in result.output
+                "number >= 0: how many other workers keep a copy of each table partition (0, the "
+                "default, for none; 1 for a fast takeover when a worker stops)\n") in result.output

@@ -82,4 +82,4 @@ def test_the_worker_guards_its_seeks_and_takes_the_standby_setting(tmp_path: Pat
     with pytest.raises(RebalanceAgain):  # restarts it; the consumer is never reached
         asyncio.run(recovery._seek_offsets(None, {STANDBY}, {STANDBY: None}, "standby"))
     option = next(param for param in worker_command.params if param.name == "standby_replicas")
-    assert WorkerOptions().standby_replicas == int(option.default) == 1  # the command's default
+    assert WorkerOptions().standby_replicas == int(option.default) == 0  # the command's default
