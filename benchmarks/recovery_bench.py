@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import re
 import shutil
@@ -42,6 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -49,24 +49,24 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka import KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
 from replay_bench import load_events, replay_core
 
 from billing.account_record import dump_state
-from devkit.harness import WorkerProcess, private_pipeline
+from devkit.harness import (
+    WorkerProcess,
+    create_changelog,
+    fill_changelog,
+    private_pipeline,
+    records_to_recover,
+)
 from runtime.observe import changelog_topic, wait_until
 from runtime.settings import Settings, load_settings
-from runtime.topics import admin_client
-from streams.worker import partition_of
 
 RESTORING = "Restoring state from changelog topics..."
 RECOVERED = "Done reading from changelog topics"
 READY = "Worker ready"
 PHASES = (RESTORING.encode(), RECOVERED.encode(), READY.encode())
 LOG_LINE = re.compile(rb"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[\w+\] (.*)$")
-HIGHWATER_ROW = re.compile(rb"^\| (\S+)\s+\| (\d+)\s+\| (-?\d+)\s+\|$")
 STORES = ("memory://", "rocksdb://", "rocksdb:// restart")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -78,37 +78,16 @@ def sample_records(workload: Path) -> list[tuple[bytes, bytes]]:
             for account_id, state in replay_core(load_events(workload)).accounts.items()]
 
 
-def create_changelog(settings: Settings, topic: str) -> None:
-    """The table's changelog topic as Faust declares it: compacted, one partition per table
-    partition (Faust finds it existing when the worker starts)."""
-    with admin_client(settings) as admin, contextlib.suppress(TopicAlreadyExistsError):
-        admin.create_topics([NewTopic(topic, settings.partitions,
-                                      settings.replication_factor,
-                                      topic_configs={"cleanup.policy": "compact"})])
-
-
-def fill_changelog(settings: Settings, topic: str, count: int,
-                   samples: list[tuple[bytes, bytes]]) -> int:
-    """Write ``count`` table records for distinct accounts; return the value bytes written.
-
-    Account ``i`` gets the ``i % len(samples)``-th real state with its account id (which also
-    appears in invoice ids) replaced by ``acct-i``, keyed and partitioned as the worker does."""
+def changelog_records(count: int, samples: list[tuple[bytes, bytes]]
+                      ) -> Iterator[tuple[bytes, bytes]]:
+    """``count`` table records for distinct accounts: account ``i`` gets the
+    ``i % len(samples)``-th real state with its account id (which also appears in invoice ids)
+    replaced by ``acct-i``."""
     width = max(6, len(str(count - 1)))
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=50,
-                             batch_size=1024 * 1024, max_request_size=16 * 1024 * 1024)
-    written = 0
-    try:
-        for number in range(count):
-            old_id, value = samples[number % len(samples)]
-            key = f"acct-{number:0{width}d}".encode()
-            value = value.replace(old_id, key)
-            producer.send(topic, key=key, value=value,
-                          partition=partition_of(key, settings.partitions))
-            written += len(value)
-        producer.flush()
-    finally:
-        producer.close()
-    return written
+    for number in range(count):
+        old_id, value = samples[number % len(samples)]
+        key = f"acct-{number:0{width}d}".encode()
+        yield key, value.replace(old_id, key)
 
 
 async def raw_read(settings: Settings, topic: str, count: int) -> dict[str, float]:
@@ -165,25 +144,6 @@ def phase_times(log: bytes, started: float) -> dict[bytes, float]:
             if match.group(2).endswith(b"]: " + phrase):
                 seen.setdefault(phrase, log_seconds(match.group(1), started))
     return seen
-
-
-def records_to_recover(log: bytes, table_topic: str) -> int:
-    """Sum of (high-water - start offset) over the accounts changelog partitions, from Faust's
-    "Highwater" and "Reading Starts At" tables (start -1: from the beginning)."""
-    tables: dict[bytes, dict[int, int]] = {b"Highwater": {}, b"Reading Starts At": {}}
-    current: dict[int, int] | None = None
-    topic = b""
-    for line in log.splitlines():
-        if line.startswith(b"+") and line.lstrip(b"+").split(b" - ")[0] in tables:
-            current = tables[line.lstrip(b"+").split(b" - ")[0]]
-            continue
-        row = HIGHWATER_ROW.match(line.strip()) if current is not None else None
-        if row:
-            topic = row.group(1) if row.group(1) != "〃".encode() else topic
-            if topic == table_topic.encode():
-                current[int(row.group(2))] = int(row.group(3))  # type: ignore[index]
-    highwater, start = tables[b"Highwater"], tables[b"Reading Starts At"]
-    return sum(max(0, mark - start.get(partition, -1)) for partition, mark in highwater.items())
 
 
 def proc_figures(pid: int) -> tuple[float, float]:
@@ -257,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         private, app_id = private_pipeline(settings, f"recovery-{size}-{uuid.uuid4().hex[:6]}")
         create_changelog(private, changelog_topic(app_id))
         started = time.perf_counter()
-        written = fill_changelog(private, changelog_topic(app_id), size, samples) if size else 0
+        written = fill_changelog(private, changelog_topic(app_id),
+                                 changelog_records(size, samples))
         print(f"N={size:,}: {app_id}, {written / 1e6:,.0f} MB of values written in "
               f"{time.perf_counter() - started:.0f} s", flush=True)
         apps[size] = private, app_id

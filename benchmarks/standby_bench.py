@@ -1,22 +1,24 @@
 """Failover between two workers, with and without a standby replica of the accounts table.
 
 One app id gets an accounts changelog of N records, written as ``recovery_bench.py`` writes it.
-Then, round by round, for each ``table_standby_replicas`` value (``--replicas``, default 0 and 1):
+Then, round by round, for each ``--standby-replicas`` value (``--replicas``, default 0 and 1):
 two ``billing worker`` processes, A and B, start together on that app id (``rocksdb://``, each
-with its own data directory, none left from before; the replicas value is set by the wrapper
-``standby_worker.py``, since the worker has no option for it, which also lets every log line
-through). Once both logged "Worker ready" and neither used more than ``--idle-cpu`` of a core
-in ``--idle-windows`` windows of 3 s in a row (a standby reads its copies after "Worker ready"),
-A is stopped with SIGTERM: it leaves the group at once (a crash would add the
-session timeout, 10 s here, before the rebalance). **Takeover** = from that signal to B's next
-"Worker ready", when B consumes A's input partitions; the changelog records B read to get there
-come from the high-water tables of its log since the signal.
+with its own data directory, none left from before; run through the wrapper
+``standby_worker.py``, which lets every log line through and, with ``--unguarded``, leaves out the
+worker's fix of Faust's standby seek, to show the crash it prevents). Once both logged "Worker
+ready" and neither used more than ``--idle-cpu`` of a core in ``--idle-windows`` windows of 3 s in
+a row (a standby reads its copies after "Worker ready"), A is stopped with SIGTERM: it leaves the
+group at once (a crash would add the session timeout, 10 s here, before the rebalance).
+**Takeover** = from that signal to B's next "Worker ready", when B consumes A's input partitions;
+the changelog records B read to get there come from the high-water tables of its log since the
+signal.
 
 Without a standby B rebuilds A's table partitions from the changelog (about N/2 records: what a
 new worker pays, for half the partitions); with one it has kept them up to date and reads only
 what it had not read yet. Also reported: the set-up (start to both ready and idle) and each
 worker's CPU seconds and peak RSS then, the price of keeping a copy. Medians of ``--runs``; a run
-in which a worker exited or a wait timed out is reported as failed and left out of them.
+in which a worker exited or a wait timed out is reported as failed (with the last line of Faust's
+crash, if any) and left out of them.
 
     billing stack up --no-clickhouse
     python benchmarks/standby_bench.py --workload var/bench-200k.jsonl --accounts 100000 --runs 3
@@ -36,37 +38,50 @@ from typing import Any
 import orjson
 from recovery_bench import (
     READY,
-    create_changelog,
-    fill_changelog,
+    changelog_records,
     median_of,
     phase_times,
     proc_figures,
-    records_to_recover,
     sample_records,
 )
 
-from devkit.harness import WorkerExited, WorkerProcess, private_pipeline
+from devkit.harness import (
+    WorkerExited,
+    WorkerProcess,
+    create_changelog,
+    fill_changelog,
+    private_pipeline,
+    records_to_recover,
+)
 from runtime.observe import changelog_topic, wait_until
 from runtime.settings import Settings, load_settings
 
 IDLE_WINDOW = 3.0
 
 
-def start_pair(settings: Settings, app_id: str, replicas: int, scratch: Path
-               ) -> list[WorkerProcess]:
+def start_pair(settings: Settings, app_id: str, replicas: int, scratch: Path,
+               unguarded: bool = False) -> list[WorkerProcess]:
     """Workers A and B on ``app_id`` with ``replicas`` standbys, fresh data directories."""
     workers = []
     for name in ("a", "b"):
         data_dir = scratch / name
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir()
-        env = {"BILLING_DATA_DIR": str(data_dir), "BENCH_STANDBY_REPLICAS": str(replicas),
+        env = {"BILLING_DATA_DIR": str(data_dir), "BILLING_STANDBY_REPLICAS": str(replicas),
+               "BENCH_UNGUARDED_SEEK": "1" if unguarded else "0",
                "PYTHONPATH": str(Path(__file__).resolve().parent)}
         log_path = scratch / f"{name}.log"
         log_path.unlink(missing_ok=True)
         workers.append(WorkerProcess(settings, app_id, log_path, "rocksdb://",
                                      module="standby_worker", env=env).start())
     return workers
+
+
+def crashes(scratch: Path) -> list[str]:
+    """The "Crashed reason=" lines of Faust's services in the two workers' logs, named."""
+    return [f"{log.stem.upper()}: {line.strip()}" for log in sorted(scratch.glob("?.log"))
+            for line in log.read_text(errors="replace").splitlines()
+            if "Crashed reason=" in line]
 
 
 def wait_settled(workers: list[WorkerProcess], idle_cpu: float, windows: int,
@@ -97,7 +112,7 @@ def failover(settings: Settings, app_id: str, replicas: int, scratch: Path,
              args: argparse.Namespace) -> dict[str, Any]:
     """Start A and B, let them settle, stop A, time B until it is ready again."""
     started = time.time()
-    workers = start_pair(settings, app_id, replicas, scratch)
+    workers = start_pair(settings, app_id, replicas, scratch, args.unguarded)
     a, b = workers
     try:
         wait_settled(workers, args.idle_cpu, args.idle_windows, args.timeout)
@@ -138,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSON-lines workload whose replayed states are the records")
     parser.add_argument("--accounts", type=int, default=100_000, help="records in the changelog")
     parser.add_argument("--replicas", type=int, nargs="+", default=[0, 1],
-                        help="table_standby_replicas values, one failover each per round")
+                        help="--standby-replicas values, one failover each per round")
     parser.add_argument("--runs", type=int, default=3, help="rounds (medians)")
     parser.add_argument("--idle-cpu", type=float, default=0.15,
                         help="share of a core under which a worker counts as idle")
@@ -146,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"windows of {IDLE_WINDOW:.0f} s in a row both workers must be idle "
                              "in (after both are ready) before A is stopped")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per wait")
+    parser.add_argument("--unguarded", action="store_true",
+                        help="run Faust's own standby seek, without the worker's fix "
+                             "(streams/quirks/faust_internals.py: guard_recovery_seeks)")
     parser.add_argument("--json-out", type=Path, help="also write every run as JSON")
     parser.add_argument("--keep-logs", type=Path, metavar="DIR",
                         help="copy both workers' logs of every run into DIR")
@@ -155,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     private, app_id = private_pipeline(settings, f"standby-{args.accounts}-{uuid.uuid4().hex[:6]}")
     create_changelog(private, changelog_topic(app_id))
     started = time.perf_counter()
-    written = fill_changelog(private, changelog_topic(app_id), args.accounts,
-                             sample_records(args.workload))
+    written = fill_changelog(private, changelog_topic(app_id),
+                             changelog_records(args.accounts, sample_records(args.workload)))
     print(f"N={args.accounts:,}: {app_id}, {written / 1e6:,.0f} MB of values written in "
           f"{time.perf_counter() - started:.0f} s; {settings.partitions} partitions", flush=True)
 
@@ -169,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                     run = failover(private, app_id, replicas, Path(scratch), args)
                 except (WorkerExited, TimeoutError) as error:  # counted, left out of the medians
                     runs.append({"replicas": replicas, "failed": str(error)})
-                    print(f"{name}: FAILED: {str(error).splitlines()[0]}", flush=True)
+                    print(f"{name}: FAILED: {str(error).splitlines()[0]}"
+                          + "".join(f"\n    {line}" for line in crashes(Path(scratch))),
+                          flush=True)
                     continue
                 runs.append(run)
                 print(f"{name}: set-up "

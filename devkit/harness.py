@@ -8,20 +8,29 @@ events or state, and a re-run starts from empty topics.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from kafka.errors import KafkaError
+from kafka import KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from runtime.observe import group_lag, wait_until
 from runtime.settings import Settings
-from runtime.topics import ensure_topics
+from runtime.topics import admin_client, ensure_topics
 from schemas.topics import Topics
 from streams.intake import EXIT_STUCK
+from streams.sender import partition_of
+
+# A row of Faust's "Highwater" and "Reading Starts At" log tables: topic | partition | offset.
+RECOVERY_TABLE_ROW = re.compile(rb"^\| (\S+)\s+\| (\d+)\s+\| (-?\d+)\s+\|$")
 
 
 def private_pipeline(settings: Settings, prefix: str) -> tuple[Settings, str]:
@@ -128,3 +137,55 @@ class WorkerProcess:
             wait_until(drained, 30, interval=4.0, what="the worker to stay drained")
         except TimeoutError as error:
             raise TimeoutError(f"{error}; lag={self.lag()}\n{self.log_tail()}") from None
+
+
+def create_changelog(settings: Settings, topic: str) -> None:
+    """A table's changelog topic as Faust declares it: compacted, one partition per table
+    partition (Faust finds it existing when the worker starts)."""
+    with admin_client(settings) as admin, contextlib.suppress(TopicAlreadyExistsError):
+        admin.create_topics([NewTopic(topic, settings.partitions,
+                                      settings.replication_factor,
+                                      topic_configs={"cleanup.policy": "compact"})])
+
+
+def fill_changelog(settings: Settings, topic: str,
+                   records: Iterable[tuple[bytes, bytes]]) -> int:
+    """Write (account id, value) table records, each in the partition the worker would write
+    it to (that of the account's input events); return the value bytes written."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=50,
+                             batch_size=1024 * 1024, max_request_size=16 * 1024 * 1024)
+    written = 0
+    try:
+        for key, value in records:
+            producer.send(topic, key=key, value=value,
+                          partition=partition_of(key, settings.partitions))
+            written += len(value)
+        producer.flush()
+    finally:
+        producer.close()
+    return written
+
+
+def recovery_tables(log: bytes, table_topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """(high-water, start offset) by partition of a table's changelog, from the last "Highwater"
+    and "Reading Starts At" tables Faust logged in ``log`` for its active partitions."""
+    tables: dict[bytes, dict[int, int]] = {b"Highwater": {}, b"Reading Starts At": {}}
+    current: dict[int, int] | None = None
+    topic = b""
+    for line in log.splitlines():
+        if line.startswith(b"+") and line.lstrip(b"+").split(b" - ")[0] in tables:
+            current = tables[line.lstrip(b"+").split(b" - ")[0]]
+            continue
+        row = RECOVERY_TABLE_ROW.match(line.strip()) if current is not None else None
+        if row:
+            topic = row.group(1) if row.group(1) != "〃".encode() else topic
+            if topic == table_topic.encode():
+                current[int(row.group(2))] = int(row.group(3))  # type: ignore[index]
+    return tables[b"Highwater"], tables[b"Reading Starts At"]
+
+
+def records_to_recover(log: bytes, table_topic: str) -> int:
+    """The changelog records of a table that the worker's last recovery in ``log`` read: the sum
+    of (high-water - start offset) over its partitions (start -1: from the beginning)."""
+    highwater, start = recovery_tables(log, table_topic)
+    return sum(max(0, mark - start.get(partition, -1)) for partition, mark in highwater.items())

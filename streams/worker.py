@@ -57,7 +57,7 @@ from streams.intake import RELEASE_WITHIN, Intake, exit_failed, exit_stuck
 from streams.metrics import WorkerMetrics
 from streams.preflight import heartbeat_interval
 from streams.publish import Publisher
-from streams.quirks.faust_internals import kafka_producer
+from streams.quirks.faust_internals import guard_recovery_seeks, kafka_producer
 from streams.seen_table import TableSeenIds, account_of_key
 from streams.sender import BatchSender, partition_of
 from streams.web import install_account_views
@@ -82,6 +82,13 @@ class WorkerOptions:
     session_timeout: float = 30.0
     producer_linger: float = 0.005  # seconds
     stuck_seconds: float = 120.0  # no progress for this long: exit EXIT_STUCK, to be restarted
+    # Other workers that keep a copy of each table partition, read from its changelog as it is
+    # written: a worker that takes partitions over from one that stopped has them (almost) up to
+    # date instead of rebuilding them from the changelog. Needs as many other workers. Off by
+    # default while a takeover after a crash can lose a batch (streams/README.md, known issue):
+    # with copies, Faust hands a crashed worker's partitions to a copy's holder rather than back
+    # to the restarted worker, whose own RocksDB is safe.
+    standby_replicas: int = 0
     web_port: int | None = None  # Faust's web server (account pages, metrics); None: disabled
     web_host: str = "127.0.0.1"  # where it listens; not loopback: web_token is required
     web_token: str | None = None
@@ -147,7 +154,7 @@ class LedgerWorker:
             key_serializer="raw",
             value_serializer="raw",
             autodiscover=False,
-            table_standby_replicas=0,
+            table_standby_replicas=options.standby_replicas,
             # Revocation and shutdown must not wait for every delivered message to be
             # acknowledged: the merge holds some back until the other inputs catch up, which they
             # do not while Faust has stopped fetching. What is not acknowledged is redelivered.
@@ -159,6 +166,7 @@ class LedgerWorker:
             # overfilled the buffer at every fetch.
             broker_max_poll_records=MAX_POLL_RECORDS,
         )
+        guard_recovery_seeks(self.app)  # Faust's standby seek can crash mid-recovery without it
         self.inputs = self.app.topic(*topics.inputs, key_serializer="raw",
                                      value_serializer="raw")
         self.accounts = self.app.Table("accounts", partitions=settings.partitions,

@@ -54,3 +54,16 @@ def test_other_errors_are_not_swallowed() -> None:
 
     result = CliRunner().invoke(group, ["failing"])
     assert isinstance(result.exception, RuntimeError)  # a bug keeps its traceback
+
+
+@pytest.mark.parametrize("value", ["-1", "one", "1.5"])
+def test_a_bad_standby_replicas_value_is_refused_with_the_fix(value: str, tmp_path: Path) -> None:
+    """Refused while the options are read, before anything connects (Kafka at a closed port)."""
+    env = {"BILLING_KAFKA_BOOTSTRAP": "127.0.0.1:9", "BILLING_DATA_DIR": str(tmp_path)}
+    for how in ({"env": {**env, "BILLING_STANDBY_REPLICAS": value}, "args": ["worker"]},
+                {"env": env, "args": ["worker", "--standby-replicas", value]}):
+        result = CliRunner().invoke(main, how["args"], env=how["env"])
+        assert result.exit_code == 2, result.output
+        assert (f"Error: BILLING_STANDBY_REPLICAS (--standby-replicas)={value!r} must be a whole "
+                "number >= 0: how many other workers keep a copy of each table partition (0, the "
+                "default, for none; 1 for a fast takeover when a worker stops)\n") in result.output

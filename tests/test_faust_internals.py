@@ -1,12 +1,28 @@
 """The worker's reliance on Faust's internals is checked against the installed faust-streaming:
 an upgrade that changes them fails here, loudly, before it fails in production."""
 
+import asyncio
 import re
 import subprocess
 import tomllib
+from pathlib import Path
 
-from runtime.settings import REPO_ROOT
-from streams.quirks.faust_internals import PINNED_VERSION, missing_internals
+import pytest
+from faust.tables.recovery import RebalanceAgain
+from faust.types import TP
+
+from billing.ledger import Ledger
+from runtime.rules_files import load_config, load_pricebook
+from runtime.settings import REPO_ROOT, load_settings
+from streams.cli import worker_command
+from streams.quirks.faust_internals import (
+    PINNED_VERSION,
+    RECOVERY_SOURCES,
+    missing_internals,
+    missing_recovery_internals,
+    seek_positions,
+)
+from streams.worker import LedgerWorker, WorkerOptions
 
 
 def test_the_pinned_faust_still_has_every_internal_the_worker_uses():
@@ -27,3 +43,43 @@ def test_no_other_module_touches_faust_internals():
     outside = [line for line in found if not line.startswith("streams/quirks/faust_internals.py")
                and not re.search(r"self\._", line)]
     assert outside == []
+
+
+# -- the standby seek (guard_recovery_seeks) ------------------------------------------------------
+
+STANDBY = TP("app-accounts-changelog", 0)
+ANOTHER = TP("app-accounts-changelog", 1)
+
+
+def test_a_pending_rebalance_restarts_the_round_instead_of_seeking() -> None:
+    """The crash: a rebalance added STANDBY with the offset None after the round built its
+    offsets; Faust would seek it to None."""
+    assert seek_positions({STANDBY}, {STANDBY: None}, rebalance_pending=True) is None
+    assert seek_positions({STANDBY}, {STANDBY: 41}, rebalance_pending=True) is None
+
+
+def test_without_a_rebalance_the_seek_is_fausts_with_unknown_offsets_read_from_the_start() -> None:
+    assert seek_positions({STANDBY, ANOTHER}, {STANDBY: 41, ANOTHER: -1},
+                          rebalance_pending=False) == {STANDBY: 41, ANOTHER: 0}
+    # Never built (not expected without a rebalance): from the start, always correct.
+    assert seek_positions({STANDBY, ANOTHER}, {STANDBY: None},
+                          rebalance_pending=False) == {STANDBY: 0, ANOTHER: 0}
+
+
+def test_a_changed_recovery_source_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(RECOVERY_SOURCES, "_seek_offsets", ("no such line",))
+    assert missing_recovery_internals() == [
+        "Recovery._seek_offsets no longer has 'no such line'"]
+
+
+def test_the_worker_guards_its_seeks_and_takes_the_standby_setting(tmp_path: Path) -> None:
+    worker = LedgerWorker(load_settings({"BILLING_DATA_DIR": str(tmp_path)}),
+                          Ledger(load_config(None), load_pricebook(None)),
+                          WorkerOptions(store="memory://", standby_replicas=2))
+    assert worker.app.conf.table_standby_replicas == 2
+    recovery = worker.app.tables.recovery
+    recovery.signal_recovery_start.set()  # a rebalance came during the round
+    with pytest.raises(RebalanceAgain):  # restarts it; the consumer is never reached
+        asyncio.run(recovery._seek_offsets(None, {STANDBY}, {STANDBY: None}, "standby"))
+    option = next(param for param in worker_command.params if param.name == "standby_replicas")
+    assert WorkerOptions().standby_replicas == int(option.default) == 0  # the command's default

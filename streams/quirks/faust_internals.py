@@ -5,14 +5,17 @@ Faust has no public way to read a partition's committed offset, to decide which 
 takes, to make a table write go to a given partition outside the agent's own event, or to send
 records in batches on its producer; the worker needs all four (see ``streams/README.md``). Each
 is one small function here, so an upgrade of faust-streaming is reviewed against this file and
-its test, and nowhere else.
+its test, and nowhere else. One is a fix of Faust's own code: :func:`guard_recovery_seeks`, without
+which a standby replica could crash a worker that is still recovering when the group rebalances.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
+import types
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,9 +23,12 @@ import faust
 from aiokafka.structs import TopicPartition
 from faust.streams import _current_event
 from faust.tables.base import Collection
+from faust.tables.recovery import RebalanceAgain, Recovery
 from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import Producer
 from faust.types import TP
+
+log = logging.getLogger("billing.worker")
 
 PINNED_VERSION = "0.15.3"  # the faust-streaming these were read from (pyproject.toml pins it)
 # Attributes the consumer's __init__ must still set, and what they hold.
@@ -98,4 +104,83 @@ def missing_internals() -> list[str]:
     if "self.data.set_persisted_offset(" not in inspect.getsource(
             Collection._on_changelog_sent):
         missing.append("Table._on_changelog_sent no longer persists the changelog offset")
+    missing += missing_recovery_internals()
+    return missing
+
+
+# -- the standby seek (Recovery._seek_offsets) ----------------------------------------------------
+
+# What guard_recovery_seeks relies on in faust/tables/recovery.py, by method: the round
+# (_restart_recovery) seeks the standby partitions through self._seek_offsets and restarts on
+# RebalanceAgain, which its wait for the active partitions swallows; a rebalance (on_rebalance,
+# _add) sets signal_recovery_start and adds partitions with the offset None; _seek_offsets maps
+# only -1 to 0 before it seeks. When one of these changes, read the new recovery.py again: the
+# fix may be needed no more, or elsewhere.
+RECOVERY_SOURCES = {
+    "_restart_recovery": ("self._seek_offsets)(", "except RebalanceAgain", "standby_offsets, "
+                          '"standby"', "finish_span(self._actives_span, error=exc)"),
+    "on_rebalance": ("self.signal_recovery_start.set()",),
+    "_add": ("offsets.setdefault(tp, None)",),
+    "_seek_offsets": ("if offset == -1:", "await consumer.seek_wait(new_offsets)"),
+}
+
+
+def seek_positions(tps: Iterable[TP], offsets: Mapping[TP, int | None],
+                   rebalance_pending: bool) -> dict[TP, int] | None:
+    """Where a recovery round seeks each changelog partition of ``tps`` (Faust's
+    ``Recovery._seek_offsets``, fixed), or ``None``: restart the round, a newer rebalance is
+    pending.
+
+    Faust keeps one set of standby partitions and one of their offsets, and a rebalance rewrites
+    both at once (``on_rebalance``), adding each new partition with the offset ``None`` for the
+    next round to read from Kafka (``_build_offsets``). A round stops at its next step when it
+    sees the rebalance (``_wait`` raises ``RebalanceAgain``), except while it waits for the
+    active partitions to be read: an ``except Exception`` around that wait swallows
+    ``RebalanceAgain`` and the round goes on ("Done reading from changelog topics") to its
+    standby step, with the new rebalance's standby partitions. Their offset ``None`` reaches
+    aiokafka's ``seek`` (on the consumer's thread), which raises "Offset must be a positive
+    integer"; when that comes back before the rebalance signal is noticed, the ``Recovery``
+    service crashes and the worker exits (2 of 6, then 1 of 4, two-worker starts with a standby
+    replica: a worker alone, recovering, when the second one joins; ``BENCHMARKS.md``). So a pending
+    rebalance restarts the round, as Faust does when it sees one elsewhere; an offset still
+    unknown without one (not expected) reads the partition from its start, always correct (a
+    changelog read again rewrites the same values), only slower. -1 ("nothing read yet") seeks
+    to 0, as in Faust."""
+    if rebalance_pending:
+        return None
+    positions = {}
+    for tp in tps:
+        offset = offsets.get(tp)
+        positions[tp] = 0 if offset is None or offset < 0 else offset
+    return positions
+
+
+async def _seek_offsets_or_restart(recovery: Any, consumer: Any, tps: Iterable[TP],
+                                   offsets: Mapping[TP, int | None], title: str) -> None:
+    """``Recovery._seek_offsets`` by :func:`seek_positions`; ``RebalanceAgain`` restarts the
+    round (``_restart_recovery`` catches it)."""
+    positions = seek_positions(tps, offsets, recovery.signal_recovery_start.is_set())
+    if positions is None:
+        log.info("recovery_round_restarted seek=%s reason=a rebalance came during the round",
+                 title)
+        raise RebalanceAgain()
+    await consumer.seek_wait(positions)
+
+
+def guard_recovery_seeks(app: Any) -> None:
+    """Replace the seek of ``app``'s recovery service (both of its seeks: active and standby
+    partitions) with :func:`_seek_offsets_or_restart`; the app's own instance only, so
+    another Faust app in the process keeps Faust's."""
+    recovery = app.tables.recovery
+    recovery._seek_offsets = types.MethodType(_seek_offsets_or_restart, recovery)
+
+
+def missing_recovery_internals() -> list[str]:
+    """What :func:`guard_recovery_seeks` relies on and the installed Faust no longer has."""
+    missing = []
+    for name, fragments in RECOVERY_SOURCES.items():
+        method = getattr(Recovery, name)
+        source = inspect.getsource(getattr(method, "fun", method))  # a Service.task wraps it
+        missing += [f"Recovery.{name} no longer has {fragment!r}" for fragment in fragments
+                    if fragment not in source]
     return missing

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from billing.events import normalize_input
+from devkit.harness import records_to_recover, recovery_tables
 from devkit.stack.kafka import KafkaServer
 from devkit.workload import generate
-from runtime.observe import wait_until
+from runtime.observe import changelog_topic, wait_until
 from runtime.settings import Settings
 from tests.integration.pipeline import (
     WorkerProcess,
@@ -117,15 +118,28 @@ def test_broker_restart_mid_run(stack: Settings, workload: list[dict[str, Any]],
     assert_same_result(settings, app_id, expected, worker)
 
 
+def assigned_inputs(log: str, usage_topic: str) -> list[str]:
+    """The usage partitions of each assignment in a worker's log (Faust logs each as a table of
+    topic | partitions, leaving out a topic without partitions)."""
+    return re.findall(rf"\| {re.escape(usage_topic)} +\| {{([^}}]+)}}", log)
+
+
+def owns_inputs_now(worker: WorkerProcess, usage_topic: str) -> bool:
+    """Whether the worker's latest assignment includes partitions of the usage topic."""
+    *_, latest = worker.log_path.read_text().split("Setting newly assigned partitions")
+    return bool(assigned_inputs(latest.split("\n[", 1)[0], usage_topic))
+
+
 def test_two_workers_one_stopped_mid_run(stack: Settings, workload: list[dict[str, Any]],
                                          expected: Expected, tmp_path: Path) -> None:
     """Two workers share the partitions; when one stops, the other takes its partitions over
-    and recovers their state from the changelog (each worker has its own RocksDB, as on two
-    machines)."""
+    and, without standby replicas, recovers their state from the changelog (each worker has its
+    own RocksDB, as on two machines)."""
     settings, app_id = isolated(stack, "rebalance")
     publish(settings, workload)
     workers = [WorkerProcess(replace(settings, data_dir=tmp_path / name), app_id,
-                             tmp_path / f"{name}.log", store="rocksdb://").start()
+                             tmp_path / f"{name}.log", store="rocksdb://",
+                             env={"BILLING_STANDBY_REPLICAS": "0"}).start()
                for name in ("first", "second")]
     try:
         wait_processed(workers[0], len(workload), len(workload) // 3, timeout=600)
@@ -135,9 +149,65 @@ def test_two_workers_one_stopped_mid_run(stack: Settings, workload: list[dict[st
     finally:
         for worker in workers:
             worker.stop()
-    usage_topic = settings.topics.usage
-    for worker in workers:  # Faust logs each assignment as a table of topic | partitions
-        assigned = re.findall(rf"\| {re.escape(usage_topic)} +\| {{([^}}]+)}}",
-                              worker.log_path.read_text())
-        assert assigned, f"{worker.log_path.name}: never assigned an input partition"
+    for worker in workers:
+        assert assigned_inputs(worker.log_path.read_text(), settings.topics.usage), (
+            f"{worker.log_path.name}: never assigned an input partition")
+    assert_same_result(settings, app_id, expected, *workers)
+
+
+# Found by this test (2026-12-06: 1 of 3 runs with standby replicas, 0 of 2 without): a SIGKILL
+# can leave a batch's seen-ids changelog record delivered and its accounts record not (the two
+# changelogs are delivered by separate drains; the input offsets are not committed, as designed).
+# A worker that takes the partition over from the changelog (standby copy or rebuild alike) then
+# has the account without the batch but the batch's payment and event ids: the redelivered events
+# are taken for duplicates and dropped (seen: a $10 credits_purchased lost, then a usage_paused the
+# replay never emits). A worker restarted on its own RocksDB does not see it (its local values
+# include the batch), which is why the one-worker SIGKILL test passes. The fix belongs to the
+# commit order (streams/commit.py, streams/seen_table.py), not to the standby replicas.
+@pytest.mark.xfail(reason="a SIGKILL between the seen-ids and accounts changelog deliveries of a "
+                          "batch loses its events on a takeover by another worker (see above)",
+                   strict=False)
+@pytest.mark.parametrize("standby_replicas", [1, 0])
+def test_two_workers_one_killed_mid_run(stack: Settings, workload: list[dict[str, Any]],
+                                        expected: Expected, tmp_path: Path,
+                                        standby_replicas: int) -> None:
+    """Two workers, RocksDB each (as on two machines), with and without a standby copy of each
+    other's table partitions. One is SIGKILLed while both own partitions; the survivor takes them
+    over (from its copies, reading only what they had not read yet) and the run ends where the
+    replay ends. How much the survivor read is printed, not asserted: a copy can lag far behind
+    a changelog written under load (seen: 31 of 453 records read 36 s after the copy started)."""
+    settings, app_id = isolated(stack, f"kill-standby-{standby_replicas}")
+    publish(settings, workload)
+    survivor, victim = workers = [
+        WorkerProcess(replace(settings, data_dir=tmp_path / name), app_id,
+                      tmp_path / f"{name}.log", store="rocksdb://",
+                      module="tests.integration.verbose_worker",  # every recovery table logged
+                      env={"BILLING_STANDBY_REPLICAS": str(standby_replicas)}).start()
+        for name in ("survivor", "victim")]
+    try:
+        wait_processed(survivor, len(workload), len(workload) // 3, timeout=600)
+
+        def both_own_partitions_and_keep_copies() -> bool:
+            for worker in workers:
+                worker.check_running()
+            return all(owns_inputs_now(worker, settings.topics.usage) and (
+                not standby_replicas
+                or b"Starting standby partitions..." in worker.log_path.read_bytes())
+                for worker in workers)
+
+        wait_until(both_own_partitions_and_keep_copies, 300, interval=0.5,
+                   what="both workers owning input partitions (with standby copies if on)")
+        killed_at = survivor.log_path.stat().st_size
+        victim.stop(signal.SIGKILL)
+        survivor.wait_drained(timeout=900)
+    finally:
+        for worker in workers:
+            worker.stop()
+    takeover = survivor.log_path.read_bytes()[killed_at:]
+    assert b"Crashed reason=" not in survivor.log_path.read_bytes()
+    read = records_to_recover(takeover, changelog_topic(app_id))
+    rebuild = sum(mark + 1 for mark in recovery_tables(takeover, changelog_topic(app_id))[0]
+                  .values())
+    print(f"{app_id}: after the kill the survivor read {read:,} changelog records of the "
+          f"accounts table, against {rebuild:,} for a rebuild of the whole table")
     assert_same_result(settings, app_id, expected, *workers)
