@@ -129,6 +129,10 @@ def _restore(state: AccountState,
     state.month_spend, state.month_unpaid, state.invoices = month_spend, month_unpaid, invoices
 
 
+# Events whose handler checks their payment id before anything else, recording it when unknown.
+PAYMENT_ID_FIRST = frozenset({"credits_purchased", "payment_failed"})
+
+
 class LedgerFault(InvalidEvent):
     """The rules failed on an event with an unexpected error (a bug, or input no check foresaw).
 
@@ -784,6 +788,30 @@ class Ledger:
                 end = min((millis - self._horizon_ms) // BUCKET_MS, newest // BUCKET_MS + 1)
                 if end > first:
                     seen.forget_buckets(account_id, first, end, millis // BUCKET_MS)
+
+    def remember_again(self, state: AccountState, event: dict[str, Any]) -> None:
+        """Record again the ids of an event that ``state`` shows applied (by its input position),
+        in case they were lost: the worker makes a batch's states durable before its seen ids,
+        and a crash between the two keeps the states and loses the ids (``streams/commit.py``).
+        Without them, a later copy of the event would be charged again.
+
+        Exactly what applying it recorded: its event id (unless the horizon has passed it: its
+        bucket is forgotten), and the payment id of a purchase or a failed payment if the
+        account has none under that id (those check their payment id first, and record it when
+        unknown). An ``invoice_paid`` refused for its invoice never recorded its payment id, and
+        the state cannot tell whether it was refused: its payment id is left as it is. The
+        buckets its application forgot are not forgotten again: they are past the horizon,
+        never looked up (they only take space)."""
+        seen, account_id = self.seen, state.account_id
+        millis = to_millis(event["timestamp"])
+        if millis >= state.last_event_ms - self._horizon_ms:
+            bucket = millis // BUCKET_MS
+            if not seen.has_event(account_id, bucket, event["event_id"]):
+                seen.add_event(account_id, bucket, event["event_id"])
+        payment_id = event.get("payment_id")
+        if payment_id is not None and event["type"] in PAYMENT_ID_FIRST \
+                and seen.payment(account_id, payment_id) is None:
+            seen.add_payment(account_id, payment_id, self._payment_record(event))
 
     def _with_snapshot(self, state: AccountState, emitter: _Emitter) -> list[dict[str, Any]]:
         if emitter.outputs:

@@ -165,7 +165,9 @@ class Apply:
         if entry is not None and entry.includes(kind, offset, item.index):
             # Delivered again (its position is in the state): it changes nothing and emits
             # nothing. The state is written again all the same, in case a crash lost its
-            # changelog record (see streams.commit).
+            # changelog record, and its ids recorded again, in case a crash lost theirs (see
+            # streams.commit).
+            self.ledger.remember_again(entry.state, canonical)
             batch.states[key] = entry
             self.metrics.duplicate()
             return

@@ -8,7 +8,14 @@ crash harmless:
 1. **outputs delivered.** Killed before this: the inputs are redelivered, the table never saw the
    batch, so the ledger applies it again and emits the same outputs with the same deterministic ids
    (consumers and ClickHouse drop the copies).
-2. **table written, changelog delivered.** Killed before this: as in 1.
+2. **table written, changelog delivered**, in two steps: the other tables' records (the account
+   states, the partition clock) first, the ``later_tables``' (the seen ids) once those are
+   delivered. Killed before this: as in 1. Killed between the two steps: the states hold the batch
+   and the seen ids do not; the redelivered inputs are recognised by the input positions the
+   states hold, and their ids are recorded again (``Ledger.remember_again``). The other order lost
+   money: seen ids ahead of the state made a worker that rebuilt the partition from the changelog
+   (a takeover by another worker, a standby copy, a memory store) drop the redelivered events as
+   copies of themselves (seen: a $10 purchase lost after a SIGKILL).
 3. **inputs acknowledged.** Killed before the offset commit: the inputs are redelivered to a state
    that has them; the ledger skips them as duplicates, and their outputs are already out. (The
    worker rewrites the state of an account that receives a duplicate, so a changelog record that a
@@ -75,8 +82,11 @@ class CommitQueue:
     """Orders and groups the durable effects of the worker's batches (see the module docstring)."""
 
     def __init__(self, max_pending_events: int = 20_000, stall_seconds: float = 120.0,
-                 sender: BatchSender | None = None) -> None:
+                 sender: BatchSender | None = None, later_tables: Iterable[str] = ()) -> None:
         self.max_pending_events = max_pending_events
+        # Tables whose values are written and delivered only once every other table's values of
+        # the same group are delivered (step 2 of the module docstring).
+        self.later_tables = frozenset(later_tables)
         # Changelog records go out in batches through ``sender``; None: through Faust's
         # ``send_changelog``, one by one (Kafka transactions, see streams/sender.py).
         self.sender = sender
@@ -186,10 +196,15 @@ class CommitQueue:
         for batch in group:
             for write in batch.writes:
                 latest[(write.table.name, write.key)] = (batch, write)
-        deliveries = [await self._write(batch, write) for batch, write in latest.values()]
-        await self._delivered(deliveries, "changelog records")
+        writes = sorted(latest.values(), key=lambda pair: pair[1].table.name in self.later_tables)
+        deliveries: list[Awaitable[Any]] = []
+        for later in (False, True):
+            step = [await self._write(batch, write) for batch, write in writes
+                    if (write.table.name in self.later_tables) is later]
+            await self._delivered(step, "changelog records")
+            deliveries += step
         if self.sender is not None:
-            self._persist_offsets(latest.values(), deliveries)
+            self._persist_offsets(writes, deliveries)
         events = 0
         for batch in group:
             for event in batch.events:

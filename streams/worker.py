@@ -192,8 +192,10 @@ class LedgerWorker:
         sender = BatchSender(partial(kafka_producer, self.app))
         self.publisher = Publisher(self.app, sender, self.codec, settings, self.ledger,
                                    self.metrics, options.worker_name)
+        # The seen ids become durable after the states they belong to (streams/commit.py).
         self.commits = CommitQueue(stall_seconds=options.stuck_seconds,
-                                   sender=None if transactions else sender)
+                                   sender=None if transactions else sender,
+                                   later_tables=[self.seen_table.name])
         self.commits.on_commit = self.metrics.committed
         self.apply = Apply(settings, self.ledger, self.metrics, self.kind_of_topic, self.merger,
                            self.lock, self.publisher, self.commits, self.accounts, self.clock,

@@ -156,17 +156,13 @@ def test_two_workers_one_stopped_mid_run(stack: Settings, workload: list[dict[st
 
 
 # Found by this test (2026-12-06: 1 of 3 runs with standby replicas, 0 of 2 without): a SIGKILL
-# can leave a batch's seen-ids changelog record delivered and its accounts record not (the two
-# changelogs are delivered by separate drains; the input offsets are not committed, as designed).
-# A worker that takes the partition over from the changelog (standby copy or rebuild alike) then
-# has the account without the batch but the batch's payment and event ids: the redelivered events
-# are taken for duplicates and dropped (seen: a $10 credits_purchased lost, then a usage_paused the
-# replay never emits). A worker restarted on its own RocksDB does not see it (its local values
-# include the batch), which is why the one-worker SIGKILL test passes. The fix belongs to the
-# commit order (streams/commit.py, streams/seen_table.py), not to the standby replicas.
-@pytest.mark.xfail(reason="a SIGKILL between the seen-ids and accounts changelog deliveries of a "
-                          "batch loses its events on a takeover by another worker (see above)",
-                   strict=False)
+# could leave a batch's seen-ids changelog record delivered and its accounts record not. A worker
+# that took the partition over from the changelog (standby copy or rebuild alike) then had the
+# account without the batch but the batch's payment and event ids: the redelivered events were
+# taken for duplicates and dropped (seen: a $10 credits_purchased lost, then a usage_paused the
+# replay never emits). Fixed by the commit order (streams/commit.py: the states' records are
+# delivered before the seen ids') and by recording a redelivered event's ids again
+# (Ledger.remember_again).
 @pytest.mark.parametrize("standby_replicas", [1, 0])
 def test_two_workers_one_killed_mid_run(stack: Settings, workload: list[dict[str, Any]],
                                         expected: Expected, tmp_path: Path,
