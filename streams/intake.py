@@ -32,7 +32,7 @@ from streams.metrics import WorkerMetrics, received_lag
 from streams.publish import Publisher
 from streams.quirks.ack_offsets import commit_applied_offsets
 from streams.quirks.broker_reader import BrokerReader
-from streams.quirks.faust_internals import committed_offsets
+from streams.quirks.faust_internals import committed_offsets, consider_for_commit
 from streams.quirks.inline_delivery import deliver_inline
 from streams.quirks.input_sequence import FilledEvent, InputSequence
 
@@ -190,8 +190,10 @@ class Intake:
 
     def _pass_empty(self, tp: TP, offsets: list[int]) -> None:
         """Offsets of ``tp`` that hold no message (transaction markers): nothing to apply, and
-        the offset commit must pass them (:mod:`streams.quirks.ack_offsets`)."""
+        the offset commit must pass them (:mod:`streams.quirks.ack_offsets`), also in a
+        partition where nothing else is acknowledged."""
         self.commits.applied.add_empty(tp, offsets)
+        consider_for_commit(self.app.consumer, tp)
         log.info("input_offsets_without_message topic=%s partition=%d offsets=%d-%d count=%d",
                  tp.topic, tp.partition, offsets[0], offsets[-1], len(offsets))
 
