@@ -58,7 +58,9 @@ def consider_for_commit(consumer: Any, tp: TP) -> None:
     """Make Faust's offset commit look at ``tp`` although nothing was acknowledged there: it
     only commits the partitions listed in its acknowledged offsets, and a partition whose new
     offsets hold no message (transaction markers) has none, so its commit never moved."""
-    consumer._acked[tp]  # a defaultdict: the key is what the commit iterates
+    # A defaultdict: the key is what the commit iterates, and it passes the key on to aiokafka,
+    # which takes its own TopicPartition only.
+    consumer._acked[consumer_tp(tp)]
 
 
 @contextmanager
