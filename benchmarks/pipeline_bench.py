@@ -107,7 +107,7 @@ def scheduler_seconds(pid: int) -> tuple[float, float]:
     was starved by the shared machine rather than slow by itself."""
     on_cpu = waiting = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread that ended
             ran, waited, _ = (task / "schedstat").read_text().split()
             on_cpu, waiting = on_cpu + int(ran), waiting + int(waited)
     return on_cpu / 1e9, waiting / 1e9
