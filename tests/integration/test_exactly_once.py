@@ -181,6 +181,19 @@ def assert_never_stuck(worker: WorkerProcess) -> None:
         f"{worker.stuck_restarts} stuck exits; end of the log:\n{worker.log_tail()}")
 
 
+def run_without_crash(worker: WorkerProcess, settings: Settings, app_id: str,
+                      expected: Expected) -> None:
+    """Run the started worker until it has committed every input, never stuck, then stop it:
+    the pipeline ends where replay ends, each output once."""
+    try:
+        wait_drained(worker, timeout=600)
+        assert_never_stuck(worker)
+    finally:
+        worker.stop()
+    outputs = assert_matches(settings, app_id, expected)
+    assert len(outputs) == len(expected[1]), "copies of outputs without a crash"
+
+
 def test_exactly_once_ends_where_replay_ends(stack: Settings, workload: list[dict[str, Any]],
                                             aborted: list[dict[str, Any]], expected: Expected,
                                             tmp_path: Path) -> None:
@@ -192,13 +205,7 @@ def test_exactly_once_ends_where_replay_ends(stack: Settings, workload: list[dic
     [long_key] = publish_messages(settings, [(settings.topics.usage, b"k" * 2_000, b"\x00")])
     worker = WorkerProcess(settings, app_id, tmp_path / "worker.log", store="rocksdb://",
                            env=EXACTLY_ONCE).start()
-    try:
-        wait_drained(worker, timeout=600)
-        assert_never_stuck(worker)
-    finally:
-        worker.stop()
-    outputs = assert_matches(settings, app_id, expected)
-    assert len(outputs) == len(expected[1]), "copies of outputs without a crash"
+    run_without_crash(worker, settings, app_id, expected)
     # The table's changelog went through transactions (so the guarantee was on); the dead
     # letter of the long-keyed message is there for a read_committed reader.
     assert offsets_without_message(settings, f"{app_id}-accounts-changelog") > 0
@@ -242,13 +249,7 @@ def test_at_least_once_passes_the_markers_of_transactional_producers(
     publish_in_transactions(settings, workload, [])
     assert all(offsets_without_message(settings, topic) for topic in settings.topics.inputs)
     worker = WorkerProcess(settings, app_id, tmp_path / "worker.log").start()
-    try:
-        wait_drained(worker, timeout=600)
-        assert_never_stuck(worker)
-    finally:
-        worker.stop()
-    outputs = assert_matches(settings, app_id, expected)
-    assert len(outputs) == len(expected[1]), "copies of outputs without a crash"
+    run_without_crash(worker, settings, app_id, expected)
 
 
 def test_offsets_without_message_counts_markers_only(stack: Settings,
