@@ -196,15 +196,17 @@ class CommitQueue:
         for batch in group:
             for write in batch.writes:
                 latest[(write.table.name, write.key)] = (batch, write)
-        writes = sorted(latest.values(), key=lambda pair: pair[1].table.name in self.later_tables)
+        first: list[tuple[PendingBatch, TableWrite]] = []
+        later: list[tuple[PendingBatch, TableWrite]] = []
+        for batch, write in latest.values():
+            (later if write.table.name in self.later_tables else first).append((batch, write))
         deliveries: list[Awaitable[Any]] = []
-        for later in (False, True):
-            step = [await self._write(batch, write) for batch, write in writes
-                    if (write.table.name in self.later_tables) is later]
-            await self._delivered(step, "changelog records")
-            deliveries += step
+        for step in (first, later):  # the second only once the first is delivered
+            sent = [await self._write(batch, write) for batch, write in step]
+            await self._delivered(sent, "changelog records")
+            deliveries += sent
         if self.sender is not None:
-            self._persist_offsets(writes, deliveries)
+            self._persist_offsets(first + later, deliveries)
         events = 0
         for batch in group:
             for event in batch.events:
