@@ -36,11 +36,12 @@ phase it did not keep up with is flagged: its latencies then measure the backlog
 
 The inputs the phase does not write to (payments, accounts, control, unless ``--side-rates`` says
 otherwise) are idle. The worker's event-time merge passes an event only while every other input of
-its partition number has an event buffered or may be skipped (``streams.intake`` ``_may_skip``:
-read to its end, or the agent idle for ``stall_timeout``), and its Kafka consumer fetches the idle
-inputs too; a side rate > 0 keeps them busy, to show what idle inputs cost. ``--fetch-wait-demo``
-measures the consumer's part alone (see :func:`fetch_wait_demo`). ``--tree PATH`` runs the worker
-of another checkout; ``--profile PREFIX`` samples the worker with py-spy in each phase.
+its partition number has an event buffered or may be skipped (``streams.intake``
+``_caught_up_as_of``: read to its end as of the event's fetch or later), and its Kafka consumer
+fetches the idle inputs too; a side rate > 0 keeps them busy, to show what idle inputs cost.
+``--fetch-wait-demo`` measures the consumer's part alone (see :func:`fetch_wait_demo`). ``--tree
+PATH`` runs the worker of another checkout; ``--profile PREFIX`` samples the worker with py-spy in
+each phase.
 
     billing stack up --no-clickhouse
     python -m benchmarks.latency_bench --rates 250 500 750 1000 --seconds 60 --triggers 60 \\

@@ -82,22 +82,23 @@ class Apply:
         self.accounts, self.clock, self.seen_table, self.seen = accounts, clock, seen_table, seen
         self.released_at = time.monotonic()  # when the merge was last released (RELEASE_WITHIN)
 
-    async def release_all(self, may_skip: Callable[[int], Any]) -> None:
+    async def release_all(self, caught_up_as_of: Callable[[int], Any]) -> None:
         """Apply what the merge releases, one batch per partition (the agent and the tick).
-        ``may_skip(partition)``: which of its inputs need not be waited for (the input job's)."""
+        ``caught_up_as_of(partition)``: as of which fetch each of its inputs is known to hold
+        nothing more (the input job's; :meth:`billing.merge.EventTimeMerger.release`)."""
         self.released_at = time.monotonic()
         async with self.lock:
             for partition in self.merger.partitions_with_pending():
-                await self._release(partition, may_skip)
+                await self._release(partition, caught_up_as_of)
 
-    async def _release(self, partition: int, may_skip: Callable[[int], Any]) -> None:
+    async def _release(self, partition: int, caught_up_as_of: Callable[[int], Any]) -> None:
         """Apply what the merge releases for ``partition``, as one batch.
 
         Each account's state is read once per batch and serialized once at its end (one
         changelog record instead of one per event); the batch then goes to the commit queue,
         which acknowledges its offsets only once its outputs and changelog records are delivered.
         """
-        released = list(self.merger.release(partition, may_skip(partition)))
+        released = list(self.merger.release(partition, caught_up_as_of(partition)))
         if not released:
             return
         batch = _Batch(partition)

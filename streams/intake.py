@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from functools import cache, partial
@@ -32,7 +33,7 @@ from streams.metrics import WorkerMetrics, received_lag
 from streams.publish import Publisher
 from streams.quirks.ack_offsets import commit_applied_offsets
 from streams.quirks.broker_reader import BrokerReader
-from streams.quirks.faust_internals import committed_offsets, consider_for_commit
+from streams.quirks.faust_internals import committed_offsets, consider_for_commit, end_seen_at
 from streams.quirks.inline_delivery import deliver_inline
 from streams.quirks.input_sequence import FilledEvent, InputSequence
 
@@ -65,6 +66,9 @@ EMPTY_TAIL_AFTER = 0.5
 # A longer tail (an aborted transaction's records, or messages Faust has not delivered yet, as
 # right after an assignment) is read only after ``stall_timeout`` seconds without a message.
 EMPTY_TAIL_MOST = 64
+# Seconds since anyone last looked at the end of an input read to its end that holds events back
+# (they were fetched after that look) before the worker asks Kafka for that end itself.
+PROBE_STALE_AFTER = 0.1
 
 
 class _Input(NamedTuple):
@@ -99,6 +103,8 @@ class Intake:
         # a partition whose end stays ahead of it is probed for offsets that hold no message
         # (``_read_empty_tails``).
         self.received_at: dict[TP, float] = {}
+        # Input ends the worker asked Kafka for itself: tp -> (end offset, asked at, wall ms).
+        self.probed_ends: dict[TP, tuple[int, float]] = {}
         self.receiving = asyncio.Lock()  # one partition's offsets go into the merge in order
         # Monotonic time since which the agent has been waiting for input with nothing to do
         # (None while it is processing). Only an idle agent can tell a stalled input: a busy one,
@@ -119,9 +125,12 @@ class Intake:
         deliver_inline(self.app.consumer)
         inputs = stream.noack()
         taken_in = 0
+        consumer = self.app.consumer
         async for event in inputs.events():
             self.idle_since = None
             tp = event.message.tp
+            # Read before anything else: the message was fetched at or before it.
+            fetched_at = end_seen_at(consumer, tp) or now_ms()
             async with self.receiving:
                 self.received_at[tp] = time.monotonic()
                 try:
@@ -129,32 +138,35 @@ class Intake:
                 except Exception as error:  # Kafka unreachable: exit, to be restarted
                     exit_stuck(f"could not read skipped input of {tp}: {error!r}")
                 try:
-                    for message in admitted.missing:
-                        await self._receive(FilledEvent(message, self.app.consumer))
+                    if admitted.missing:
+                        read_at = now_ms()
+                        for message in admitted.missing:
+                            await self._receive(FilledEvent(message, consumer), read_at)
                     # A repeat goes through too: the ledger skips it by the offsets in the
                     # account's state, and it is acknowledged only after the first copy.
-                    await self._receive(event, repeat=admitted.repeat)
+                    await self._receive(event, fetched_at, repeat=admitted.repeat)
                 except Exception as error:
                     exit_failed(error)
             taken_in += 1
             if (taken_in >= RELEASE_EVERY
                     or time.monotonic() - self.apply.released_at >= RELEASE_WITHIN):
                 try:
-                    await self.apply.release_all(self._may_skip)
+                    await self.apply.release_all(self._caught_up_as_of)
                 except Exception as error:
                     exit_failed(error)
                 taken_in = 0
             await self.commits.wait_for_room()
             self.idle_since = time.monotonic()
 
-    async def _receive(self, event: EventT, repeat: bool = False) -> None:
+    async def _receive(self, event: EventT, fetched_at: float, repeat: bool = False) -> None:
         """Decode one input message; dead-letter it, or buffer its events in the merge (the
-        next :meth:`~streams.apply.Apply.release_all` applies what it releases). A batch message
-        (``usage_batch``) puts each record in the merge with its own event time; a record bad
-        alone is dead-lettered alone. The message is acknowledged with its last event in the
-        merge, or with its dead letters if none is valid. A repeat of an invalid message is not
-        dead-lettered again: its first copy was, in a batch the commit queue commits before this
-        one."""
+        next :meth:`~streams.apply.Apply.release_all` applies what it releases), with
+        ``fetched_at`` (wall-clock ms, at or after its fetch: see :meth:`_caught_up_as_of`). A
+        batch message (``usage_batch``) puts each record in the merge with its own event time; a
+        record bad alone is dead-lettered alone. The message is acknowledged with its last event
+        in the merge, or with its dead letters if none is valid. A repeat of an invalid message
+        is not dead-lettered again: its first copy was, in a batch the commit queue commits
+        before this one."""
         message = event.message
         if message.tp not in self.sequence.next_offset:
             return  # revoked while it was read: not acknowledged, the next owner gets it
@@ -186,7 +198,7 @@ class Intake:
                 self.merger.add(message.topic, message.partition,
                                 millis_of(canonical["timestamp"]), message.offset,
                                 _Input(event, canonical, repeat, index, index == last,
-                                       len(decoded) > 1))
+                                       len(decoded) > 1), fetched_at)
 
     def _pass_empty(self, tp: TP, offsets: list[int]) -> None:
         """Offsets of ``tp`` that hold no message (transaction markers): nothing to apply, and
@@ -230,7 +242,8 @@ class Intake:
         """Release events held back by a lagging input once it caught up; read an input Faust
         stopped delivering; exit if input is waiting but has not arrived for ``stuck_seconds``."""
         try:
-            await self.apply.release_all(self._may_skip)
+            await self.apply.release_all(self._caught_up_as_of)
+            await self._probe_stale_ends()
             await self._read_stalled_inputs()
             await self._read_empty_tails()
         except Exception as error:
@@ -262,8 +275,9 @@ class Intake:
                     self.metrics.read_directly(topic, "stalled", len(messages))
                     log.warning("input_stalled_read topic=%s partition=%d from=%s read=%d "
                                 "highwater=%d", topic, partition, start, len(messages), highwater)
+                    read_at = now_ms()
                     for message in messages:
-                        await self._receive(FilledEvent(message, app.consumer))
+                        await self._receive(FilledEvent(message, app.consumer), read_at)
 
     async def _read_empty_tails(self) -> None:
         """Read from Kafka an input partition whose end stays ahead of the last message taken in
@@ -304,8 +318,9 @@ class Intake:
                     log.info("input_tail_read topic=%s partition=%d from=%s read=%d "
                              "highwater=%d", tp.topic, tp.partition, start, len(messages),
                              highwater)
+                read_at = now_ms()
                 for message in messages:
-                    await self._receive(FilledEvent(message, consumer))
+                    await self._receive(FilledEvent(message, consumer), read_at)
 
     def _stuck_reason(self) -> str | None:
         """Why the worker makes no progress, if it does not: idle (not rebalancing or
@@ -340,16 +355,64 @@ class Intake:
         highwater = consumer.highwater(tp)
         if highwater is None:
             return None
+        return self._next_offset(tp) >= highwater
+
+    def _next_offset(self, tp: TP) -> int:
+        """The next offset of input ``tp`` to receive (the committed one before the first)."""
         next_offset = self.sequence.next_offset.get(tp)
         if next_offset is None:
-            next_offset = committed_offsets(consumer).get(tp) or 0
-        return next_offset >= highwater
+            next_offset = committed_offsets(self.app.consumer).get(tp) or 0
+        return next_offset
 
-    def _may_skip(self, partition: int) -> Any:
-        """Whether an input of ``partition`` with nothing buffered need not be waited for: only
-        when it is read to its end (a stalled one is read by ``_read_stalled_inputs``). Asked
-        once per input for one release (nothing is received while it runs)."""
-        return cache(lambda topic: bool(self._read_to_end(TP(topic, partition))))
+    def _caught_up_as_of(self, partition: int) -> Any:
+        """As of which fetch (wall-clock ms) each input of ``partition`` is known to hold nothing
+        the worker has not received (``-math.inf``: not known): what the merge may pass it with
+        (:meth:`billing.merge.EventTimeMerger.release`). The consumer's end of a partition is as
+        old as the last fetch response that covered it, and aiokafka leaves a partition out of
+        the fetches while it holds records of it: so "read to its end" holds only as of that
+        response, and a payment fetched later may follow a usage appended in between. The
+        newest of the consumer's answer and the worker's own look (:meth:`_probe_stale_ends`)
+        counts. Asked once per input for one release (nothing is received while it runs)."""
+        return cache(lambda topic: self._caught_up_since(TP(topic, partition)))
+
+    def _caught_up_since(self, tp: TP) -> float:
+        seen = end_seen_at(self.app.consumer, tp)  # before the end: that is at least as new
+        caught_up = -math.inf
+        if seen is not None and self._read_to_end(tp):
+            caught_up = seen
+        probed = self.probed_ends.get(tp)
+        if probed is not None and probed[1] > caught_up and \
+                self._next_offset(tp) >= probed[0]:
+            caught_up = probed[1]
+        return caught_up
+
+    async def _probe_stale_ends(self) -> None:
+        """Ask Kafka for the ends of the inputs read to their end that hold buffered events back,
+        when neither the consumer nor the worker has looked at them for ``PROBE_STALE_AFTER``:
+        the consumer's next fetch would tell too, but Faust's holds a fetch for up to 1.5 s when
+        its partitions are idle (and partitions led by another broker are fetched apart)."""
+        if self.app.rebalancing or self.app.in_recovery:
+            return
+        consumer, looked_before = self.app.consumer, now_ms() - PROBE_STALE_AFTER * 1000
+        stale = []
+        for partition in self.merger.partitions_with_pending():
+            for topic in self.merger.waiting_for(partition):
+                tp = TP(topic, partition)
+                looked = max((end_seen_at(consumer, tp) or 0.0),
+                             self.probed_ends.get(tp, (0, 0.0))[1])
+                if looked < looked_before and self._read_to_end(tp):
+                    stale.append(tp)
+        if not stale:
+            return
+        asked_at = now_ms()  # the answer is as new as the question, at least
+        try:
+            ends = await self.reader.end_offsets(stale)
+        except Exception as error:  # Kafka unreachable: the consumer's next fetch tells
+            log.warning("input_end_probe_failed partitions=%d error=%r", len(stale), error)
+            return
+        for tp, end in ends.items():
+            self.probed_ends[tp] = (end, asked_at)
+        await self.apply.release_all(self._caught_up_as_of)
 
     def _idle_since_settled(self) -> float | None:
         """Since when the agent has been idle, counting from the end of the last rebalance at
@@ -357,6 +420,11 @@ class Intake:
         if self.idle_since is None or self.app.rebalancing or self.app.in_recovery:
             return None
         return max(self.idle_since, self.settled_at)
+
+
+def now_ms() -> float:
+    """The wall clock in milliseconds: aiokafka's clock for its fetches (``end_seen_at``)."""
+    return time.time() * 1000
 
 
 def exit_failed(error: Exception) -> NoReturn:

@@ -44,6 +44,11 @@ class BrokerReader:
     async def read(self, tp: TP, start: int, end: int) -> list[Message]:
         return await self._in_thread(self._read, tp, start, end)
 
+    async def end_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """Each partition's end as Kafka answers now (the last stable offset when reading
+        committed only): the worker's own look, newer than its consumer's last fetch."""
+        return await self._in_thread(self._end_offsets, list(tps))
+
     async def close(self) -> None:
         await self._in_thread(self._close_clients)
         self._executor.shutdown(wait=False)
@@ -82,6 +87,11 @@ class BrokerReader:
             for partition, offset in consumer.beginning_offsets(without).items():
                 starts[TP(partition.topic, partition.partition)] = offset
         return starts
+
+    def _end_offsets(self, tps: list[TP]) -> dict[TP, int]:
+        _, consumer = self._clients()
+        ends = consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps])
+        return {TP(partition.topic, partition.partition): end for partition, end in ends.items()}
 
     def _read(self, tp: TP, start: int, end: int) -> list[Message]:
         _, consumer = self._clients()

@@ -2,8 +2,9 @@
 version at test time (``tests/test_faust_internals.py``).
 
 Faust has no public way to read a partition's committed offset, to decide which offset its commit
-takes, to make a table write go to a given partition outside the agent's own event, or to send
-records in batches on its producer; the worker needs all four (see ``streams/README.md``). Each
+takes, to make a table write go to a given partition outside the agent's own event, to send
+records in batches on its producer, or to tell how old its consumer's knowledge of a partition's
+end is; the worker needs all five (see ``streams/README.md``). Each
 is one small function here, so an upgrade of faust-streaming is reviewed against this file and
 its test, and nowhere else. One is a fix of Faust's own code: :func:`guard_recovery_seeks`, without
 which a standby replica could crash a worker that is still recovering when the group rebalances.
@@ -21,11 +22,12 @@ from typing import Any
 
 import faust
 from aiokafka.structs import TopicPartition
+from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event
 from faust.tables.base import Collection
 from faust.tables.recovery import RebalanceAgain, Recovery
-from faust.transport.consumer import Consumer
-from faust.transport.drivers.aiokafka import Producer
+from faust.transport.consumer import Consumer, ThreadDelegateConsumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Producer
 from faust.types import TP
 
 log = logging.getLogger("billing.worker")
@@ -84,6 +86,18 @@ def consumer_tp(tp: TP) -> TP:
     return TopicPartition(tp.topic, tp.partition)  # type: ignore[return-value]
 
 
+def end_seen_at(consumer: Any, tp: TP) -> float | None:
+    """When Faust's aiokafka consumer last learned the end (highwater) of ``tp`` from a fetch
+    response, in wall-clock milliseconds (aiokafka's ``last_poll_timestamp``, which Faust does not
+    pass on); None before its first fetch of ``tp``, or when ``tp`` is not assigned. Every
+    message of ``tp`` delivered so far was fetched at or before it."""
+    try:
+        seen = consumer._thread._ensure_consumer().last_poll_timestamp(tp)
+    except (AssertionError, AttributeError, ConsumerNotStarted):  # not assigned (any more)
+        return None
+    return None if seen is None else float(seen)
+
+
 def kafka_producer(app: Any) -> Any:
     """The app's own started aiokafka producer (``AIOKafkaProducer``), for batched sends
     (``streams/sender.py``): Faust's ``Topic.send`` costs ~85 µs per record."""
@@ -113,6 +127,10 @@ def missing_internals() -> list[str]:
     if "self.data.set_persisted_offset(" not in inspect.getsource(
             Collection._on_changelog_sent):
         missing.append("Table._on_changelog_sent no longer persists the changelog offset")
+    if ("self._thread = " not in inspect.getsource(ThreadDelegateConsumer.__init__)
+            or not hasattr(AIOKafkaConsumerThread, "_ensure_consumer")):
+        missing.append("the aiokafka Consumer no longer keeps its aiokafka consumer's thread "
+                       "in _thread")
     missing += missing_recovery_internals()
     return missing
 

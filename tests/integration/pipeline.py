@@ -23,6 +23,7 @@ from billing.replay import Replay
 from devkit.harness import WorkerProcess, private_pipeline
 from runtime.codecs import codec_for
 from runtime.observe import group_lag, output_events, table_snapshots, wait_until
+from runtime.produce import PRODUCER_CONFIG
 from runtime.rules_files import load_config, load_pricebook
 from runtime.settings import Settings
 from sinks.clickhouse import open_writer
@@ -48,12 +49,28 @@ Position = tuple[str, int, int]  # topic, partition, offset
 
 
 def publish_messages(settings: Settings,
-                     messages: Iterable[tuple[str, bytes | None, bytes | None]]) -> list[Position]:
-    """Send (topic, key, value) messages in order, wait for every ack; return where each went."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                             linger_ms=20, batch_size=256 * 1024)
+                     messages: Iterable[tuple[str, bytes | None, bytes | None]],
+                     one_by_one: bool = False) -> list[Position]:
+    """Send (topic, key, value) messages in order, wait for every ack; return where each went.
+
+    With the producer client's settings (idempotent): without idempotence, a retried batch can
+    land behind the batches sent after it (Kafka allows 5 requests in flight), and retries are
+    common here: the first batches to a topic created a moment before meet
+    NotLeaderForPartition. The events of a partition would then not be in time order.
+
+    Batched, messages of different partitions are appended in whatever order their batches
+    fill: a worker reading while they arrive may get a later event of one topic before an
+    earlier one of another, as from independent producers whose clocks and queues differ, and
+    apply them in that order. ``one_by_one`` waits for each message's ack before sending the
+    next, so Kafka appends them in this order across topics too (slower: one round trip each)."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                             **{**PRODUCER_CONFIG, "batch_size": 256 * 1024})
     try:
-        futures = [producer.send(topic, key=key, value=value) for topic, key, value in messages]
+        futures = []
+        for topic, key, value in messages:
+            futures.append(producer.send(topic, key=key, value=value))
+            if one_by_one:
+                producer.flush()
         producer.flush()
     finally:
         producer.close()
@@ -68,9 +85,10 @@ def as_message(settings: Settings, event: dict[str, Any]) -> tuple[str, bytes, b
         codec_for(settings).encode(kind, event)
 
 
-def publish(settings: Settings, events: list[dict[str, Any]]) -> None:
-    """Send canonical events to their topics, keyed by account, and wait for every ack."""
-    publish_messages(settings, (as_message(settings, event) for event in events))
+def publish(settings: Settings, events: list[dict[str, Any]], one_by_one: bool = False) -> None:
+    """Send canonical events to their topics, keyed by account, and wait for every ack
+    (``one_by_one``: see :func:`publish_messages`)."""
+    publish_messages(settings, (as_message(settings, event) for event in events), one_by_one)
 
 
 

@@ -10,6 +10,7 @@ interleave.
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 from datetime import UTC, datetime
@@ -110,7 +111,7 @@ def worker_order(settings: Settings, messages: list[tuple[str, bytes, bytes]],
             if isinstance(event, dict):
                 merger.add(kinds[topic], partition, to_millis(event["timestamp"]), offset, event)
     return [event for partition in range(settings.partitions)
-            for event in merger.release(partition, lambda _: True)]
+            for event in merger.release(partition, lambda _: math.inf)]
 
 
 def publish_batched(stack: Settings, label: str
