@@ -19,7 +19,9 @@ small (the ids of 35 days of a busy account once made it too large for Kafka). L
   from the oldest bucket that may hold ids to its newest (once).
 
 Buckets are read once and cached (least recently used first out, bounded by :data:`CACHED_IDS`
-ids), indexes likewise (bounded by :data:`CACHED_INDEXES`). What a batch changes is held in
+ids), indexes likewise (bounded by :data:`CACHED_INDEXES`), and so is the absence of an index: an
+account opened before indexes would otherwise read its missing index at every event until its
+next forget builds one. What a batch changes is held in
 :attr:`TableSeenIds.pending` until the batch ends; the worker then hands
 :meth:`TableSeenIds.take_writes` to the commit queue with the batch's other table values, so the
 ids become durable in the same order as the state they belong to (``streams/commit.py``). Until
@@ -118,6 +120,10 @@ class _Index:
                 self.base += low
             self.dirty = True
         return held
+
+
+# Cached in place of the index of an account that has none (opened before indexes existed).
+_NO_INDEX = _Index(0, 0, False)
 
 
 class TableSeenIds:
@@ -232,15 +238,13 @@ class TableSeenIds:
     def _index(self, account_id: str) -> _Index | None:
         """The account's bucket index; None for an account opened before indexes existed."""
         index = self._indexes.get(account_id)
-        if index is not None:
+        if index is None:
+            stored = self._read(account_prefix(b"h", account_id))
+            index = _NO_INDEX if stored is None else _Index.load(stored)
+            self._cache_index(account_id, index)
+        else:
             self._indexes.move_to_end(account_id)
-            return index
-        stored = self._read(account_prefix(b"h", account_id))
-        if stored is None:
-            return None
-        index = _Index.load(stored)
-        self._cache_index(account_id, index)
-        return index
+        return None if index is _NO_INDEX else index
 
     def _cache_index(self, account_id: str, index: _Index) -> None:
         self._indexes[account_id] = index

@@ -140,6 +140,26 @@ def test_forgetting_reads_only_the_buckets_an_opened_account_has():
     assert _live_buckets(table.data) == {("quiet", 48)}
 
 
+def test_an_account_without_an_index_reads_for_it_once_until_a_forget_builds_one():
+    """Opened before indexes: its events do not each read the missing index again."""
+    reads: list[bytes] = []
+    table = Table()
+
+    def read(key: bytes) -> bytes | None:
+        reads.append(key)
+        return table.data.get(key)
+
+    seen = TableSeenIds(read)
+    for number in range(5):
+        seen.add_event("old", 0, f"e{number}")
+    assert reads.count(account_prefix(b"h", "old")) == 1
+    seen.forget_buckets("old", 0, 1, 1)
+    seen.add_event("old", 1, "e5")
+    table.commit(seen.take_writes())
+    assert account_prefix(b"h", "old") in table.data  # the forget built and wrote it
+    assert reads.count(account_prefix(b"h", "old")) == 1
+
+
 def test_a_busy_hour_is_split_into_small_chunks_and_a_batch_rewrites_only_the_last():
     table = Table()
     seen = TableSeenIds(table.data.get)
