@@ -145,7 +145,7 @@ def test_an_account_that_spends_its_credit_is_refused_by_the_gateway(stack: Sett
             assert statuses.wait_ready(60)
             gateway = Gateway(statuses)
             assert gateway.admit("A").reason == "unknown"
-            publish(settings, setup)
+            publish(settings, setup, one_by_one=True)  # the account exists before its method
             wait_until(lambda: statuses.may_send("A").allowed, timeout=120, interval=0.2,
                        what="the client to see the new account")
             served = gateway.admit("A")
