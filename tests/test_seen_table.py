@@ -14,10 +14,16 @@ from streams.seen_table import CHUNK_IDS, DELETED, TableSeenIds, account_of_key,
 
 
 class Table:
-    """A committed table: what take_writes produced, applied (tombstones delete)."""
+    """A committed table: what take_writes produced, applied (tombstones delete); ``read``
+    answers like ``data.get`` and records each key asked for in ``reads``."""
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
+        self.reads: list[bytes] = []
+
+    def read(self, key: bytes) -> bytes | None:
+        self.reads.append(key)
+        return self.data.get(key)
 
     def commit(self, writes: dict[bytes, bytes]) -> None:
         for key, value in writes.items():
@@ -120,44 +126,32 @@ def test_the_table_answers_as_the_in_memory_reference(operations, cached_ids, op
 def test_forgetting_reads_only_the_buckets_an_opened_account_has():
     """An account sending an event a day: forgetting 30 hours reads its index and the two
     buckets it has there, not every hour."""
-    reads: list[bytes] = []
     table = Table()
-
-    def read(key: bytes) -> bytes | None:
-        reads.append(key)
-        return table.data.get(key)
-
-    seen = TableSeenIds(read)
+    seen = TableSeenIds(table.read)
     seen.start_account("quiet")
     for day in range(3):
         seen.add_event("quiet", day * 24, f"e{day}")
     table.commit(seen.take_writes())
-    restarted = TableSeenIds(read)
-    reads.clear()
+    restarted = TableSeenIds(table.read)
+    table.reads.clear()
     restarted.forget_buckets("quiet", 0, 30, 48)
-    assert len(reads) == 1 + 2 * 2  # the index; per bucket held, its chunk 0 and the end
+    assert len(table.reads) == 1 + 2 * 2  # the index; per bucket held, its chunk 0 and the end
     table.commit(restarted.take_writes())
     assert _live_buckets(table.data) == {("quiet", 48)}
 
 
 def test_an_account_without_an_index_reads_for_it_once_until_a_forget_builds_one():
     """Opened before indexes: its events do not each read the missing index again."""
-    reads: list[bytes] = []
     table = Table()
-
-    def read(key: bytes) -> bytes | None:
-        reads.append(key)
-        return table.data.get(key)
-
-    seen = TableSeenIds(read)
+    seen = TableSeenIds(table.read)
     for number in range(5):
         seen.add_event("old", 0, f"e{number}")
-    assert reads.count(account_prefix(b"h", "old")) == 1
+    assert table.reads.count(account_prefix(b"h", "old")) == 1
     seen.forget_buckets("old", 0, 1, 1)
     seen.add_event("old", 1, "e5")
     table.commit(seen.take_writes())
     assert account_prefix(b"h", "old") in table.data  # the forget built and wrote it
-    assert reads.count(account_prefix(b"h", "old")) == 1
+    assert table.reads.count(account_prefix(b"h", "old")) == 1
 
 
 def test_a_busy_hour_is_split_into_small_chunks_and_a_batch_rewrites_only_the_last():
