@@ -103,7 +103,7 @@ class Intake:
         # a partition whose end stays ahead of it is probed for offsets that hold no message
         # (``_read_empty_tails``).
         self.received_at: dict[TP, float] = {}
-        # Input ends the worker asked Kafka for itself: tp -> (end offset, asked at, wall ms).
+        # Input ends the worker asked Kafka for itself: tp -> (end offset, when asked, wall ms).
         self.probed_ends: dict[TP, tuple[int, float]] = {}
         self.receiving = asyncio.Lock()  # one partition's offsets go into the merge in order
         # Monotonic time since which the agent has been waiting for input with nothing to do
