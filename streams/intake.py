@@ -20,7 +20,7 @@ from functools import cache, partial
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 import faust
-from faust.types import TP, EventT
+from faust.types import TP, EventT, Message
 
 from billing.events import TOPIC_OF_TYPE, InvalidEvent
 from billing.ledger import Ledger, from_millis
@@ -138,10 +138,8 @@ class Intake:
                 except Exception as error:  # Kafka unreachable: exit, to be restarted
                     exit_stuck(f"could not read skipped input of {tp}: {error!r}")
                 try:
-                    if admitted.missing:
-                        read_at = now_ms()
-                        for message in admitted.missing:
-                            await self._receive(FilledEvent(message, consumer), read_at)
+                    if admitted.missing:  # rare: no coroutine per message for nothing
+                        await self._receive_read(admitted.missing)
                     # A repeat goes through too: the ledger skips it by the offsets in the
                     # account's state, and it is acknowledged only after the first copy.
                     await self._receive(event, fetched_at, repeat=admitted.repeat)
@@ -199,6 +197,18 @@ class Intake:
                                 millis_of(canonical["timestamp"]), message.offset,
                                 _Input(event, canonical, repeat, index, index == last,
                                        len(decoded) > 1), fetched_at)
+
+    async def _receive_read(self, messages: list[Message]) -> None:
+        """Take in messages the worker read from Kafka itself (fetched by now, at the latest)."""
+        read_at = now_ms()
+        for message in messages:
+            await self._receive(FilledEvent(message, self.app.consumer), read_at)
+
+    def _inputs_holding_back(self) -> list[TP]:
+        """The inputs with nothing buffered of each partition whose buffered events wait: what
+        their release may be waiting on."""
+        return [TP(topic, partition) for partition in self.merger.partitions_with_pending()
+                for topic in self.merger.waiting_for(partition)]
 
     def _pass_empty(self, tp: TP, offsets: list[int]) -> None:
         """Offsets of ``tp`` that hold no message (transaction markers): nothing to apply, and
@@ -259,25 +269,22 @@ class Intake:
         app, idle_since = self.app, self._idle_since_settled()
         if idle_since is None or time.monotonic() - idle_since < self.options.stall_timeout:
             return
-        for partition in self.merger.partitions_with_pending():
-            for topic in self.merger.waiting_for(partition):
-                tp = TP(topic, partition)
-                highwater = app.consumer.highwater(tp)
-                if highwater is None or self._read_to_end(tp) is not False:
-                    continue
-                async with self.receiving:
-                    start = self.sequence.next_offset.get(tp)
-                    try:
-                        messages = await self.sequence.read_ahead(
-                            tp, highwater if start is None else min(highwater, start + most))
-                    except Exception as error:  # Kafka unreachable: exit, to be restarted
-                        exit_stuck(f"could not read stalled input {tp}: {error!r}")
-                    self.metrics.read_directly(topic, "stalled", len(messages))
-                    log.warning("input_stalled_read topic=%s partition=%d from=%s read=%d "
-                                "highwater=%d", topic, partition, start, len(messages), highwater)
-                    read_at = now_ms()
-                    for message in messages:
-                        await self._receive(FilledEvent(message, app.consumer), read_at)
+        for tp in self._inputs_holding_back():
+            highwater = app.consumer.highwater(tp)
+            if highwater is None or self._read_to_end(tp) is not False:
+                continue
+            async with self.receiving:
+                start = self.sequence.next_offset.get(tp)
+                try:
+                    messages = await self.sequence.read_ahead(
+                        tp, highwater if start is None else min(highwater, start + most))
+                except Exception as error:  # Kafka unreachable: exit, to be restarted
+                    exit_stuck(f"could not read stalled input {tp}: {error!r}")
+                self.metrics.read_directly(tp.topic, "stalled", len(messages))
+                log.warning("input_stalled_read topic=%s partition=%d from=%s read=%d "
+                            "highwater=%d", tp.topic, tp.partition, start, len(messages),
+                            highwater)
+                await self._receive_read(messages)
 
     async def _read_empty_tails(self) -> None:
         """Read from Kafka an input partition whose end stays ahead of the last message taken in
@@ -318,9 +325,7 @@ class Intake:
                     log.info("input_tail_read topic=%s partition=%d from=%s read=%d "
                              "highwater=%d", tp.topic, tp.partition, start, len(messages),
                              highwater)
-                read_at = now_ms()
-                for message in messages:
-                    await self._receive(FilledEvent(message, consumer), read_at)
+                await self._receive_read(messages)
 
     def _stuck_reason(self) -> str | None:
         """Why the worker makes no progress, if it does not: idle (not rebalancing or
@@ -395,13 +400,11 @@ class Intake:
             return
         consumer, looked_before = self.app.consumer, now_ms() - PROBE_STALE_AFTER * 1000
         stale = []
-        for partition in self.merger.partitions_with_pending():
-            for topic in self.merger.waiting_for(partition):
-                tp = TP(topic, partition)
-                looked = max((end_seen_at(consumer, tp) or 0.0),
-                             self.probed_ends.get(tp, (0, 0.0))[1])
-                if looked < looked_before and self._read_to_end(tp):
-                    stale.append(tp)
+        for tp in self._inputs_holding_back():
+            looked = max((end_seen_at(consumer, tp) or 0.0),
+                         self.probed_ends.get(tp, (0, 0.0))[1])
+            if looked < looked_before and self._read_to_end(tp):
+                stale.append(tp)
         if not stale:
             return
         asked_at = now_ms()  # the answer is as new as the question, at least
