@@ -12,18 +12,21 @@ it with input partition p). Then, round by round:
   baseline: what reading the same bytes costs without Faust);
 - **worker**: ``billing worker`` with that app id (``devkit.harness.WorkerProcess``), for each
   store: ``memory://`` (rebuilds everything at every start), ``rocksdb://`` with its local files
-  removed first (a new machine or a lost disk: everything is rebuilt) and ``rocksdb://`` restarted
+  removed first (a new machine or a lost disk: everything is rebuilt), ``rocksdb://`` restarted
   on the files the previous run left (the usual restart: only what is past the offsets persisted
-  in RocksDB is read).
+  in RocksDB is read), and ``rocksdb:// faust-only``: a new worker again, with its bulk restore
+  off (``BILLING_BULK_RESTORE=0``), so only Faust's recovery reads (the baseline of the bulk
+  restore, ``streams/quirks/bulk_restore.py``).
 
 The worker's times come from the timestamps of Faust's own log lines (``faust/tables/recovery.py``):
 "Restoring state from changelog topics..." when it starts reading, "Done reading from changelog
 topics" once every active changelog partition reached its high-water mark, and "Worker ready" once
-the streams are resumed and the agent consumes. Time to ready counts from the process start; N = 0
-gives the start-up overhead (imports, group join, topic metadata) to subtract. The worker's CPU
-time and peak RSS are read from ``/proc`` when it is ready, and its log's high-water table is
-checked to say N records were there to recover. Medians of ``--runs`` rounds; the ratio
-recovery / raw is the figure that survives the shared machine's noise.
+the streams are resumed and the agent consumes; the bulk restore's own line (``bulk_restore
+records=N ... seconds=S``) gives what it read before Faust's reading, and how long it took. Time to
+ready counts from the process start; N = 0 gives the start-up overhead (imports, group join, topic
+metadata) to subtract. The worker's CPU time and peak RSS are read from ``/proc`` when it is ready,
+and its log's high-water table is checked to say N records were there to recover. Medians of
+``--runs`` rounds; the ratio recovery / raw is the figure that survives the shared machine's noise.
 
     billing stack up --no-clickhouse
     python benchmarks/recovery_bench.py --workload var/bench-200k.jsonl --runs 3
@@ -67,7 +70,8 @@ RECOVERED = "Done reading from changelog topics"
 READY = "Worker ready"
 PHASES = (RESTORING.encode(), RECOVERED.encode(), READY.encode())
 LOG_LINE = re.compile(rb"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[\w+\] (.*)$")
-STORES = ("memory://", "rocksdb://", "rocksdb:// restart")
+STORES = ("memory://", "rocksdb://", "rocksdb:// restart", "rocksdb:// faust-only")
+BULK_RESTORE = re.compile(rb"bulk_restore records=(\d+) partitions=\d+ seconds=([\d.]+)")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -119,6 +123,8 @@ class Recovery:
     cpu: float  # the worker process's CPU seconds when ready
     peak_rss_mb: float
     records: int  # changelog records of the accounts table that were there to read
+    bulk_records: int  # records of every table the bulk restore wrote (0: off, or nothing to do)
+    bulk_seconds: float  # how long it took
 
     @property
     def reading(self) -> float:
@@ -155,12 +161,18 @@ def proc_figures(pid: int) -> tuple[float, float]:
     return cpu, peak_kb / 1024
 
 
+def bulk_restored(log: bytes) -> tuple[int, float]:
+    """(records, seconds) of the bulk restore's rounds in a worker's log."""
+    rounds = [(int(records), float(seconds)) for records, seconds in BULK_RESTORE.findall(log)]
+    return sum(records for records, _ in rounds), sum(seconds for _, seconds in rounds)
+
+
 def recover(settings: Settings, app_id: str, store: str, log_path: Path,
-            timeout: float) -> Recovery:
+            timeout: float, env: dict[str, str]) -> Recovery:
     """Start a worker on ``app_id`` and time it until Faust logs "Worker ready"."""
     log_path.unlink(missing_ok=True)
     started = time.time()
-    worker = WorkerProcess(settings, app_id, log_path, store).start()
+    worker = WorkerProcess(settings, app_id, log_path, store, env=env).start()
     assert worker.process is not None
     seen: dict[bytes, float] = {}
     figures: tuple[float, float] = (0.0, 0.0)
@@ -178,17 +190,20 @@ def recover(settings: Settings, app_id: str, store: str, log_path: Path,
         wait_until(ready, timeout, interval=0.2, what=f"the worker ({store}) to be ready")
     finally:
         worker.stop()
+    log = log_path.read_bytes()
     return Recovery(seen.get(RESTORING.encode()), seen.get(RECOVERED.encode()),
                     seen[READY.encode()], figures[0], figures[1],
-                    records_to_recover(log_path.read_bytes(), changelog_topic(app_id)))
+                    records_to_recover(log, changelog_topic(app_id)), *bulk_restored(log))
 
 
 def run_store(settings: Settings, app_id: str, store: str, log_path: Path,
               timeout: float) -> Recovery:
-    """One start with ``store``: rocksdb:// without local files, or restarted on them."""
-    if store == "rocksdb://":
+    """One start with ``store``: rocksdb:// without local files (with the bulk restore, or
+    Faust's reading only), or restarted on them."""
+    if store != "rocksdb:// restart":
         shutil.rmtree(settings.data_dir / "faust" / app_id, ignore_errors=True)
-    return recover(settings, app_id, store.split()[0], log_path, timeout)
+    env = {"BILLING_BULK_RESTORE": "0" if store.endswith("faust-only") else "1"}
+    return recover(settings, app_id, store.split()[0], log_path, timeout, env)
 
 
 def median_of(results: list[dict[str, Any]], key: str) -> float:
@@ -237,14 +252,17 @@ def main(argv: list[str] | None = None) -> int:
                                          Path(scratch) / "worker.log", args.timeout)
                     results.setdefault(f"{size} {store}", []).append(
                         {**asdict(recovery), "reading": recovery.reading})
-                    print(f"    {store:19} ready {recovery.to_ready:6.1f} s (reading "
-                          f"{recovery.reading:6.1f} s) CPU {recovery.cpu:6.1f} s, peak RSS "
+                    print(f"    {store:22} ready {recovery.to_ready:6.1f} s (bulk "
+                          f"{recovery.bulk_seconds:5.1f} s, {recovery.bulk_records:,} records; "
+                          f"Faust reading {recovery.reading:6.1f} s) CPU {recovery.cpu:6.1f} s, "
+                          f"peak RSS "
                           f"{recovery.peak_rss_mb:6,.0f} MB, {recovery.records:,} records read",
                           flush=True)
 
     print(f"\nmedians of {args.runs} rounds (seconds; ready = process start to 'Worker ready', "
-          "reading = Faust's changelog reading phase)")
-    print(f"{'N':>9} {'store':19} {'ready':>7} {'reading':>8} {'CPU':>7} {'RSS MB':>7} "
+          "bulk = the bulk restore, reading = Faust's changelog reading phase)")
+    print(f"{'N':>9} {'store':22} {'ready':>7} {'bulk':>6} {'reading':>8} {'CPU':>7} "
+          f"{'RSS MB':>7} "
           f"{'raw wall':>8} {'raw CPU':>7} {'reading/raw':>11} {'ready-empty':>11}")
     empty = {store: median_of(results[f"0 {store}"], "to_ready")
              for store in args.stores if f"0 {store}" in results}
@@ -256,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             ready, reading = median_of(runs, "to_ready"), median_of(runs, "reading")
             ratio = f"{reading / raw_wall:11.1f}" if size and raw_wall else f"{'-':>11}"
             net = f"{ready - empty[store]:11.1f}" if store in empty else f"{'-':>11}"
-            print(f"{size:9,} {store:19} {ready:7.1f} {reading:8.1f} "
+            print(f"{size:9,} {store:22} {ready:7.1f} {median_of(runs, 'bulk_seconds'):6.1f} "
+                  f"{reading:8.1f} "
                   f"{median_of(runs, 'cpu'):7.1f} {median_of(runs, 'peak_rss_mb'):7,.0f} "
                   f"{raw_wall:8.1f} {raw_cpu:7.1f} {ratio} {net}")
     if args.json_out:

@@ -92,14 +92,20 @@ def standby_replicas(_ctx: click.Context, _param: click.Parameter, raw: str) -> 
                    "instead of rebuilding it from the changelog; each copy costs its worker the "
                    "reading of the changelog it mirrors. Does nothing with one worker. Off by "
                    "default: see the known issue in streams/README.md.")
+@click.option("--bulk-restore/--no-bulk-restore", envvar="BILLING_BULK_RESTORE", default=True,
+              show_default=True,
+              help="Read the tables' changelogs with a plain consumer in bulk before Faust's "
+                   "recovery reads the rest record by record (a new worker of 1,000,000 "
+                   "accounts: see BENCHMARKS.md). Off: Faust's own reading only.")
 @click.option("--app-id", envvar="BILLING_APP_ID", default="billing-ledger", show_default=True,
               help="Faust app id: the consumer group and the prefix of the changelog topics.")
 @click.option("--loglevel", default="warning", show_default=True)
 @metrics_options(METRICS_PORT_VARIABLE)
 def worker_command(pricebook_path: str | None, config_path: str | None, store: str,
                    guarantee: str, session_timeout: float, web_port: int | None,
-                   web_host: str, stuck_seconds: float, standby_replicas: int, app_id: str,
-                   loglevel: str, metrics_host: str, metrics_port: int) -> None:
+                   web_host: str, stuck_seconds: float, standby_replicas: int,
+                   bulk_restore: bool, app_id: str, loglevel: str, metrics_host: str,
+                   metrics_port: int) -> None:
     """Run the ledger worker: input topics -> ledger -> billing.account-state."""
     # Errors of settings and configuration files end the command with exit status 2
     # (commands.cli.BillingGroup).
@@ -118,6 +124,7 @@ def worker_command(pricebook_path: str | None, config_path: str | None, store: s
                             session_timeout=session_timeout, web_port=web_port,
                             web_host=web_host, web_token=web_token,
                             stuck_seconds=stuck_seconds, standby_replicas=standby_replicas,
+                            bulk_restore=bulk_restore,
                             worker_name=f"{os.uname().nodename}:{os.getpid()}")
     registry = new_registry()
     metrics = WorkerMetrics(settings.topics.inputs, registry)

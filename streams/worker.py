@@ -57,7 +57,12 @@ from streams.intake import RELEASE_WITHIN, Intake, exit_failed, exit_stuck
 from streams.metrics import WorkerMetrics
 from streams.preflight import heartbeat_interval
 from streams.publish import Publisher
-from streams.quirks.faust_internals import guard_recovery_seeks, kafka_producer
+from streams.quirks.bulk_restore import BulkRestore, consumer_factory
+from streams.quirks.faust_internals import (
+    guard_recovery_seeks,
+    kafka_producer,
+    restore_actives_in_bulk,
+)
 from streams.seen_table import TableSeenIds, account_of_key
 from streams.sender import BatchSender, partition_of
 from streams.web import install_account_views
@@ -89,6 +94,9 @@ class WorkerOptions:
     # with copies, Faust hands a crashed worker's partitions to a copy's holder rather than back
     # to the restarted worker, whose own RocksDB is safe.
     standby_replicas: int = 0
+    # Read the tables' changelogs in bulk before Faust's per-record recovery reads the rest
+    # (streams/quirks/bulk_restore.py); off: Faust's reading alone, as before it existed.
+    bulk_restore: bool = True
     web_port: int | None = None  # Faust's web server (account pages, metrics); None: disabled
     web_host: str = "127.0.0.1"  # where it listens; not loopback: web_token is required
     web_token: str | None = None
@@ -167,6 +175,8 @@ class LedgerWorker:
             broker_max_poll_records=MAX_POLL_RECORDS,
         )
         guard_recovery_seeks(self.app)  # Faust's standby seek can crash mid-recovery without it
+        if options.bulk_restore:  # the changelogs read in bulk, then Faust reads the rest
+            restore_actives_in_bulk(self.app, BulkRestore(consumer_factory(self.app)))
         self.inputs = self.app.topic(*topics.inputs, key_serializer="raw",
                                      value_serializer="raw")
         self.accounts = self.app.Table("accounts", partitions=settings.partitions,

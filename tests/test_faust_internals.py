@@ -5,6 +5,7 @@ import asyncio
 import re
 import subprocess
 import tomllib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,14 @@ from billing.ledger import Ledger
 from runtime.rules_files import load_config, load_pricebook
 from runtime.settings import REPO_ROOT, load_settings
 from streams.cli import worker_command
+from streams.quirks.bulk_restore import ranges_to_read
 from streams.quirks.faust_internals import (
+    BULK_RESTORE_SOURCES,
     PINNED_VERSION,
     RECOVERY_SOURCES,
     missing_internals,
     missing_recovery_internals,
+    restore_actives_in_bulk,
     seek_positions,
 )
 from streams.worker import LedgerWorker, WorkerOptions
@@ -83,3 +87,63 @@ def test_the_worker_guards_its_seeks_and_takes_the_standby_setting(tmp_path: Pat
         asyncio.run(recovery._seek_offsets(None, {STANDBY}, {STANDBY: None}, "standby"))
     option = next(param for param in worker_command.params if param.name == "standby_replicas")
     assert WorkerOptions().standby_replicas == int(option.default) == 0  # the command's default
+
+
+# -- the bulk restore's hook (restore_actives_in_bulk) and its ranges -----------------------------
+
+ACTIVE = TP("app-accounts-changelog", 2)
+
+
+def test_the_ranges_read_in_bulk_run_from_faust_start_offsets_to_its_highwaters() -> None:
+    """Faust's offsets are the last offset in the store (-1: none, earliest - 1 after
+    compaction), its highwaters the last offset of the partition (-1: empty)."""
+    offsets = {STANDBY: -1, ANOTHER: 49, ACTIVE: 9}
+    highwaters = {STANDBY: 9, ANOTHER: 99, ACTIVE: 9}
+    assert ranges_to_read({STANDBY, ANOTHER, ACTIVE}, offsets, highwaters) == {
+        STANDBY: (0, 9), ANOTHER: (50, 99)}  # ACTIVE: all of it in the store already
+    assert ranges_to_read({STANDBY}, {STANDBY: -1}, {STANDBY: -1}) == {}  # an empty changelog
+    assert ranges_to_read({STANDBY}, {STANDBY: None}, {STANDBY: 9}) == {}  # not built: Faust's
+
+
+class RecordingRestore:
+    """Stands in for BulkRestore: records what the round asked for, moves one offset."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[set[TP], dict[TP, int]]] = []
+
+    async def restore(self, tables, tps, offsets, highwaters, budget) -> int:
+        self.asked.append((set(tps), dict(highwaters)))
+        offsets[ACTIVE] = highwaters[ACTIVE]
+        return 1
+
+
+def test_the_worker_restores_its_active_partitions_in_bulk_after_faust_built_their_offsets(
+        tmp_path: Path) -> None:
+    worker = LedgerWorker(load_settings({"BILLING_DATA_DIR": str(tmp_path)}),
+                          Ledger(load_config(None), load_pricebook(None)),
+                          WorkerOptions(store="memory://", bulk_restore=False))
+    recovery = worker.app.tables.recovery
+
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return {tp: 0 for tp in tps}  # nothing compacted: Faust starts at -1
+
+    consumer = type("Consumer", (), {"earliest_offsets": staticmethod(earliest_offsets)})()
+    restore = RecordingRestore()
+    restore_actives_in_bulk(worker.app, restore)
+    recovery.active_highwaters[ACTIVE] = 99
+    offsets = Counter({ACTIVE: None})
+    asyncio.run(recovery._build_offsets(consumer, {ACTIVE}, offsets, "standby"))
+    assert restore.asked == [] and offsets[ACTIVE] == -1  # standby partitions: Faust's alone
+    asyncio.run(recovery._build_offsets(consumer, {ACTIVE}, offsets, "active"))
+    assert restore.asked == [({ACTIVE}, {ACTIVE: 99})]
+    assert offsets[ACTIVE] == 99  # Faust's round now finds nothing left to read here
+    option = next(param for param in worker_command.params if param.name == "bulk_restore")
+    assert WorkerOptions().bulk_restore is option.default is True  # the command's default
+
+
+def test_a_changed_bulk_restore_source_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BULK_RESTORE_SOURCES, "_restart_recovery", (
+        'consumer, assigned_active_tps, active_offsets, "active"',
+        'consumer, assigned_active_tps, active_highwaters, "active"'))  # offsets first
+    assert missing_recovery_internals() == [
+        "Recovery._restart_recovery builds the active offsets before the highwaters"]

@@ -202,12 +202,58 @@ def guard_recovery_seeks(app: Any) -> None:
     recovery._seek_offsets = types.MethodType(_seek_offsets_or_restart, recovery)
 
 
+# -- the bulk restore before the round reads the active partitions (streams/quirks/bulk_restore.py)
+
+# What restore_actives_in_bulk relies on: the round measures the active partitions' highwaters,
+# then builds their start offsets (in this order, both under _wait and its request timeout), then
+# seeks those offsets and reads only if a partition's highwater is past its offset
+# (active_remaining); Faust's reading skips a record at or before the partition's offset.
+BULK_RESTORE_SOURCES = {
+    "_restart_recovery": ('consumer, assigned_active_tps, active_highwaters, "active"',
+                          'consumer, assigned_active_tps, active_offsets, "active"',
+                          "timeout=self.app.conf.broker_request_timeout"),
+    "active_remaining": ("tp: highwater - offsets[tp]",),
+    "_slurp_changelogs": ("if seen_offset is None or offset > seen_offset:",),
+}
+
+
+def restore_actives_in_bulk(app: Any, restore: Any) -> None:
+    """After ``app``'s recovery round has built its active partitions' start offsets, let
+    ``restore`` (a :class:`~streams.quirks.bulk_restore.BulkRestore`) write what lies between
+    them and the highwaters and move the offsets past it; Faust's round then reads the rest.
+    Its time budget is half the round's step timeout (``broker_request_timeout``): a step that
+    outlives it makes mode's ``wait_first`` report the service stopped, which ends the recovery
+    service for good."""
+    recovery = app.tables.recovery
+    build_offsets = recovery._build_offsets
+    budget = app.conf.broker_request_timeout / 2
+
+    async def build_then_restore(consumer: Any, tps: Any, destination: Any, title: str) -> None:
+        await build_offsets(consumer, tps, destination, title)
+        if title == "active":
+            await restore.restore(recovery.tp_to_table, tps, destination,
+                                  recovery.active_highwaters, budget)
+
+    recovery._build_offsets = build_then_restore
+
+
 def missing_recovery_internals() -> list[str]:
-    """What :func:`guard_recovery_seeks` relies on and the installed Faust no longer has."""
+    """What :func:`guard_recovery_seeks` and :func:`restore_actives_in_bulk` rely on and the
+    installed Faust no longer has."""
     missing = []
-    for name, fragments in RECOVERY_SOURCES.items():
-        method = getattr(Recovery, name)
-        source = inspect.getsource(getattr(method, "fun", method))  # a Service.task wraps it
+    for name, fragments in [*RECOVERY_SOURCES.items(), *BULK_RESTORE_SOURCES.items()]:
+        source = _recovery_source(name)
         missing += [f"Recovery.{name} no longer has {fragment!r}" for fragment in fragments
                     if fragment not in source]
+    restart = _recovery_source("_restart_recovery")
+    highwaters, offsets = BULK_RESTORE_SOURCES["_restart_recovery"][:2]
+    if highwaters in restart and offsets in restart and (
+            restart.index(highwaters) > restart.index(offsets)):
+        missing.append("Recovery._restart_recovery builds the active offsets before the "
+                       "highwaters")
     return missing
+
+
+def _recovery_source(name: str) -> str:
+    method = getattr(Recovery, name)
+    return inspect.getsource(getattr(method, "fun", method))  # a Service.task wraps it
