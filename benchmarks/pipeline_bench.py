@@ -154,18 +154,22 @@ def start_profile(pid: int, output: Path, seconds: float) -> subprocess.Popen[by
 # markers (substrings of py-spy's "function (file)"), the first category winning within a frame;
 # no match (the event loop itself, under the process's entry point): the last category.
 COST_CATEGORIES = (
-    ("ledger rules", ("(billing/ledger.py)", "(billing/pricebook.py)")),
-    ("Avro encode of outputs", ("encode (billing/codec.py)",)),
-    ("Avro decode and checks of inputs", ("decode_input (billing/codec.py)",
-                                          "(billing/events.py)")),
-    ("account state load/dump (JSON)", ("(streams/state_store.py)",)),
+    ("ledger rules", ("(billing/ledger.py)", "(billing/pricebook.py)", "(billing/config.py)")),
+    ("Avro encode of outputs", ("encode (schemas/codec.py)", "(schemas/avro_writer.py)")),
+    ("Avro decode and checks of inputs", ("decode_input (schemas/codec.py)",
+                                          "decode_inputs (schemas/codec.py)",
+                                          "(billing/events.py)", "(billing/event_shapes.py)")),
+    ("account state load/dump and snapshots (JSON)", ("(billing/account_record.py)",
+                                                      "(billing/snapshots.py)",
+                                                      "(billing/account_status.py)")),
+    ("seen ids (table, buckets)", ("(streams/seen_table.py)", "(billing/seen_ids.py)")),
     ("Faust's send path (Topic.send, FutureMessage)", ("(faust/topics.py)",
                                                         "(faust/channels.py)")),
     ("Faust's send-soon buffer (changelog records)", ("(faust/transport/producer.py)",
                                                       "send_changelog")),
-    ("the worker's own code (merge, batches, commit queue, metrics)", (
-        "(streams/worker.py)", "(streams/merge.py)", "(streams/commit.py)",
-        "(streams/metrics.py)", "(prometheus_client/")),
+    ("the worker's own code (merge, batches, publishing, commit queue, metrics)", (
+        "(streams/", "(billing/merge.py)", "(billing/watermark.py)",
+        "(prometheus_client/")),
     ("aiokafka producer and connections (requests, socket writes)", (
         "(aiokafka/producer/", "(aiokafka/conn.py)", "(aiokafka/client.py)",
         "(aiokafka/protocol/")),
