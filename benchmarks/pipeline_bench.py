@@ -8,12 +8,16 @@ reads all four input topics to the end, (2) a bare Faust counting agent
 (``benchmarks/faust_count.py``, this checkout's Faust) counts them, from its first event to the
 last, and (3) one ``billing worker`` of that version processes them. The versions are interleaved,
 in alternating order, so that they share the machine's slow and fast minutes. The worker's rate is
-measured, like the counting agent's, from its first event to its last: its metrics endpoint's
-counters (applied, copies, dead letters) are read every 50 ms, so process start-up and group join
-are excluded (they are printed apart). (Until issue 16 it was timed by its group's committed
-offsets, polled every second: Faust commits every 2.8 s, so each drain carried up to ~4 s of idle
-tail, which understated a short drain's rate by up to half.) Its CPU time over the same span
-comes from ``/proc``, and so does the time it waited for a CPU. Medians of ``--runs`` runs; the
+measured, like the counting agent's, from its first event to its last: from the timestamps of the
+first and last records it produced (outputs, rated usage, account-status records), over every
+input event it is done with (its metrics endpoint's counters: applied, copies, dead letters), so
+process start-up and group join are excluded (they are printed apart). Its CPU time over the same
+span comes from ``/proc`` (read every 50 ms, interpolated at the two timestamps), and so does the
+time it waited for a CPU. (Until issue 16 it was timed by its group's committed offsets, polled
+every second: Faust commits every 2.8 s, so each drain carried up to ~4 s of idle tail. From then
+until session 9 the counters were read every 50 ms, and those scrapes took ~11 % of the worker's
+CPU samples, prometheus_client rendering every metric 20 times a second: the endpoint is now read
+once a second, to tell the worker is done.) Medians of ``--runs`` runs; the
 ratios between versions, worker/raw and worker/Faust (each the median of the per-run ratios) are
 the figures that survive a noisy shared machine; the first version is the baseline of the ratios.
 
@@ -54,12 +58,14 @@ from billing.events import normalize_input
 from devkit.harness import WorkerProcess, private_pipeline
 from devkit.workload import generate
 from runtime.settings import Settings, load_settings
+from runtime.topic_reader import read_topic
 from tests.integration.pipeline import in_merge_order, publish
 
 CURRENT = "."  # this checkout, as installed
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PY_SPY = Path(sys.executable).with_name("py-spy")
-SAMPLE_EVERY = 0.05  # seconds between reads of the worker's counters
+SAMPLE_EVERY = 0.05  # seconds between reads of the worker's CPU time in /proc
+METRICS_EVERY = 1.0  # seconds between reads of its metrics endpoint (each costs the worker CPU)
 PROCESSED_COUNTERS = ("billing_worker_events_total", "billing_worker_duplicates_total",
                       "billing_worker_dead_letters_total")
 
@@ -146,7 +152,7 @@ def start_profile(pid: int, output: Path, seconds: float) -> subprocess.Popen[by
     """py-spy sampling ``pid`` for ``seconds`` (without pausing it), raw collapsed stacks."""
     return subprocess.Popen([str(PY_SPY), "record", "--pid", str(pid), "--duration",
                              str(max(1, round(seconds))), "--format", "raw", "--nonblocking",
-                             "--nolineno", "--output", str(output)],
+                             "--output", str(output)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -235,9 +241,10 @@ def worker_rate(settings: Settings, app_id: str, total: int, log: Path, tree: st
                 profile: Path | None, profile_seconds: float, poll: float,
                 workers: int = 1) -> dict[str, float]:
     """``workers`` workers of version ``tree`` (one consumer group) over the filled pipeline:
-    events/s from their first processed event to their last (their metrics, summed, sampled every
-    :data:`SAMPLE_EVERY` s), their CPU seconds over that span, and the seconds of start-up before
-    it. They are done when the group has no lag and the count stood still since the previous lag
+    events/s from the first record they produced to the last, their CPU seconds over that span
+    (``/proc``, sampled every :data:`SAMPLE_EVERY` s), and the seconds of start-up before it.
+    They are done when the group has no lag and the count of events they are done with (their
+    metrics, summed, read every :data:`METRICS_EVERY` s) stood still since the previous lag
     check. ``profile`` samples the first worker."""
     ports = [free_port() for _ in range(workers)]
     with code_from(tree):
@@ -245,22 +252,23 @@ def worker_rate(settings: Settings, app_id: str, total: int, log: Path, tree: st
                                  env={"BILLING_WORKER_METRICS_PORT": str(port)}).start()
                    for number, port in enumerate(ports)]
     pids = [worker.process.pid for worker in started if worker.process is not None]
-    launched = time.perf_counter()
+    launched = time.time()
     profiler = None
-    samples: list[tuple[float, int, float, float]] = []  # (time, processed, CPU s, waited s)
+    samples: list[tuple[float, float, float]] = []  # (wall time, CPU s, waited s)
+    count = 0
     try:
-        counted_at_check, next_check = -1, 0.0
+        counted_at_check, next_check, next_count = -1, 0.0, 0.0
         while True:
             for worker in started:
                 worker.check_running()
-            now = time.perf_counter()
-            count = sum(processed(port) or 0 for port in ports)
-            if count:
-                samples.append((now, count, sum(cpu_seconds(pid) for pid in pids),
-                                sum(scheduler_seconds(pid)[1] for pid in pids)))
-                if profile is not None and profiler is None:
+            now = time.time()
+            samples.append((now, sum(cpu_seconds(pid) for pid in pids),
+                            sum(scheduler_seconds(pid)[1] for pid in pids)))
+            if now >= next_count:
+                count, next_count = sum(processed(port) or 0 for port in ports), now + METRICS_EVERY
+                if count and profile is not None and profiler is None:
                     profiler = start_profile(pids[0], profile, profile_seconds)
-                if now >= next_check:
+                if count and now >= next_check:
                     if count == counted_at_check and started[0].lag() == 0:
                         break
                     counted_at_check, next_check = count, now + poll
@@ -272,14 +280,31 @@ def worker_rate(settings: Settings, app_id: str, total: int, log: Path, tree: st
             profiler.wait(120)
         for worker in started:
             worker.stop()
-    first = samples[0]
-    last = next(sample for sample in samples if sample[1] == samples[-1][1])
-    span, events = last[0] - first[0], last[1] - first[1]
-    return {"events_per_s": events / span,
-            "events_per_cpu_s": events / max(last[2] - first[2], 1e-9),
-            "cpu_share": (last[2] - first[2]) / span,
-            "cpu_wait_share": (last[3] - first[3]) / span,
-            "startup_s": first[0] - launched, "events_timed": events}
+    first, last = produced_span(settings)
+    span = last - first
+    cpu, waited = (at(samples, last, column) - at(samples, first, column) for column in (1, 2))
+    return {"events_per_s": count / span, "events_per_cpu_s": count / max(cpu, 1e-9),
+            "cpu_share": cpu / span, "cpu_wait_share": waited / span,
+            "startup_s": first - launched, "events_timed": count}
+
+
+def at(samples: list[tuple[float, float, float]], when: float, column: int) -> float:
+    """``column`` of ``samples`` (in time order) at wall time ``when``, interpolated."""
+    before = max((sample for sample in samples if sample[0] <= when), default=samples[0])
+    after = min((sample for sample in samples if sample[0] >= when), default=samples[-1])
+    if after[0] == before[0]:
+        return before[column]
+    share = (when - before[0]) / (after[0] - before[0])
+    return before[column] + share * (after[column] - before[column])
+
+
+def produced_span(settings: Settings) -> tuple[float, float]:
+    """Wall times (s) of the first and last records on the worker's output topics."""
+    topics = settings.topics
+    stamps = [record.timestamp
+              for topic in (topics.account_state, topics.usage_rated, topics.account_status)
+              for record in read_topic(settings, topic)]
+    return min(stamps) / 1000, max(stamps) / 1000
 
 
 def print_profile(shares: dict[str, Any]) -> None:

@@ -108,10 +108,17 @@ class _Index:
     def take(self, first: int, end: int) -> list[int]:
         """Remove the buckets from ``first`` to ``end`` (exclusive); return those it held."""
         first, end = max(first, self.base), min(end, self.base + self.bits.bit_length())
-        held = [bucket for bucket in range(first, end) if self.bits >> (bucket - self.base) & 1]
+        if end <= first:
+            return []
+        mask = ((1 << (end - first)) - 1) << (first - self.base)
+        taken = self.bits & mask  # walked by its set bits only, not by every hour of the range
+        held = []
+        while taken:
+            lowest = taken & -taken
+            held.append(self.base + lowest.bit_length() - 1)
+            taken ^= lowest
         if held:
-            for bucket in held:
-                self.bits &= ~(1 << (bucket - self.base))
+            self.bits &= ~mask
             low = (self.bits & -self.bits).bit_length() - 1  # the lowest bucket left
             if low < 0:
                 self.base = 0
@@ -141,6 +148,9 @@ class TableSeenIds:
         self._dirty: dict[bytes, _Bucket] = {}  # buckets changed in this batch
         self._ids_cached = 0
         self._indexes: OrderedDict[str, _Index] = OrderedDict()  # account -> its index, LRU
+        # Indexes changed since the last take_writes: walking every cached index at each batch
+        # cost a batch time in proportion to the accounts cached (up to CACHED_INDEXES).
+        self._dirty_indexes: dict[str, _Index] = {}
 
     # -- SeenIds ------------------------------------------------------------------------------
 
@@ -160,6 +170,8 @@ class TableSeenIds:
         index = self._index(account_id)
         if index is not None:
             index.add(bucket)
+            if index.dirty:
+                self._dirty_indexes[account_id] = index
 
     def start_account(self, account_id: str) -> None:
         self._cache_index(account_id, _Index(0, 0, True))
@@ -172,7 +184,10 @@ class TableSeenIds:
                 if self._bucket(account_id, bucket, cache=False).chunks:
                     index.add(bucket)
             self._cache_index(account_id, index)
-        for bucket in index.take(first, end):
+        held = index.take(first, end)
+        if index.dirty:
+            self._dirty_indexes[account_id] = index
+        for bucket in held:
             entry = self._bucket(account_id, bucket, cache=False)
             for chunk in range(len(entry.chunks)):
                 self.pending[entry.key(chunk)] = DELETED
@@ -198,9 +213,10 @@ class TableSeenIds:
         for entry in self._dirty.values():
             self._stage(entry)
         self._dirty.clear()
-        for account_id, index in self._indexes.items():
-            if index.dirty:
+        for account_id, index in self._dirty_indexes.items():
+            if index.dirty:  # else staged already, when it left the cache
                 self._stage_index(account_id, index)
+        self._dirty_indexes.clear()
         writes, self.pending = self.pending, {}
         return writes
 
@@ -210,6 +226,7 @@ class TableSeenIds:
         self._buckets.clear()
         self._ids_cached = 0
         self._indexes.clear()
+        self._dirty_indexes.clear()
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -249,6 +266,8 @@ class TableSeenIds:
     def _cache_index(self, account_id: str, index: _Index) -> None:
         self._indexes[account_id] = index
         self._indexes.move_to_end(account_id)
+        if index.dirty:
+            self._dirty_indexes[account_id] = index
         while len(self._indexes) > CACHED_INDEXES:
             evicted_id, evicted = self._indexes.popitem(last=False)
             if evicted.dirty:  # its change stays pending: reads see it until committed

@@ -90,6 +90,11 @@ class BrokerReader:
 
     def _end_offsets(self, tps: list[TP]) -> dict[TP, int]:
         _, consumer = self._clients()
+        for topic in {tp.topic for tp in tps}:
+            # kafka-python 3.0 leaves a partition whose leader it does not know yet (a topic
+            # this client has not looked up) out of its request and then fails with KeyError
+            # (seen once per topic in a new worker's first probe): look the topic up first.
+            consumer.partitions_for_topic(topic)
         ends = consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps])
         return {TP(partition.topic, partition.partition): end for partition, end in ends.items()}
 
