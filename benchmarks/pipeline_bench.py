@@ -152,7 +152,7 @@ def start_profile(pid: int, output: Path, seconds: float) -> subprocess.Popen[by
     """py-spy sampling ``pid`` for ``seconds`` (without pausing it), raw collapsed stacks."""
     return subprocess.Popen([str(PY_SPY), "record", "--pid", str(pid), "--duration",
                              str(max(1, round(seconds))), "--format", "raw", "--nonblocking",
-                             "--output", str(output)],
+                             "--nolineno", "--output", str(output)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
