@@ -23,6 +23,7 @@ The hook into Faust's recovery round is ``restore_actives_in_bulk`` in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -94,10 +95,14 @@ class BulkRestore:
         try:
             await consumer.start()
             await self._read(consumer, tables, ranges, offsets, started + budget, written)
+        except asyncio.CancelledError:  # a rebalance: Faust's next round goes on from here
+            log.info("bulk_restore_interrupted records=%d: a rebalance; the next recovery round "
+                     "starts after them", written[0])
+            raise
         except Exception as exc:  # never worse than Faust's own reading, which goes on from here
             log.warning("bulk_restore_stopped reason=%r records=%d: Faust's recovery reads the "
                         "rest", exc, written[0])
-        finally:  # also when a rebalance cancels the round's step: the next round goes on
+        finally:
             await consumer.stop()
         left = sum(last - offsets[tp] for tp, (_, last) in ranges.items() if offsets[tp] < last)
         log.info("bulk_restore records=%d partitions=%d seconds=%.1f left_to_faust=%d",
