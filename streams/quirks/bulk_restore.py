@@ -77,9 +77,8 @@ def ranges_to_read(tps: Any, offsets: Mapping[TP, int | None],
 class BulkRestore:
     """Reads changelog ranges with its own aiokafka consumer into the tables' stores."""
 
-    def __init__(self, consumer_factory: Callable[[], AIOKafkaConsumer],
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.consumer_factory, self.clock = consumer_factory, clock
+    def __init__(self, consumer_factory: Callable[[], AIOKafkaConsumer]) -> None:
+        self.consumer_factory = consumer_factory
 
     async def restore(self, tables: Mapping[TP, Any], tps: Any,
                       offsets: MutableMapping[TP, int], highwaters: Mapping[TP, int | None],
@@ -91,7 +90,7 @@ class BulkRestore:
         ranges = ranges_to_read(tps, offsets, highwaters)
         if not ranges:
             return 0
-        started = self.clock()
+        started = time.monotonic()
         written = [0]  # records in the stores so far, also when the reading fails
         consumer = self.consumer_factory()
         try:
@@ -108,7 +107,7 @@ class BulkRestore:
             await consumer.stop()
         left = sum(last - offsets[tp] for tp, (_, last) in ranges.items() if offsets[tp] < last)
         log.info("bulk_restore records=%d partitions=%d seconds=%.1f left_to_faust=%d",
-                 written[0], len(ranges), self.clock() - started, left)
+                 written[0], len(ranges), time.monotonic() - started, left)
         return written[0]
 
     async def _read(self, consumer: AIOKafkaConsumer, tables: Mapping[TP, Any],
@@ -118,9 +117,9 @@ class BulkRestore:
         consumer.assign(list(partitions))
         for partition, tp in partitions.items():
             consumer.seek(partition, ranges[tp][0])
-        next_progress = self.clock() + PROGRESS_EVERY
+        next_progress = time.monotonic() + PROGRESS_EVERY
         reading = set(partitions)
-        while reading and self.clock() < deadline:
+        while reading and time.monotonic() < deadline:
             fetched = await consumer.getmany(*reading, timeout_ms=500,
                                              max_records=FETCH_RECORDS)
             for partition, records in fetched.items():
@@ -141,8 +140,8 @@ class BulkRestore:
                     offsets[tp] = max(offsets[tp], ranges[tp][1])
                     reading.discard(partition)
                     consumer.pause(partition)
-            if self.clock() >= next_progress:
-                next_progress = self.clock() + PROGRESS_EVERY
+            if time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + PROGRESS_EVERY
                 log.info("bulk_restore_progress records=%d partitions_left=%d", written[0],
                          len(reading))
 
@@ -160,6 +159,10 @@ def consumer_factory(app: Any) -> Callable[[], AIOKafkaConsumer]:
             bootstrap_servers=server_list(conf.broker, 9092),
             client_id=f"{conf.broker_client_id}-restore", group_id=None,
             enable_auto_commit=False,
+            # A start offset Kafka no longer holds (records deleted since Faust looked) reads
+            # from the earliest it holds; aiokafka's default would jump to the end, and the
+            # partition would look read.
+            auto_offset_reset="earliest",
             isolation_level="read_committed" if app.in_transaction else "read_uncommitted",
             max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
             request_timeout_ms=int(conf.broker_request_timeout * 1000),
