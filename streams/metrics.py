@@ -18,6 +18,7 @@ from billing.events import OUTPUT_TYPES, TOPIC_OF_TYPE
 from runtime.metrics import LagSource, PartitionLagCollector
 
 COMMIT_EVENT_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+RESTORE_SECOND_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 120)  # 1M accounts: ~10 s
 
 
 class WorkerMetrics:
@@ -56,6 +57,14 @@ class WorkerMetrics:
             "billing_worker_commit_duration_seconds",
             "Time to write a commit group's table values, have their changelog records "
             "delivered and acknowledge its events.", registry=registry)
+        self.restored_records = Counter(
+            "billing_worker_restored_records_total",
+            "Changelog records the worker wrote into its tables itself at a recovery (the bulk "
+            "restore), before Faust's own reading.", registry=registry)
+        self.restore_seconds = Histogram(
+            "billing_worker_restore_duration_seconds",
+            "Time of each bulk restore of a recovery round (interrupted ones included).",
+            buckets=RESTORE_SECOND_BUCKETS, registry=registry)
         self.lag = PartitionLagCollector(
             "billing_worker_consumer_lag",
             "Messages in an assigned input partition after the last one the worker received.")
@@ -90,6 +99,11 @@ class WorkerMetrics:
         """A commit group's size and duration (the shape of ``CommitQueue.on_commit``)."""
         self.commit_events.observe(events)
         self.commit_seconds.observe(seconds)
+
+    def restored(self, records: int, seconds: float) -> None:
+        """One bulk restore's records and duration (the shape of ``BulkRestore.on_restored``)."""
+        self.restored_records.inc(records)
+        self.restore_seconds.observe(seconds)
 
     def set_lag_source(self, source: LagSource) -> None:
         """Where the lag gauge reads from at each scrape (see :func:`received_lag`)."""

@@ -176,7 +176,8 @@ class LedgerWorker:
         )
         guard_recovery_seeks(self.app)  # Faust's standby seek can crash mid-recovery without it
         if options.bulk_restore:  # the changelogs read in bulk, then Faust reads the rest
-            restore_actives_in_bulk(self.app, BulkRestore(consumer_factory(self.app)))
+            restore_actives_in_bulk(self.app, BulkRestore(consumer_factory(self.app),
+                                                          self.metrics.restored))
         self.inputs = self.app.topic(*topics.inputs, key_serializer="raw",
                                      value_serializer="raw")
         self.accounts = self.app.Table("accounts", partitions=settings.partitions,

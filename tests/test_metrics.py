@@ -59,6 +59,7 @@ def test_worker_metrics_count_what_the_worker_reports() -> None:
     metrics.dead_letter("billing.usage")
     metrics.read_directly("billing.usage", "skipped", 4)
     metrics.committed(events=40, seconds=0.02)
+    metrics.restored(records=1_000, seconds=0.5)
     metrics.set_lag_source(lambda: {("billing.usage", 0): 7, ("billing.payments", 1): 0})
     values = scrape(registry)
     assert values[("billing_worker_events_total", (("type", "usage"),))] == 2
@@ -72,6 +73,8 @@ def test_worker_metrics_count_what_the_worker_reports() -> None:
     assert values[("billing_worker_commit_events_count", ())] == 1
     assert values[("billing_worker_commit_events_sum", ())] == 40
     assert values[("billing_worker_commit_duration_seconds_sum", ())] == pytest.approx(0.02)
+    assert values[("billing_worker_restored_records_total", ())] == 1_000
+    assert values[("billing_worker_restore_duration_seconds_count", ())] == 1
     assert values[("billing_worker_consumer_lag",
                    (("partition", "0"), ("topic", "billing.usage")))] == 7
 

@@ -77,8 +77,11 @@ def ranges_to_read(tps: Any, offsets: Mapping[TP, int | None],
 class BulkRestore:
     """Reads changelog ranges with its own aiokafka consumer into the tables' stores."""
 
-    def __init__(self, consumer_factory: Callable[[], AIOKafkaConsumer]) -> None:
-        self.consumer_factory = consumer_factory
+    def __init__(self, consumer_factory: Callable[[], AIOKafkaConsumer],
+                 on_restored: Callable[[int, float], None]) -> None:
+        """``on_restored(records, seconds)`` is called after each restore, interrupted or not
+        (the worker's metrics)."""
+        self.consumer_factory, self.on_restored = consumer_factory, on_restored
 
     async def restore(self, tables: Mapping[TP, Any], tps: Any,
                       offsets: MutableMapping[TP, int], highwaters: Mapping[TP, int | None],
@@ -105,6 +108,7 @@ class BulkRestore:
                         "rest", exc, written[0])
         finally:
             await consumer.stop()
+            self.on_restored(written[0], time.monotonic() - started)
         left = sum(last - offsets[tp] for tp, (_, last) in ranges.items() if offsets[tp] < last)
         log.info("bulk_restore records=%d partitions=%d seconds=%.1f left_to_faust=%d",
                  written[0], len(ranges), time.monotonic() - started, left)

@@ -17,6 +17,7 @@ read shows up as a differing snapshot or a missing or unexpected output.
 from __future__ import annotations
 
 import re
+import urllib.request
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ from tests.integration.pipeline import (
     publish,
     replay_of,
 )
+from tests.test_metrics import free_port, samples
 
 pytestmark = pytest.mark.integration
 
@@ -53,10 +55,10 @@ def workload() -> list[dict[str, Any]]:
 
 
 def new_worker(settings: Settings, app_id: str, directory: Path, name: str,
-               module: str = "commands.cli") -> WorkerProcess:
+               module: str = "commands.cli", env: dict[str, str] | None = None) -> WorkerProcess:
     """A worker on its own, empty data directory: a new machine."""
     return WorkerProcess(replace(settings, data_dir=directory / name), app_id,
-                         directory / f"{name}.log", store="rocksdb://", module=module)
+                         directory / f"{name}.log", store="rocksdb://", module=module, env=env)
 
 
 def bill_first_half(settings: Settings, app_id: str, directory: Path,
@@ -78,9 +80,13 @@ def test_a_new_worker_restores_in_bulk_and_ends_where_replay_ends(stack: Setting
     events = workload()
     second_half = bill_first_half(settings, app_id, tmp_path, events)
     publish(settings, second_half)
-    second = new_worker(settings, app_id, tmp_path, "second").start()
+    port = free_port()
+    second = new_worker(settings, app_id, tmp_path, "second",
+                        env={"BILLING_WORKER_METRICS_PORT": str(port)}).start()
     try:
         second.wait_drained(timeout=600)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            metrics = samples(response.read().decode())
     finally:
         second.stop()
     assert_matches(settings, app_id, replay_of(events))
@@ -91,6 +97,8 @@ def test_a_new_worker_restores_in_bulk_and_ends_where_replay_ends(stack: Setting
     first_half = events[:len(events) - len(second_half)]
     assert records >= len(replay_of(first_half)[0])  # an accounts record for each, at least
     assert partitions > 0 and left == 0
+    assert metrics[("billing_worker_restored_records_total", ())] == sum(
+        restored for restored, _, _ in rounds)
     assert FAUST_READING not in log, "Faust's recovery read records the bulk restore had left"
 
 
