@@ -91,6 +91,8 @@ def status_version(entry: AccountEntry) -> int:
 
 def dump_entry(entry: AccountEntry) -> bytes:
     record: dict[str, Any] = {name: getattr(entry.state, name) for name in _FIELD_NAMES}
+    if not record["invoice_payment_ids"]:  # most records never have one: leave it out
+        del record["invoice_payment_ids"]
     record["input_offsets"] = entry.input_offsets
     if entry.input_indexes:  # only while a message is applied in part: most records never have it
         record["input_indexes"] = entry.input_indexes
@@ -119,5 +121,7 @@ def load_entry(data: bytes) -> AccountEntry:
     for name in _MONEY_MAPS:
         record[name] = {key: Decimal(value) for key, value in record[name].items()}
     record["pause_reasons"] = tuple(record["pause_reasons"])
+    record["invoice_payment_ids"] = {invoice_id: tuple(payment_ids) for invoice_id, payment_ids
+                                     in record.get("invoice_payment_ids", {}).items()}
     return AccountEntry(AccountState(**record), input_offsets, legacy_event_ids or None,
                         input_indexes)

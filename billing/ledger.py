@@ -93,6 +93,10 @@ class AccountState:
     month_spend: dict[str, Decimal] = field(default_factory=dict)  # unclosed month -> spend
     month_unpaid: dict[str, Decimal] = field(default_factory=dict)  # unclosed month -> unpaid
     invoices: dict[str, Decimal] = field(default_factory=dict)  # open invoice -> unpaid, oldest 1st
+    # Open invoice -> the payment ids of the ``invoice_paid`` events that paid part of it (values
+    # replaced, never changed): what tells :meth:`Ledger.remember_again` that such an event was
+    # applied, not refused, while a retry of it could still pay the invoice again.
+    invoice_payment_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
     last_event_ms: int = 0  # newest applied event time: the dedup horizon counts back from it
 
     @property
@@ -114,19 +118,20 @@ _FIELD_VALUES = attrgetter(*(item.name for item in fields(AccountState)))
 _FIELD_NAMES = tuple(item.name for item in fields(AccountState))
 
 
-def _saved(state: AccountState) -> tuple[tuple[Any, ...], tuple[dict[str, Decimal], ...]]:
+def _saved(state: AccountState) -> tuple[tuple[Any, ...], tuple[dict[str, Any], ...]]:
     """What :func:`_restore` needs to undo an event: every field, and copies of the dicts the
     rules change in place (lists and tuples are replaced, never changed). Sub-microsecond."""
     return _FIELD_VALUES(state), (dict(state.month_spend), dict(state.month_unpaid),
-                                  dict(state.invoices))
+                                  dict(state.invoices), dict(state.invoice_payment_ids))
 
 
 def _restore(state: AccountState,
-             saved: tuple[tuple[Any, ...], tuple[dict[str, Decimal], ...]]) -> None:
-    values, (month_spend, month_unpaid, invoices) = saved
+             saved: tuple[tuple[Any, ...], tuple[dict[str, Any], ...]]) -> None:
+    values, (month_spend, month_unpaid, invoices, invoice_payment_ids) = saved
     for name, value in zip(_FIELD_NAMES, values, strict=True):
         setattr(state, name, value)
     state.month_spend, state.month_unpaid, state.invoices = month_spend, month_unpaid, invoices
+    state.invoice_payment_ids = invoice_payment_ids
 
 
 # Events whose handler checks their payment id before anything else, recording it when unknown.
@@ -544,8 +549,12 @@ class Ledger:
         unpaid = state.invoices[invoice_id] - paid
         if unpaid:
             state.invoices[invoice_id] = unpaid
+            if event["type"] == "invoice_paid" and event["payment_id"] is not None:
+                state.invoice_payment_ids[invoice_id] = (
+                    *state.invoice_payment_ids.get(invoice_id, ()), event["payment_id"])
         else:
             del state.invoices[invoice_id]
+            state.invoice_payment_ids.pop(invoice_id, None)
         emitter.emit(*cause, "invoice_settled", invoice_id=invoice_id, amount_paid=paid,
                      unpaid=unpaid, status="partially_paid" if unpaid else "paid",
                      payment_id=event["payment_id"], paid_by=event["type"])
@@ -798,10 +807,12 @@ class Ledger:
         Exactly what applying it recorded: its event id (unless the horizon has passed it: its
         bucket is forgotten), and the payment id of a purchase or a failed payment if the
         account has none under that id (those check their payment id first, and record it when
-        unknown). An ``invoice_paid`` refused for its invoice never recorded its payment id, and
-        the state cannot tell whether it was refused: its payment id is left as it is. The
-        buckets its application forgot are not forgotten again: they are past the horizon,
-        never looked up (they only take space)."""
+        unknown). An ``invoice_paid`` recorded its payment id only if it was applied, not
+        refused for its invoice. The state tells while the invoice stays open (its
+        ``invoice_payment_ids``), which is when a retry could pay it again; once the invoice is
+        paid, a retry is refused as not open, and the payment id is left as it is. The buckets
+        its application forgot are not forgotten again: they are past the horizon, never looked
+        up (they only take space)."""
         seen, account_id = self.seen, state.account_id
         millis = to_millis(event["timestamp"])
         if millis >= state.last_event_ms - self._horizon_ms:
@@ -809,8 +820,10 @@ class Ledger:
             if not seen.has_event(account_id, bucket, event["event_id"]):
                 seen.add_event(account_id, bucket, event["event_id"])
         payment_id = event.get("payment_id")
-        if payment_id is not None and event["type"] in PAYMENT_ID_FIRST \
-                and seen.payment(account_id, payment_id) is None:
+        if payment_id is None or seen.payment(account_id, payment_id) is not None:
+            return
+        if event["type"] in PAYMENT_ID_FIRST or payment_id in state.invoice_payment_ids.get(
+                event.get("invoice_id"), ()):
             seen.add_payment(account_id, payment_id, self._payment_record(event))
 
     def _with_snapshot(self, state: AccountState, emitter: _Emitter) -> list[dict[str, Any]]:

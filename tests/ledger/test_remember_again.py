@@ -10,9 +10,11 @@ from typing import Any
 from hypothesis import given
 
 from billing.events import InvalidEvent, normalize_input
+from billing.ledger import Ledger
 from billing.replay import Replay
 from billing.seen_ids import MemorySeenIds
-from tests.ledger.builders import Run
+from tests.ledger.builders import Run, money
+from tests.ledger.test_boundary import invoiced
 from tests.ledger.test_properties import SETTINGS, materialize, scenarios
 
 
@@ -50,7 +52,9 @@ def test_remembering_an_applied_event_again_adds_what_applying_it_added(scenario
         added = _triples(seen) - _triples(before)
         assert _triples(restored) == _triples(before) | added, event
         paid = _payments(seen) - _payments(before)
-        if event["type"] == "invoice_paid":  # its payment id is left as it is
+        state = replay.accounts[event["account_id"]]
+        if event["type"] == "invoice_paid" and event["invoice_id"] not in state.invoices:
+            # paid in full by it (or refused): a retry is refused as not open; the id is left
             assert _payments(restored) == _payments(before), event
         else:
             assert _payments(restored) == _payments(before) | paid, event
@@ -80,3 +84,36 @@ def test_a_lost_purchase_id_is_restored_so_a_retry_credits_nothing():
     state = replay.accounts["a"]
     assert ledger.apply(state, copy_of_purchase).duplicate
     assert ledger.apply(state, retry).state.credit_balance == balance
+
+
+def test_a_lost_invoice_payment_id_is_restored_while_the_invoice_is_open(run, ev):
+    """The same crash after an ``invoice_paid`` that paid part of an invoice: without its payment
+    id, a retry of the payment under a new event id paid the invoice a second time."""
+    invoice_id = invoiced(run, ev)  # $29 unpaid
+    paid = {**ev.invoice_paid(invoice_id, "10"), "payment_id": "pay-9"}
+    run(paid)
+    assert run.state().invoice_payment_ids == {invoice_id: ("pay-9",)}
+    retry = {**paid, "event_id": "paid-retry"}
+
+    def after_the_crash(restore: bool) -> Ledger:
+        lost = copy.deepcopy(run.ledger.seen)  # the seen ids as the crash left them
+        del lost._payments["acct-1"]["pay-9"]
+        ledger = run.ledger.with_seen(lost)
+        if restore:  # the worker, at the redelivery of the event its state already holds
+            ledger.remember_again(run.state(), paid)
+        return ledger
+
+    unguarded = after_the_crash(restore=False).apply(run.copy_state(), retry)
+    assert unguarded.state.outstanding_balance == money("9")  # what the crash made possible
+    restored = after_the_crash(restore=True).apply(run.copy_state(), retry)
+    assert restored.outputs == []
+    assert restored.state.outstanding_balance == money("19")
+
+
+def test_paying_the_rest_of_an_invoice_forgets_its_payment_ids(run, ev):
+    """Once the invoice is paid, a retry of any of its payments is refused as not open."""
+    invoice_id = invoiced(run, ev)
+    run({**ev.invoice_paid(invoice_id, "10"), "payment_id": "pay-1"})
+    run({**ev.invoice_paid(invoice_id, "19"), "payment_id": "pay-2"})
+    assert run.state().invoice_payment_ids == {}
+    assert run.state().invoices == {}
