@@ -255,6 +255,7 @@ class LedgerWorker:
         drained = await self.commits.drain(timeout=self.options.session_timeout / 2)
         await self.app.consumer.commit_and_end_transactions()
         self.seen.clear_cache()
+        self.apply.forget_entries()
         self.intake.sequence.forget(revoked)
         self.commits.applied.forget(revoked)
         partitions = {tp.partition for tp in revoked}
