@@ -127,3 +127,20 @@ def test_cancelling_the_caller_cancels_a_waiting_first_awaitable() -> None:
 
     mode, inline = _both(scenario)
     assert inline == mode is True
+
+
+def test_the_wait_of_an_event_not_set_is_closed_without_its_first_step() -> None:
+    """Its first step would only put a future on the event's waiters and wait on it."""
+    class _Waiters(list):
+        def append(self, item: Any) -> None:
+            raise AssertionError("the wait was started")
+
+    async def scenario() -> Any:
+        service, suspended = Service(), asyncio.Event()
+        suspended._waiters = _Waiters()  # type: ignore[assignment]
+        waiting = suspended.wait()
+        results = await InlineWaitFirst(service, service.wait_first)(_value("delivered"),
+                                                                     waiting)
+        return results.results, results.stopped, waiting.cr_frame
+
+    assert asyncio.run(scenario()) == (["delivered"], False, None)

@@ -9,7 +9,10 @@ finishes at its first step, without waiting for anything.
 
 :func:`deliver_inline` gives the consumer a ``wait_first`` that first runs the first awaitable's
 first step in the calling task. When that step finishes it, the other awaitables get their first
-step too (an ``Event.wait()`` of a set event finishes there), the unfinished ones are closed, and
+step too (an ``Event.wait()`` of a set event finishes there; one of an event not set, Faust's
+``suspend_flow`` on almost every message, would only wait: it is closed without its first step,
+which cost ~1 µs in isolation and ~5 µs per message in a profile of the worker), the unfinished
+ones are closed, and
 the answer is what mode's own would answer after the tasks' first steps: the finished ones, or
 "stopped" when the service is stopping or crashed. When the first step waits (a full stream
 buffer), the rest of the coroutine, driven on from where it stopped, goes to mode's own
@@ -20,6 +23,7 @@ does with its read offsets.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -29,6 +33,8 @@ from faust.transport.consumer import Consumer
 from mode.services import WaitResults
 
 WaitFirst = Callable[..., Awaitable[WaitResults]]
+
+_EVENT_WAIT = asyncio.Event.wait.__code__
 
 
 def deliver_inline(consumer: Any) -> None:
@@ -67,6 +73,9 @@ class InlineWaitFirst:
         winners, results = [waitables[0]], [first_result]
         others = zip(waitables[1:], awaitables[1:], strict=True)
         for number, (waitable, other) in enumerate(others, 2):
+            if _waits_on_unset_event(other):
+                other.close()  # its first step would only wait
+                continue
             try:
                 other.send(None)
             except StopIteration as finished:
@@ -80,6 +89,13 @@ class InlineWaitFirst:
         if self.service.should_stop:  # stopping or crashed
             return WaitResults([], [], True)
         return WaitResults(winners, results, False)
+
+
+def _waits_on_unset_event(coroutine: Coroutine) -> bool:
+    """Whether ``coroutine`` is an ``asyncio.Event.wait()`` not started, of an event not set."""
+    frame = getattr(coroutine, "cr_frame", None)
+    return (getattr(coroutine, "cr_code", None) is _EVENT_WAIT and frame is not None
+            and not frame.f_locals["self"].is_set())
 
 
 def _close(coroutines: list[Coroutine]) -> None:
