@@ -19,6 +19,7 @@ from runtime.metrics import metrics_endpoint, metrics_options, new_registry
 from runtime.rules_files import load_rules, rules_options
 from runtime.settings import SettingsError, load_settings
 from runtime.web_auth import load_token
+from streams.gc_tuning import tune_garbage_collector
 from streams.intake import EXIT_STUCK
 from streams.metrics import WorkerMetrics
 from streams.preflight import BrokerUnavailable, preflight, unknown_variable_warnings
@@ -129,5 +130,6 @@ def worker_command(pricebook_path: str | None, config_path: str | None, store: s
     registry = new_registry()
     metrics = WorkerMetrics(settings.topics.inputs, registry)
     worker = LedgerWorker(settings, ledger, options, metrics)
+    tune_garbage_collector()
     with metrics_endpoint(registry, metrics_host, metrics_port, METRICS_PORT_VARIABLE):
         _worker_class()(worker.app, loglevel=loglevel, quiet=True).execute_from_commandline()
