@@ -2,8 +2,10 @@
 
 :meth:`Apply.release_all` takes what the merge releases for each partition and applies it to the
 accounts' states with the pure ledger, as one :class:`_Batch` per partition: each account's state
-is read once per batch (an uncommitted batch's first, :meth:`Apply.current`) and written once at
-its end. A broadcast ``close_period`` closes the month for every account the partition owns
+is read once per batch and written once at its end. It is read from the entry the last batch that
+touched it left live (up to :data:`CACHED_ENTRIES` accounts, forgotten when partitions are
+revoked), else an uncommitted batch's (:meth:`Apply.current`), else its record. A broadcast
+``close_period`` closes the month for every account the partition owns
 (:meth:`Apply._close_partition`); usage advances the partition's watermark, whose passing of a
 month's close time is broadcast to every partition of the control topic. The batch's outputs go
 out through the publishing job (:mod:`streams.publish`), and the batch, as a
