@@ -394,8 +394,9 @@ class Intake:
     async def _probe_stale_ends(self) -> None:
         """Ask Kafka for the ends of the inputs read to their end that hold buffered events back,
         when neither the consumer nor the worker has looked at them for ``PROBE_STALE_AFTER``:
-        the consumer's next fetch would tell too, but Faust's holds a fetch for up to 1.5 s when
-        its partitions are idle (and partitions led by another broker are fetched apart)."""
+        the consumer's next fetch would tell too, but it may wait (up to ``fetch_max_wait``:
+        :class:`~streams.worker.WorkerOptions`) for more data, and a partition still holding
+        records is left out of the fetches, whose answers are then older than its events."""
         if self.app.rebalancing or self.app.in_recovery:
             return
         consumer, looked_before = self.app.consumer, now_ms() - PROBE_STALE_AFTER * 1000

@@ -8,6 +8,7 @@ import tomllib
 from collections import Counter
 from pathlib import Path
 
+import faust
 import pytest
 from faust.tables.recovery import RebalanceAgain
 from faust.types import TP
@@ -87,6 +88,23 @@ def test_the_worker_guards_its_seeks_and_takes_the_standby_setting(tmp_path: Pat
         asyncio.run(recovery._seek_offsets(None, {STANDBY}, {STANDBY: None}, "standby"))
     option = next(param for param in worker_command.params if param.name == "standby_replicas")
     assert WorkerOptions().standby_replicas == int(option.default) == 0  # the command's default
+
+
+def test_the_worker_consumer_batches_its_fetches_and_another_app_keeps_fausts(
+        tmp_path: Path) -> None:
+    worker = LedgerWorker(load_settings({"BILLING_DATA_DIR": str(tmp_path)}),
+                          Ledger(load_config(None), load_pricebook(None)),
+                          WorkerOptions(store="memory://", fetch_max_wait=0.03,
+                                        fetch_min_bytes=1_000))
+    other = faust.App("another-app", autodiscover=False, store="memory://",
+                      datadir=str(tmp_path / "other"))
+
+    async def fetch_settings(app: faust.App) -> tuple[int, int]:
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        return consumer._fetch_max_wait_ms, consumer._fetch_min_bytes
+
+    assert asyncio.run(fetch_settings(worker.app)) == (30, 1_000)
+    assert asyncio.run(fetch_settings(other)) == (1_500, 1)
 
 
 # -- the bulk restore's hook (restore_actives_in_bulk) and its ranges -----------------------------

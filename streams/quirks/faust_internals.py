@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event
@@ -98,6 +99,33 @@ def end_seen_at(consumer: Any, tp: TP) -> float | None:
     return None if seen is None else float(seen)
 
 
+# -- the worker consumer's fetches ---------------------------------------------------------------
+
+# Faust builds its worker consumer with a fixed fetch_max_wait_ms=1500 and aiokafka's
+# fetch_min_bytes=1: a fetch returns as soon as one record is there (at 1,000 usage/s, hundreds of
+# fetches a second, each a request and a response parsed on the consumer's thread), and one that
+# asks only for quiet partitions is held for 1.5 s, during which aiokafka fetches nothing else from
+# that broker. The apps registered here get their own values instead (weakly: an app that goes
+# away leaves nothing behind).
+_FETCH_SETTINGS: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
+_faust_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+
+
+def batch_fetches(app: Any, max_wait_ms: int, min_bytes: int) -> None:
+    """Make the worker consumer of ``app`` wait for ``min_bytes`` per fetch, ``max_wait_ms`` at
+    most (set on the aiokafka consumer Faust creates, before it starts its fetcher)."""
+    _FETCH_SETTINGS[app] = (max_wait_ms, min_bytes)
+    AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+
+
+def _create_worker_consumer(self: Any, transport: Any) -> Any:
+    consumer = _faust_create_worker_consumer(self, transport)
+    settings = _FETCH_SETTINGS.get(self.app)
+    if settings is not None:
+        consumer._fetch_max_wait_ms, consumer._fetch_min_bytes = settings
+    return consumer
+
+
 def kafka_producer(app: Any) -> Any:
     """The app's own started aiokafka producer (``AIOKafkaProducer``), for batched sends
     (``streams/sender.py``): Faust's ``Topic.send`` costs ~85 µs per record."""
@@ -131,6 +159,12 @@ def missing_internals() -> list[str]:
             or not hasattr(AIOKafkaConsumerThread, "_ensure_consumer")):
         missing.append("the aiokafka Consumer no longer keeps its aiokafka consumer's thread "
                        "in _thread")
+    if "fetch_max_wait_ms=1500" not in inspect.getsource(_faust_create_worker_consumer):
+        missing.append("Faust no longer creates its worker consumer with fetch_max_wait_ms=1500")
+    start = inspect.getsource(AIOKafkaConsumer.start)
+    missing += [f"aiokafka's consumer no longer starts its fetcher with {name}=self._{name}"
+                for name in ("fetch_max_wait_ms", "fetch_min_bytes")
+                if f"{name}=self._{name}" not in start]
     missing += missing_recovery_internals()
     return missing
 
