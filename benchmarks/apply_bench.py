@@ -7,7 +7,8 @@ worth. This bench runs the worker's own classes (:class:`streams.apply.Apply`,
 :class:`streams.commit.CommitQueue`, :class:`streams.publish.Publisher`,
 :class:`streams.seen_table.TableSeenIds`, the merge) in one process over the same generated
 workload, with the Faust tables replaced by dicts and the sender by one whose deliveries complete
-at once, and prints CPU microseconds per input event. What it leaves out: Faust's delivery of each
+:data:`DELIVERY_SECONDS` after a window's first record, and prints CPU microseconds per input
+event. What it leaves out: Faust's delivery of each
 message, the input sequence check, the decoding of inputs, and Kafka's side (the producer, the
 network): ``pipeline_bench`` has those.
 
