@@ -35,6 +35,7 @@ _MONEY = {"credit_balance", "outstanding_balance", "lifetime_spend", "lifetime_c
           "auto_top_up_amount"}
 _OPTIONAL_MONEY = {"monthly_budget", "customer_budget"}
 _MONEY_MAPS = {"month_spend", "month_unpaid", "invoices"}
+_RARE_MAPS = ("invoice_payment_ids", "closed_invoice_payment_ids")  # left out of a record if empty
 _FIELD_NAMES = tuple(item.name for item in fields(AccountState))
 
 
@@ -91,8 +92,9 @@ def status_version(entry: AccountEntry) -> int:
 
 def dump_entry(entry: AccountEntry) -> bytes:
     record: dict[str, Any] = {name: getattr(entry.state, name) for name in _FIELD_NAMES}
-    if not record["invoice_payment_ids"]:  # most records never have one: leave it out
-        del record["invoice_payment_ids"]
+    for name in _RARE_MAPS:  # most records never have one: leave them out
+        if not record[name]:
+            del record[name]
     record["input_offsets"] = entry.input_offsets
     if entry.input_indexes:  # only while a message is applied in part: most records never have it
         record["input_indexes"] = entry.input_indexes
@@ -123,5 +125,6 @@ def load_entry(data: bytes) -> AccountEntry:
     record["pause_reasons"] = tuple(record["pause_reasons"])
     record["invoice_payment_ids"] = {invoice_id: tuple(payment_ids) for invoice_id, payment_ids
                                      in record.get("invoice_payment_ids", {}).items()}
+    record.setdefault("closed_invoice_payment_ids", {})
     return AccountEntry(AccountState(**record), input_offsets, legacy_event_ids or None,
                         input_indexes)

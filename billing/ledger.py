@@ -97,6 +97,11 @@ class AccountState:
     # replaced, never changed): what tells :meth:`Ledger.remember_again` that such an event was
     # applied, not refused, while a retry of it could still pay the invoice again.
     invoice_payment_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Payment id -> event time, of every ``invoice_paid`` that paid part or the rest of an invoice
+    # now closed, while the dedup horizon still reaches it: what tells ``remember_again`` the
+    # same after the invoice closed, when a retry is refused as not open but the id must still
+    # guard against its reuse by another payment.
+    closed_invoice_payment_ids: dict[str, int] = field(default_factory=dict)
     last_event_ms: int = 0  # newest applied event time: the dedup horizon counts back from it
 
     @property
@@ -122,16 +127,17 @@ def _saved(state: AccountState) -> tuple[tuple[Any, ...], tuple[dict[str, Any], 
     """What :func:`_restore` needs to undo an event: every field, and copies of the dicts the
     rules change in place (lists and tuples are replaced, never changed). Sub-microsecond."""
     return _FIELD_VALUES(state), (dict(state.month_spend), dict(state.month_unpaid),
-                                  dict(state.invoices), dict(state.invoice_payment_ids))
+                                  dict(state.invoices), dict(state.invoice_payment_ids),
+                                  dict(state.closed_invoice_payment_ids))
 
 
 def _restore(state: AccountState,
              saved: tuple[tuple[Any, ...], tuple[dict[str, Any], ...]]) -> None:
-    values, (month_spend, month_unpaid, invoices, invoice_payment_ids) = saved
+    values, (month_spend, month_unpaid, invoices, invoice_payment_ids, closed) = saved
     for name, value in zip(_FIELD_NAMES, values, strict=True):
         setattr(state, name, value)
     state.month_spend, state.month_unpaid, state.invoices = month_spend, month_unpaid, invoices
-    state.invoice_payment_ids = invoice_payment_ids
+    state.invoice_payment_ids, state.closed_invoice_payment_ids = invoice_payment_ids, closed
 
 
 # Events whose handler checks their payment id before anything else, recording it when unknown.
@@ -547,14 +553,21 @@ class Ledger:
         """``paid`` of an open invoice's unpaid amount is paid by ``event`` (a purchase or an
         ``invoice_paid``): the invoice closes at zero; ``invoice_settled`` says what is left."""
         unpaid = state.invoices[invoice_id] - paid
+        payment_ids = state.invoice_payment_ids.get(invoice_id, ())
+        if event["type"] == "invoice_paid" and event["payment_id"] is not None:
+            payment_ids = (*payment_ids, event["payment_id"])
         if unpaid:
             state.invoices[invoice_id] = unpaid
-            if event["type"] == "invoice_paid" and event["payment_id"] is not None:
-                state.invoice_payment_ids[invoice_id] = (
-                    *state.invoice_payment_ids.get(invoice_id, ()), event["payment_id"])
+            if payment_ids:
+                state.invoice_payment_ids[invoice_id] = payment_ids
         else:
             del state.invoices[invoice_id]
             state.invoice_payment_ids.pop(invoice_id, None)
+            if payment_ids:
+                millis = to_millis(event["timestamp"])
+                state.closed_invoice_payment_ids = {
+                    **state.closed_invoice_payment_ids,
+                    **dict.fromkeys(payment_ids, millis)}
         emitter.emit(*cause, "invoice_settled", invoice_id=invoice_id, amount_paid=paid,
                      unpaid=unpaid, status="partially_paid" if unpaid else "paid",
                      payment_id=event["payment_id"], paid_by=event["type"])
@@ -792,11 +805,22 @@ class Ledger:
         newest = state.last_event_ms
         if millis > newest:
             state.last_event_ms = millis
+            if state.closed_invoice_payment_ids:
+                self._forget_closed_payments(state)
             if newest:
                 first = (newest - self._horizon_ms) // BUCKET_MS
                 end = min((millis - self._horizon_ms) // BUCKET_MS, newest // BUCKET_MS + 1)
                 if end > first:
                     seen.forget_buckets(account_id, first, end, millis // BUCKET_MS)
+
+    def _forget_closed_payments(self, state: AccountState) -> None:
+        """Drop the closed invoices' payment ids the horizon has passed: an event that old is
+        refused as late, so its redelivery never reaches :meth:`remember_again`."""
+        oldest = state.last_event_ms - self._horizon_ms
+        closed = state.closed_invoice_payment_ids
+        if min(closed.values()) < oldest:
+            state.closed_invoice_payment_ids = {
+                payment_id: millis for payment_id, millis in closed.items() if millis >= oldest}
 
     def remember_again(self, state: AccountState, event: dict[str, Any]) -> None:
         """Record again the ids of an event that ``state`` shows applied (by its input position),
@@ -808,9 +832,10 @@ class Ledger:
         bucket is forgotten), and the payment id of a purchase or a failed payment if the
         account has none under that id (those check their payment id first, and record it when
         unknown). An ``invoice_paid`` recorded its payment id only if it was applied, not
-        refused for its invoice. The state tells while the invoice stays open (its
-        ``invoice_payment_ids``), which is when a retry could pay it again; once the invoice is
-        paid, a retry is refused as not open, and the payment id is left as it is. The buckets
+        refused for its invoice. The state tells: while the invoice stays open, its
+        ``invoice_payment_ids`` (a retry could pay it again), and once it is paid, its
+        ``closed_invoice_payment_ids`` within the horizon (a retry is refused as not open, but
+        another payment under the same id must still be refused as a conflict). The buckets
         its application forgot are not forgotten again: they are past the horizon, never looked
         up (they only take space)."""
         seen, account_id = self.seen, state.account_id
@@ -822,8 +847,9 @@ class Ledger:
         payment_id = event.get("payment_id")
         if payment_id is None or seen.payment(account_id, payment_id) is not None:
             return
-        if event["type"] in PAYMENT_ID_FIRST or payment_id in state.invoice_payment_ids.get(
-                event.get("invoice_id"), ()):
+        if event["type"] in PAYMENT_ID_FIRST \
+                or payment_id in state.invoice_payment_ids.get(event.get("invoice_id"), ()) \
+                or payment_id in state.closed_invoice_payment_ids:
             seen.add_payment(account_id, payment_id, self._payment_record(event))
 
     def _with_snapshot(self, state: AccountState, emitter: _Emitter) -> list[dict[str, Any]]:

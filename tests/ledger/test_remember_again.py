@@ -5,15 +5,16 @@ worker restores when a crash kept a batch's account states and lost its seen ids
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from typing import Any
 
 from hypothesis import given
 
 from billing.events import InvalidEvent, normalize_input
-from billing.ledger import Ledger
+from billing.ledger import Ledger, from_millis
 from billing.replay import Replay
 from billing.seen_ids import MemorySeenIds
-from tests.ledger.builders import Run, money
+from tests.ledger.builders import Run, money, only
 from tests.ledger.test_boundary import invoiced
 from tests.ledger.test_properties import SETTINGS, materialize, scenarios
 
@@ -52,12 +53,7 @@ def test_remembering_an_applied_event_again_adds_what_applying_it_added(scenario
         added = _triples(seen) - _triples(before)
         assert _triples(restored) == _triples(before) | added, event
         paid = _payments(seen) - _payments(before)
-        state = replay.accounts[event["account_id"]]
-        if event["type"] == "invoice_paid" and event["invoice_id"] not in state.invoices:
-            # paid in full by it (or refused): a retry is refused as not open; the id is left
-            assert _payments(restored) == _payments(before), event
-        else:
-            assert _payments(restored) == _payments(before) | paid, event
+        assert _payments(restored) == _payments(before) | paid, event
         checked += 1
     assert checked
 
@@ -110,10 +106,37 @@ def test_a_lost_invoice_payment_id_is_restored_while_the_invoice_is_open(run, ev
     assert restored.state.outstanding_balance == money("19")
 
 
-def test_paying_the_rest_of_an_invoice_forgets_its_payment_ids(run, ev):
-    """Once the invoice is paid, a retry of any of its payments is refused as not open."""
+def test_a_lost_payment_id_of_a_closed_invoice_still_refuses_another_payment_under_it(run, ev):
+    """The same crash after the ``invoice_paid`` events that closed an invoice: a retry of them
+    is refused as not open anyway, but a purchase reusing one of their payment ids must still be
+    refused as a conflict, not credited."""
+    invoice_id = invoiced(run, ev)  # $29 unpaid
+    part = {**ev.invoice_paid(invoice_id, "10"), "payment_id": "pay-1"}
+    rest = {**ev.invoice_paid(invoice_id, "19"), "payment_id": "pay-2"}
+    run(part)
+    run(rest)
+    assert run.state().invoices == {} and run.state().invoice_payment_ids == {}
+    assert set(run.state().closed_invoice_payment_ids) == {"pay-1", "pay-2"}
+    lost = copy.deepcopy(run.ledger.seen)  # the crash lost both payment ids
+    del lost._payments["acct-1"]["pay-1"], lost._payments["acct-1"]["pay-2"]
+    ledger = run.ledger.with_seen(lost)
+    for event in (part, rest):
+        ledger.remember_again(run.state(), event)
+    for payment_id in ("pay-1", "pay-2"):
+        reuse = ev.purchase("5", payment_id=payment_id)
+        result = ledger.apply(run.copy_state(), reuse)
+        assert result.state.credit_balance == run.state().credit_balance
+        assert "invoice_paid" in only(result.outputs, "command_rejected")["reason"]
+
+
+def test_a_closed_invoice_s_payment_ids_go_once_the_horizon_passes_them(run, ev):
+    """They are kept only as long as a copy of their events could still be applied."""
     invoice_id = invoiced(run, ev)
-    run({**ev.invoice_paid(invoice_id, "10"), "payment_id": "pay-1"})
-    run({**ev.invoice_paid(invoice_id, "19"), "payment_id": "pay-2"})
-    assert run.state().invoice_payment_ids == {}
-    assert run.state().invoices == {}
+    run({**ev.invoice_paid(invoice_id, "29"), "payment_id": "pay-1"})
+    assert set(run.state().closed_invoice_payment_ids) == {"pay-1"}
+    paid_ms = run.state().closed_invoice_payment_ids["pay-1"]
+    horizon_ms = run.ledger.config.dedup_horizon // timedelta(milliseconds=1)
+    run(ev.usage("1", at=from_millis(paid_ms + horizon_ms)))
+    assert set(run.state().closed_invoice_payment_ids) == {"pay-1"}
+    run(ev.usage("1", at=from_millis(paid_ms + horizon_ms + 1)))
+    assert run.state().closed_invoice_payment_ids == {}
