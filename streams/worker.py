@@ -59,10 +59,10 @@ from streams.preflight import heartbeat_interval
 from streams.publish import Publisher
 from streams.quirks.bulk_restore import BulkRestore, consumer_factory
 from streams.quirks.faust_internals import (
-    batch_fetches,
     guard_recovery_seeks,
     kafka_producer,
     restore_actives_in_bulk,
+    tune_fetches,
 )
 from streams.seen_table import TableSeenIds, account_of_key
 from streams.sender import BatchSender, partition_of
@@ -89,7 +89,9 @@ class WorkerOptions:
     producer_linger: float = 0.005  # seconds
     # Each fetch of the inputs waits for this many bytes, this long at most (Faust's own: one
     # record, 1.5 s). Measured at 1,000 usage/s: 0.64x the worker's CPU per event, ~15 ms more
-    # to the median latency; at 2,000/s p99 282 ms against 516 (BENCHMARKS.md, Latency).
+    # to the median latency; at 2,000/s p99 282 ms against 516 (BENCHMARKS.md, Latency). It is
+    # also the longest a wait for records lasts while Faust holds a partition back for a full
+    # stream buffer (streams/quirks/faust_internals.py, tune_fetches).
     fetch_max_wait: float = 0.02  # seconds
     fetch_min_bytes: int = 64 * 1024
     stuck_seconds: float = 120.0  # no progress for this long: exit EXIT_STUCK, to be restarted
@@ -181,7 +183,7 @@ class LedgerWorker:
             broker_max_poll_records=MAX_POLL_RECORDS,
         )
         guard_recovery_seeks(self.app)  # Faust's standby seek can crash mid-recovery without it
-        batch_fetches(self.app, round(options.fetch_max_wait * 1000), options.fetch_min_bytes)
+        tune_fetches(self.app, round(options.fetch_max_wait * 1000), options.fetch_min_bytes)
         if options.bulk_restore:  # the changelogs read in bulk, then Faust reads the rest
             restore_actives_in_bulk(self.app, BulkRestore(consumer_factory(self.app),
                                                           self.metrics.restored))

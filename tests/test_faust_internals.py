@@ -107,6 +107,41 @@ def test_the_worker_consumer_batches_its_fetches_and_another_app_keeps_fausts(
     assert asyncio.run(fetch_settings(other)) == (1_500, 1)
 
 
+def test_a_wait_for_records_is_short_while_faust_holds_a_partition_back_for_a_full_buffer(
+        tmp_path: Path) -> None:
+    """Faust does not wake a wait under way when it puts a drained partition back: the worker's
+    consumer waits one fetch wait (30 ms here) instead of Faust's 1 s, and does not sleep 1 s
+    when every partition is held back; another app's consumer keeps Faust's waits."""
+    worker = LedgerWorker(load_settings({"BILLING_DATA_DIR": str(tmp_path)}),
+                          Ledger(load_config(None), load_pricebook(None)),
+                          WorkerOptions(store="memory://", fetch_max_wait=0.03))
+    other = faust.App("another-app", autodiscover=False, store="memory://",
+                      datadir=str(tmp_path / "other"))
+    usage, payments = TP("usage", 0), TP("payments", 0)
+
+    async def waits(app: faust.App, held_back: set[TP], active: set[TP]) -> list[object]:
+        """The timeouts the consumer's fetches were given, and its sleeps, in one wait."""
+        consumer, asked = app.consumer, []
+
+        async def getmany(active_partitions: set[TP], timeout: float) -> dict:
+            asked.append(timeout)
+            return {}
+
+        async def sleep(seconds: float) -> None:
+            asked.append(f"slept {seconds} s")
+
+        consumer._getmany, consumer.sleep = getmany, sleep
+        consumer._buffered_partitions, consumer._active_partitions = held_back, active
+        await consumer._wait_next_records(1.0)
+        return asked
+
+    assert asyncio.run(waits(worker.app, {usage}, {payments})) == [0.03]
+    assert asyncio.run(waits(worker.app, {usage, payments}, set())) == []  # 30 ms, no sleep
+    assert asyncio.run(waits(worker.app, set(), {usage, payments})) == [1.0]
+    assert asyncio.run(waits(other, {usage}, {payments})) == [1.0]
+    assert asyncio.run(waits(other, {usage, payments}, set())) == ["slept 1 s"]
+
+
 # -- the bulk restore's hook (restore_actives_in_bulk) and its ranges -----------------------------
 
 ACTIVE = TP("app-accounts-changelog", 2)

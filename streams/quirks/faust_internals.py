@@ -3,8 +3,9 @@ version at test time (``tests/test_faust_internals.py``).
 
 Faust has no public way to read a partition's committed offset, to decide which offset its commit
 takes, to make a table write go to a given partition outside the agent's own event, to send
-records in batches on its producer, or to tell how old its consumer's knowledge of a partition's
-end is; the worker needs all five (see ``streams/README.md``). Each
+records in batches on its producer, to tell how old its consumer's knowledge of a partition's
+end is, or to set how its consumer's fetches wait; the worker needs all six (see
+``streams/README.md``). Each
 is one small function here, so an upgrade of faust-streaming is reviewed against this file and
 its test, and nowhere else. One is a fix of Faust's own code: :func:`guard_recovery_seeks`, without
 which a standby replica could crash a worker that is still recovering when the group rebalances.
@@ -12,6 +13,7 @@ which a standby replica could crash a worker that is still recovering when the g
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import types
@@ -107,15 +109,26 @@ def end_seen_at(consumer: Any, tp: TP) -> float | None:
 # asks only for quiet partitions is held for 1.5 s, during which aiokafka fetches nothing else from
 # that broker. The apps registered here get their own values instead (weakly: an app that goes
 # away leaves nothing behind).
+#
+# Faust also takes a partition out of its fetches while the agent's stream buffer is nearly full
+# (Consumer.on_buffer_full) and puts it back once the buffer has drained (on_buffer_drop), but the
+# wait for records already under way is not told: it waits out Faust's 1 s timeout on the
+# partitions left, and with none left Faust sleeps 1 s. The stream drains its buffer in a
+# fraction of that, then sat idle while the broker held a backlog (a fifth to a quarter of a
+# drain, measured). For the registered apps, while a partition is out, a wait lasts one fetch wait
+# at most.
 _FETCH_SETTINGS: weakref.WeakKeyDictionary[Any, tuple[int, int]] = weakref.WeakKeyDictionary()
 _faust_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+_faust_wait_next_records = Consumer._wait_next_records
 
 
-def batch_fetches(app: Any, max_wait_ms: int, min_bytes: int) -> None:
+def tune_fetches(app: Any, max_wait_ms: int, min_bytes: int) -> None:
     """Make the worker consumer of ``app`` wait for ``min_bytes`` per fetch, ``max_wait_ms`` at
-    most (set on the aiokafka consumer Faust creates, before it starts its fetcher)."""
+    most (set on the aiokafka consumer Faust creates, before it starts its fetcher), and no longer
+    than ``max_wait_ms`` for records while Faust holds a partition back for a full buffer."""
     _FETCH_SETTINGS[app] = (max_wait_ms, min_bytes)
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
+    Consumer._wait_next_records = _wait_next_records
 
 
 def _create_worker_consumer(self: Any, transport: Any) -> Any:
@@ -124,6 +137,17 @@ def _create_worker_consumer(self: Any, transport: Any) -> Any:
     if settings is not None:
         consumer._fetch_max_wait_ms, consumer._fetch_min_bytes = settings
     return consumer
+
+
+async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:
+    settings = _FETCH_SETTINGS.get(self.app)
+    if settings is None or not self._buffered_partitions or not self.flow_active:
+        return await _faust_wait_next_records(self, timeout)
+    wait = settings[0] / 1000
+    if not self._get_active_partitions():  # every partition held back: Faust would sleep 1 s
+        await asyncio.sleep(wait)
+        return {}, set()
+    return await _faust_wait_next_records(self, min(timeout, wait))
 
 
 def kafka_producer(app: Any) -> Any:
@@ -161,6 +185,13 @@ def missing_internals() -> list[str]:
                        "in _thread")
     if "fetch_max_wait_ms=1500" not in inspect.getsource(_faust_create_worker_consumer):
         missing.append("Faust no longer creates its worker consumer with fetch_max_wait_ms=1500")
+    waits = inspect.getsource(_faust_wait_next_records)
+    missing += [f"Consumer._wait_next_records no longer has {text!r}" for text in (
+        "active_partitions = self._get_active_partitions()", "timeout=timeout",
+        "await self.sleep(1)") if text not in waits]
+    if "self._buffered_partitions.add(tp)" not in inspect.getsource(Consumer.on_buffer_full):
+        missing.append("Consumer.on_buffer_full no longer keeps the partitions it holds back "
+                       "in _buffered_partitions")
     start = inspect.getsource(AIOKafkaConsumer.start)
     missing += [f"aiokafka's consumer no longer starts its fetcher with {name}=self._{name}"
                 for name in ("fetch_max_wait_ms", "fetch_min_bytes")
