@@ -36,11 +36,14 @@ class Watermark:
         if self._next_close_ms is not None and usage_ms < self._next_close_ms:
             return None
         closable = ledger.closable_through(usage_time)
-        if self.closed_through is not None and closable <= self.closed_through:
-            return None
-        self.closed_through = closable
-        self._next_close_ms = to_millis(ledger.watermark_close_time(next_period(closable)))
-        return closable
+        closed_through = self.closed_through
+        newly_closable = closed_through is None or closable > closed_through
+        if newly_closable:
+            self.closed_through = closed_through = closable
+        # Also when nothing new closes (a watermark loaded from its record knows no next close),
+        # so the usage that follows skips this until the next close time.
+        self._next_close_ms = to_millis(ledger.watermark_close_time(next_period(closed_through)))
+        return closable if newly_closable else None
 
     def to_record(self) -> dict[str, Any]:
         """The stored form (the worker's ``partition-clock`` table)."""
