@@ -44,7 +44,10 @@ def main(app_id: str, total: int) -> None:
                       flush=True)
                 os._exit(0)  # the figure is out; Faust's graceful stop takes seconds
 
-    faust.Worker(app, loglevel="warning", redirect_stdouts=False).execute_from_commandline()
+    # At "info", like the worker in the benchmarks: at "warning" Faust's terminal spinner sets the
+    # root logger to DEBUG and every debug call builds a record (this agent ran 1.10x faster
+    # without it, 4 rounds; BENCHMARKS.md, Pipeline, session 11).
+    faust.Worker(app, loglevel="info", redirect_stdouts=False).execute_from_commandline()
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ def faust_count_rate(settings: Settings, total: int) -> float:
         [sys.executable, "-m", "benchmarks.faust_count", f"count-{uuid.uuid4().hex[:8]}",
          str(total)], env={**os.environ, **settings.to_env()}, capture_output=True, text=True,
         timeout=600, check=True)
-    # Faust's worker also draws a spinner on stdout: the figure is the line that starts with "{".
+    # Faust's worker may write more to stdout: the figure is the line that starts with "{".
     counted = orjson.loads(re.findall(r"^\{.*$", finished.stdout, re.MULTILINE)[-1])
     return counted["events"] / counted["seconds"]
 
