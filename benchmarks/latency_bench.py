@@ -81,7 +81,7 @@ from benchmarks.pipeline_bench import (
     scheduler_seconds,
     start_profile,
 )
-from billing.events import normalize_input
+from billing.events import MAX_BATCH_RECORDS, normalize_input
 from devkit.harness import WorkerProcess, private_pipeline
 from runtime.account_status import AccountStatusClient
 from runtime.codecs import codec_for
@@ -113,6 +113,7 @@ class Phase:
     triggers: tuple[str, ...]
     linger_ms: int
     seed: int
+    pack_linger: float = 0.0  # > 0: usage packed per account in usage_batch messages, this long
 
 
 def trigger_event_id(phase_name: str, account: str) -> str:
@@ -178,9 +179,35 @@ async def publish_phase(settings: Settings, phase: Phase) -> dict[str, Any]:
     behind_max = 0.0
     started = last_progress = time.monotonic()
 
+    # Packing (``--pack-linger``), as ``EventProducer(pack_usage=True)`` does: an account's usage
+    # records wait in one ``usage_batch`` until the first has waited the linger (or it is full).
+    packed: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+    messages = 0  # usage messages sent: the lag counts messages, a batch is many events
+
     async def send_usage(event: dict[str, Any]) -> None:
-        await producer.send(settings.topics.usage, key=event["account_id"].encode(),
-                            value=codec.encode("usage", event | {"requests": 1}))
+        nonlocal messages
+        account = event["account_id"]
+        if not phase.pack_linger:
+            messages += 1
+            await producer.send(settings.topics.usage, key=account.encode(),
+                                value=codec.encode("usage", event | {"requests": 1}))
+            return
+        _, records = packed.setdefault(account, (time.monotonic(), []))
+        records.append({name: value for name, value in event.items()
+                        if name not in ("type", "account_id")} | {"requests": 1})
+        if len(records) >= MAX_BATCH_RECORDS:
+            await send_packed(account)
+
+    async def send_packed(account: str) -> None:
+        nonlocal messages
+        messages += 1
+        _, records = packed.pop(account)
+        await producer.send(settings.topics.usage, key=account.encode(), value=codec.encode(
+            "usage", {"type": "usage_batch", "account_id": account, "records": records}))
+
+    async def send_packed_since(moment: float) -> None:
+        for account in [account for account, (first, _) in packed.items() if first <= moment]:
+            await send_packed(account)
 
     try:
         while (elapsed := time.monotonic() - started) < phase.seconds:
@@ -211,16 +238,20 @@ async def publish_phase(settings: Settings, phase: Phase) -> dict[str, Any]:
                 trigger_sends[event_id] = time.time()
                 await send_usage({"type": "usage", "event_id": event_id, "account_id": account,
                                   "timestamp": now_ms(), **TRIGGER_USAGE})
+            if packed:
+                await send_packed_since(time.monotonic() - phase.pack_linger)
             if time.monotonic() - last_progress >= 10:
                 last_progress = time.monotonic()
                 log(f"  producer: {sent:,} usage sent in {elapsed:.0f} s "
                     f"({sent / elapsed:,.0f}/s), {len(trigger_sends)} triggers")
             await asyncio.sleep(0.002)
         elapsed = time.monotonic() - started
+        await send_packed_since(time.monotonic())
         await producer.flush()
     finally:
         await producer.stop()
-    return {"usage_sent": sent, "side_sent": side_sent, "triggers_sent": len(trigger_sends),
+    return {"usage_sent": sent, "usage_messages": messages, "side_sent": side_sent,
+            "triggers_sent": len(trigger_sends),
             "seconds": elapsed, "achieved_rate": sent / elapsed,
             "behind_schedule_max_s": behind_max, "trigger_sends": trigger_sends}
 
@@ -453,10 +484,14 @@ async def run_phase(settings: Settings, worker: WorkerProcess, watcher: PauseWat
     drain = time.monotonic() - stopped
     cpu = cpu_seconds(worker.process.pid) - cpu_at_start
     inputs = sent["usage_sent"] + sent["side_sent"] + sent["triggers_sent"]
+    # The lag counts messages: in events, a packed message counts its records (on average).
+    per_message = (sent["usage_sent"] + sent["triggers_sent"]) / max(sent["usage_messages"], 1)
+    lag_at_end, lag_max = round(lag_at_end * per_message), round(lag_max * per_message)
     sends = sent["trigger_sends"]
     figures: dict[str, Any] = {
         "phase": phase.name, "rate": phase.rate, "side_rate": phase.side_rate,
         "seconds": sent["seconds"], "usage_sent": sent["usage_sent"],
+        "usage_per_message": per_message,
         "side_sent": sent["side_sent"], "achieved_rate": sent["achieved_rate"],
         "producer_behind_max_s": sent["behind_schedule_max_s"],
         "lag_at_end": lag_at_end, "lag_at_end_s": lag_at_end / phase.rate,
@@ -497,7 +532,8 @@ def spread(values: dict[str, float]) -> str:
 
 def print_phase(figures: dict[str, Any]) -> None:
     print(f"{figures['phase']}: {figures['achieved_rate']:,.0f} usage/s for "
-          f"{figures['seconds']:.0f} s (+{figures['side_sent']:,} side events)")
+          f"{figures['seconds']:.0f} s (+{figures['side_sent']:,} side events), "
+          f"{figures['usage_per_message']:.1f} usage events per message")
     for name, path in figures["paths"].items():
         halves = [path[f"p50_{half}_half_ms"] or 0 for half in ("first", "second")]
         print(f"  {PATHS[name]}: {path['triggers_received']}/{path['triggers_sent']} triggers\n"
@@ -569,6 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--triggers", type=int, default=100, help="triggers per phase")
     parser.add_argument("--accounts", type=int, default=1000, help="background accounts")
     parser.add_argument("--linger-ms", type=int, default=5, help="the producer's linger")
+    parser.add_argument("--pack-linger", type=float, default=0.0, metavar="SECONDS",
+                        help="pack each account's usage in usage_batch messages sent this long "
+                             "after their first record (0: one message per event)")
     parser.add_argument("--progress", type=float, default=10.0, help="seconds between lag checks")
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="seconds to wait after a phase for the worker to catch up")
@@ -593,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
                     seconds=args.seconds, warmup=args.warmup, background=tuple(background),
                     triggers=tuple(f"{TRIGGER_PREFIX}{number}-{index:04d}"
                                    for index in range(args.triggers)),
-                    linger_ms=args.linger_ms, seed=number)
+                    linger_ms=args.linger_ms, seed=number, pack_linger=args.pack_linger)
               for number, (side, rate) in enumerate(
                   (side, rate) for side in args.side_rates for rate in args.rates)]
     events = setup_events(background, [account for phase in phases for account in phase.triggers])
