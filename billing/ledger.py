@@ -97,10 +97,10 @@ class AccountState:
     # replaced, never changed): what tells :meth:`Ledger.remember_again` that such an event was
     # applied, not refused, while a retry of it could still pay the invoice again.
     invoice_payment_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # Payment id -> event time, of every ``invoice_paid`` that paid part or the rest of an invoice
-    # now closed, while the dedup horizon still reaches it: what tells ``remember_again`` the
-    # same after the invoice closed, when a retry is refused as not open but the id must still
-    # guard against its reuse by another payment.
+    # Payment id -> time of the event that closed the invoice, of every ``invoice_paid`` that paid
+    # part or the rest of an invoice now closed, while the dedup horizon still reaches that time:
+    # what tells ``remember_again`` the same after the invoice closed, when a retry is refused as
+    # not open but the id must still guard against its reuse by another payment.
     closed_invoice_payment_ids: dict[str, int] = field(default_factory=dict)
     last_event_ms: int = 0  # newest applied event time: the dedup horizon counts back from it
 
