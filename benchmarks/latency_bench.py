@@ -41,7 +41,8 @@ its partition number has an event buffered or may be skipped (``streams.intake``
 fetches the idle inputs too; a side rate > 0 keeps them busy, to show what idle inputs cost.
 ``--fetch-wait-demo`` measures the consumer's part alone (see :func:`fetch_wait_demo`). ``--tree
 PATH`` runs the worker of another checkout; ``--profile PREFIX`` samples the worker with py-spy in
-each phase.
+each phase. ``--workers N`` runs N workers in one group (their CPU summed, the first profiled);
+``--pack-linger SECONDS`` packs the producer's usage per account in ``usage_batch`` messages.
 
     billing stack up --no-clickhouse
     python -m benchmarks.latency_bench --rates 250 500 750 1000 --seconds 60 --triggers 60 \\
@@ -128,6 +129,36 @@ def now_ms() -> datetime:
     """The current time at the millisecond precision of event times."""
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class Workers:
+    """``--workers`` workers of one app id (one consumer group): their lag is the group's, their
+    CPU the sum of theirs."""
+
+    def __init__(self, settings: Settings, app_id: str, count: int) -> None:
+        self.processes = [WorkerProcess(settings, app_id, Path(tempfile.gettempdir())
+                                        / f"latency-bench-{app_id}.{number}.log").start()
+                          for number in range(count)]
+
+    @property
+    def pids(self) -> list[int]:
+        return [worker.process.pid for worker in self.processes if worker.process is not None]
+
+    def lag(self) -> int:
+        return self.processes[0].lag()
+
+    def check_running(self) -> None:
+        for worker in self.processes:
+            worker.check_running()
+
+    def cpu_and_waited(self) -> tuple[float, float]:
+        """CPU seconds of all of them, and seconds they waited for a CPU (``/proc``)."""
+        return (sum(cpu_seconds(pid) for pid in self.pids),
+                sum(scheduler_seconds(pid)[1] for pid in self.pids))
+
+    def stop(self) -> None:
+        for worker in self.processes:
+            worker.stop()
 
 
 def setup_events(background: list[str], triggers: list[str]) -> list[dict[str, Any]]:
@@ -426,7 +457,7 @@ async def fetch_wait_demo(settings: Settings, rate: float, capacity: float, seco
             "delay_ms": {str(wait): distribution(values) for wait, values in delays.items()}}
 
 
-async def producer_result(producer: Any, results: Any, worker: WorkerProcess,
+async def producer_result(producer: Any, results: Any, worker: Workers,
                           watcher: PauseWatcher, phase: Phase, progress: float
                           ) -> tuple[dict[str, Any], int]:
     """Wait for the producer's summary, logging the worker's lag every ``progress`` seconds;
@@ -450,7 +481,7 @@ async def producer_result(producer: Any, results: Any, worker: WorkerProcess,
         await asyncio.sleep(0.2)
 
 
-async def run_phase(settings: Settings, worker: WorkerProcess, watcher: PauseWatcher,
+async def run_phase(settings: Settings, worker: Workers, watcher: PauseWatcher,
                     client: ClientWatcher, phase: Phase, args: argparse.Namespace
                     ) -> dict[str, Any]:
     """Publish one phase, watch the worker's lag on the way, wait for it to catch up."""
@@ -458,21 +489,20 @@ async def run_phase(settings: Settings, worker: WorkerProcess, watcher: PauseWat
     results = context.Queue()
     producer = context.Process(target=produce, args=(settings, phase, results), daemon=True)
     producer.start()
-    assert worker.process is not None
-    cpu_at_start, started = cpu_seconds(worker.process.pid), time.monotonic()
-    _, waited_at_start = scheduler_seconds(worker.process.pid)
+    (cpu_at_start, waited_at_start), started = worker.cpu_and_waited(), time.monotonic()
     profiler = None
-    if args.profile is not None:
+    if args.profile is not None:  # the first worker
         profile_path = args.profile.with_name(f"{args.profile.name}.{phase.name}.raw")
-        profiler = start_profile(worker.process.pid, profile_path, phase.seconds)
+        profiler = start_profile(worker.pids[0], profile_path, phase.seconds)
     sent, lag_max = await producer_result(producer, results, worker, watcher, phase,
                                           args.progress)
     producer.join(30)
     lag_at_end = await asyncio.to_thread(worker.lag)
     lag_max = max(lag_max, lag_at_end)
     stopped = time.monotonic()
-    cpu_while_producing = cpu_seconds(worker.process.pid) - cpu_at_start
-    waited_while_producing = scheduler_seconds(worker.process.pid)[1] - waited_at_start
+    cpu_now, waited_now = worker.cpu_and_waited()
+    cpu_while_producing = cpu_now - cpu_at_start
+    waited_while_producing = waited_now - waited_at_start
     expected = set(sent["trigger_sends"])
     while (lag := await asyncio.to_thread(worker.lag)) or not expected <= (
             watcher.received.keys() & watcher.status_received.keys() & client.received.keys()):
@@ -482,7 +512,7 @@ async def run_phase(settings: Settings, worker: WorkerProcess, watcher: PauseWat
             break
         await asyncio.sleep(0.5)
     drain = time.monotonic() - stopped
-    cpu = cpu_seconds(worker.process.pid) - cpu_at_start
+    cpu = worker.cpu_and_waited()[0] - cpu_at_start
     inputs = sent["usage_sent"] + sent["side_sent"] + sent["triggers_sent"]
     # The lag counts messages: in events, a packed message counts its records (on average).
     per_message = (sent["usage_sent"] + sent["triggers_sent"]) / max(sent["usage_messages"], 1)
@@ -556,7 +586,7 @@ def print_phase(figures: dict[str, Any]) -> None:
         print_profile(figures["profile"])
 
 
-async def run_phases(settings: Settings, worker: WorkerProcess,
+async def run_phases(settings: Settings, worker: Workers,
                      phases: list[Phase], args: argparse.Namespace) -> list[dict[str, Any]]:
     causes = {account: trigger_event_id(phase.name, account)
               for phase in phases for account in phase.triggers}
@@ -605,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--triggers", type=int, default=100, help="triggers per phase")
     parser.add_argument("--accounts", type=int, default=1000, help="background accounts")
     parser.add_argument("--linger-ms", type=int, default=5, help="the producer's linger")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="workers in the group (their CPU summed: 'of a core' is then cores)")
     parser.add_argument("--pack-linger", type=float, default=0.0, metavar="SECONDS",
                         help="pack each account's usage in usage_batch messages sent this long "
                              "after their first record (0: one message per event)")
@@ -639,13 +671,12 @@ def main(argv: list[str] | None = None) -> int:
     log(f"pipeline {app_id}: publishing {len(events):,} set-up events")
     publish(settings, events)
     with code_from(args.tree):
-        worker = WorkerProcess(settings, app_id,
-                               Path(tempfile.gettempdir()) / f"latency-bench-{app_id}.log").start()
+        worker = Workers(settings, app_id, args.workers)
     try:
         started = time.monotonic()
-        worker.wait_drained(600)
-        log(f"worker started and applied the set-up in {time.monotonic() - started:.1f} s "
-            f"(log {worker.log_path})")
+        worker.processes[0].wait_drained(600)  # the group's lag
+        log(f"{args.workers} worker(s) started and applied the set-up in "
+            f"{time.monotonic() - started:.1f} s (log {worker.processes[0].log_path})")
         results = asyncio.run(run_phases(settings, worker, phases, args))
     finally:
         worker.stop()
