@@ -76,10 +76,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from benchmarks.pipeline_bench import (
     CURRENT,
     code_from,
-    cpu_seconds,
+    cpu_and_waited,
     print_profile,
     profile_shares,
-    scheduler_seconds,
     start_profile,
 )
 from billing.events import MAX_BATCH_RECORDS, normalize_input
@@ -153,8 +152,7 @@ class Workers:
 
     def cpu_and_waited(self) -> tuple[float, float]:
         """CPU seconds of all of them, and seconds they waited for a CPU (``/proc``)."""
-        return (sum(cpu_seconds(pid) for pid in self.pids),
-                sum(scheduler_seconds(pid)[1] for pid in self.pids))
+        return cpu_and_waited(self.pids)
 
     def stop(self) -> None:
         for worker in self.processes:

@@ -119,6 +119,12 @@ def scheduler_seconds(pid: int) -> tuple[float, float]:
     return on_cpu / 1e9, waiting / 1e9
 
 
+def cpu_and_waited(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds of the processes ``pids`` together, and the seconds they waited for a CPU."""
+    return (sum(cpu_seconds(pid) for pid in pids),
+            sum(scheduler_seconds(pid)[1] for pid in pids))
+
+
 async def raw_consume(settings: Settings, total: int) -> float:
     """Seconds for a bare aiokafka consumer to read ``total`` input messages."""
     consumer = AIOKafkaConsumer(*settings.topics.inputs, bootstrap_servers=settings.kafka_bootstrap,
@@ -262,8 +268,7 @@ def worker_rate(settings: Settings, app_id: str, total: int, log: Path, tree: st
             for worker in started:
                 worker.check_running()
             now = time.time()
-            samples.append((now, sum(cpu_seconds(pid) for pid in pids),
-                            sum(scheduler_seconds(pid)[1] for pid in pids)))
+            samples.append((now, *cpu_and_waited(pids)))
             if now >= next_count:
                 count, next_count = sum(processed(port) or 0 for port in ports), now + METRICS_EVERY
                 if count and profile is not None and profiler is None:

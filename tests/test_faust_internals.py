@@ -90,20 +90,25 @@ def test_the_worker_guards_its_seeks_and_takes_the_standby_setting(tmp_path: Pat
     assert WorkerOptions().standby_replicas == int(option.default) == 0  # the command's default
 
 
-def test_the_worker_consumer_batches_its_fetches_and_another_app_keeps_fausts(
-        tmp_path: Path) -> None:
+def worker_and_another_app(tmp_path: Path, **options: object) -> tuple[faust.App, faust.App]:
+    """The app of a worker with these ``WorkerOptions``, and an app the worker did not set up."""
     worker = LedgerWorker(load_settings({"BILLING_DATA_DIR": str(tmp_path)}),
                           Ledger(load_config(None), load_pricebook(None)),
-                          WorkerOptions(store="memory://", fetch_max_wait=0.03,
-                                        fetch_min_bytes=1_000))
+                          WorkerOptions(store="memory://", **options))
     other = faust.App("another-app", autodiscover=False, store="memory://",
                       datadir=str(tmp_path / "other"))
+    return worker.app, other
+
+
+def test_the_worker_consumer_batches_its_fetches_and_another_app_keeps_fausts(
+        tmp_path: Path) -> None:
+    app, other = worker_and_another_app(tmp_path, fetch_max_wait=0.03, fetch_min_bytes=1_000)
 
     async def fetch_settings(app: faust.App) -> tuple[int, int]:
         consumer = app.consumer._thread._create_worker_consumer(app.transport)
         return consumer._fetch_max_wait_ms, consumer._fetch_min_bytes
 
-    assert asyncio.run(fetch_settings(worker.app)) == (30, 1_000)
+    assert asyncio.run(fetch_settings(app)) == (30, 1_000)
     assert asyncio.run(fetch_settings(other)) == (1_500, 1)
 
 
@@ -112,11 +117,7 @@ def test_a_wait_for_records_is_short_while_faust_holds_a_partition_back_for_a_fu
     """Faust does not wake a wait under way when it puts a drained partition back: the worker's
     consumer waits one fetch wait (30 ms here) instead of Faust's 1 s, and does not sleep 1 s
     when every partition is held back; another app's consumer keeps Faust's waits."""
-    worker = LedgerWorker(load_settings({"BILLING_DATA_DIR": str(tmp_path)}),
-                          Ledger(load_config(None), load_pricebook(None)),
-                          WorkerOptions(store="memory://", fetch_max_wait=0.03))
-    other = faust.App("another-app", autodiscover=False, store="memory://",
-                      datadir=str(tmp_path / "other"))
+    app, other = worker_and_another_app(tmp_path, fetch_max_wait=0.03)
     usage, payments = TP("usage", 0), TP("payments", 0)
 
     async def waits(app: faust.App, held_back: set[TP], active: set[TP]) -> list[object]:
@@ -135,9 +136,9 @@ def test_a_wait_for_records_is_short_while_faust_holds_a_partition_back_for_a_fu
         await consumer._wait_next_records(1.0)
         return asked
 
-    assert asyncio.run(waits(worker.app, {usage}, {payments})) == [0.03]
-    assert asyncio.run(waits(worker.app, {usage, payments}, set())) == []  # 30 ms, no sleep
-    assert asyncio.run(waits(worker.app, set(), {usage, payments})) == [1.0]
+    assert asyncio.run(waits(app, {usage}, {payments})) == [0.03]
+    assert asyncio.run(waits(app, {usage, payments}, set())) == []  # 30 ms, no sleep
+    assert asyncio.run(waits(app, set(), {usage, payments})) == [1.0]
     assert asyncio.run(waits(other, {usage}, {payments})) == [1.0]
     assert asyncio.run(waits(other, {usage, payments}, set())) == ["slept 1 s"]
 
