@@ -73,7 +73,7 @@ async def _drive(events: int, accounts: int, seed: int) -> dict[str, float]:
     topic_of_kind = {kind: topic for topic, kind in kind_of_topic.items()}
     merger = EventTimeMerger(tuple(kind_of_topic), {
         topic: KIND_RANK[kind] for topic, kind in kind_of_topic.items()})
-    sender = _Sender()
+    sender = _Sender(settings.partitions)
     commits = CommitQueue(sender=sender, later_tables=["seen-ids"])
     accounts_table, clock, seen_table = _Table("accounts"), _Table("partition-clock"), \
         _Table("seen-ids")
@@ -183,9 +183,13 @@ class _Sender:
     the first of them: a producer's linger and its request's round trip. The commit queue then
     lags behind the batches as in a busy worker, whose uncommitted account states it serves."""
 
-    def __init__(self) -> None:
+    def __init__(self, partitions: int) -> None:
         self.records = 0
+        self.partitions = partitions
         self._open: asyncio.Future[int] | None = None
+
+    async def partition_count(self, topic: str) -> int:
+        return self.partitions
 
     async def send(self, topic: str, key: bytes, value: bytes | None,
                    partition: int | None = None) -> asyncio.Future[int]:

@@ -18,6 +18,10 @@ per-message cost bounds the pipeline's throughput per core.
    equal to fastavro's first. The decimal encodings the fast path keeps are dropped at the start
    of each round, so each round sees the stream as a worker would, once.
 
+3. **Rated usage batches**: the worker writes a batch's rated usage as one ``RatedUsageBatch``
+   message (issue 16); the same rated usage records encoded in batches of ``--batch-sizes``,
+   against one message per event as 'before' wrote them, CPU time per rated event.
+
 Run: ``python -m benchmarks.codec_bench [--events 2000] [--runs 7] [--workload-events 20000]``
 """
 
@@ -276,6 +280,37 @@ def compare_worker_encodes(messages: list[tuple[str, dict[str, Any]]], runs: int
         print(f"{stream:<16}{len(items):>7}" + "".join(f"{cell:>14}" for cell in cells))
 
 
+def compare_rated_batches(messages: list[tuple[str, dict[str, Any]]], runs: int,
+                          sizes: tuple[int, ...]) -> None:
+    """Part 3: rated usage as the worker writes it since issue 16, one ``RatedUsageBatch`` per
+    batch, against one message per event as 'before' wrote it; CPU µs per rated event."""
+    codec = Codec()
+    rated = [message for kind, message in messages if kind == "usage_rated"]
+    batches = {size: [{"records": rated[start:start + size]}
+                      for start in range(0, len(rated), size)] for size in sizes}
+    for size, values in batches.items():  # the same bytes as fastavro's
+        assert all(codec.encode("usage_rated", value) == fastavro_alone("usage_rated", value)
+                   for value in values[:50]), size
+    times: dict[str, list[float]] = {}
+    ways: dict[str, Callable[[], object]] = {
+        "before, one a message": lambda: [encode_before("usage_rated", one) for one in rated],
+        **{f"codec, batches of {size}": (lambda values=values: [
+            codec.encode("usage_rated", value) for value in values])
+           for size, values in batches.items()}}
+    for _ in range(runs):
+        for name, encode in ways.items():
+            decimal_encodings(18, 6).clear()
+            start = time.thread_time()
+            encode()
+            times.setdefault(name, []).append((time.thread_time() - start) / len(rated) * 1e6)
+    print(f"\nrated usage ({len(rated)} events): CPU microseconds per event, median of {runs} "
+          "rounds; x: median of per-round ratios to 'before'")
+    for name in ways:
+        ratio = statistics.median(now / before for now, before in zip(
+            times[name], times["before, one a message"], strict=True))
+        print(f"{name:<28}{statistics.median(times[name]):>8.2f} {ratio:>5.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000, help="calls per run (part 1)")
@@ -284,11 +319,14 @@ def main() -> None:
     parser.add_argument("--workload-events", type=int, default=20000,
                         help="input events whose outputs are encoded (part 2)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 5, 25, 250],
+                        help="rated usage records per message (part 3)")
     args = parser.parse_args()
     print(pin_to_one_cpu())
     compare_libraries(args.events, args.runs)
-    compare_worker_encodes(worker_outputs(args.accounts, args.workload_events, args.seed),
-                           args.runs)
+    messages = worker_outputs(args.accounts, args.workload_events, args.seed)
+    compare_worker_encodes(messages, args.runs)
+    compare_rated_batches(messages, args.runs, tuple(args.batch_sizes))
 
 
 if __name__ == "__main__":

@@ -155,10 +155,13 @@ def faust_count_rate(settings: Settings, total: int) -> float:
 
 
 def start_profile(pid: int, output: Path, seconds: float) -> subprocess.Popen[bytes]:
-    """py-spy sampling ``pid`` for ``seconds`` (without pausing it), raw collapsed stacks."""
+    """py-spy sampling ``pid`` for ``seconds`` (without pausing it), raw collapsed stacks.
+
+    Only the thread holding the GIL is sampled (``--gil``): otherwise a thread descheduled in a
+    socket write (the broker taking the CPU) counts as the worker's time."""
     return subprocess.Popen([str(PY_SPY), "record", "--pid", str(pid), "--duration",
                              str(max(1, round(seconds))), "--format", "raw", "--nonblocking",
-                             "--nolineno", "--output", str(output)],
+                             "--nolineno", "--gil", "--output", str(output)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -47,6 +47,13 @@ COMPATIBILITY = {
     "account_status": "FULL",
 }
 
+# Topics whose schema was their first record alone until it became a union with a packing record
+# (``UsageBatch``, ``RatedUsageBatch``). Without a registry a value carries no schema version, and
+# the union adds a branch byte in front of every value: the codec reads a value that is not a
+# message of the union as that one record, so messages written before the change (still on the
+# topic, read again by a new sink or by ``billing export``) stay readable.
+WAS_ONE_RECORD = ("usage", "usage_rated")
+
 
 def schema_path(kind: str, *, previous: bool = False) -> Path:
     """Where the (current or previous released) schema of a topic kind lives."""

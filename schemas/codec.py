@@ -49,9 +49,10 @@ from billing.events import (
     normalize_input,
     unpack_batch,
 )
-from schemas import NAMESPACE, TOPIC_KINDS, load_schema, schema_text
+from schemas import NAMESPACE, TOPIC_KINDS, WAS_ONE_RECORD, load_schema, schema_text
 from schemas.avro_writer import AvroWriter, NotCanonical, UnsupportedSchema
 from schemas.registry import SchemaNotFound, SchemaRegistry
+from schemas.shapes import BATCH_SUFFIX
 from schemas.topics import Topics
 
 MAGIC = 0
@@ -87,14 +88,19 @@ class TopicSchema:
     records: tuple[str, ...]  # full record names, in union order
     is_union: bool
     writer: AvroWriter | None  # the fast path; None if the schema uses a type it cannot write
+    # The topic's one record from before it became a union (``WAS_ONE_RECORD``), parsed alone.
+    one_record: Any = None
 
     def branch(self, event: dict[str, Any]) -> str:
         """The record that carries ``event``: the one named after its ``type``.
 
-        Rated usage and dead letters are not events and have no ``type``: their topic has one
-        record.
+        Rated usage and dead letters are not events and have no ``type``: such a topic has one
+        record, or also the record packing several of them (``RatedUsageBatch``), which carries
+        ``records`` and nothing else.
         """
-        if not self.is_union and self.records[0] not in TYPE_OF_RECORD:
+        if self.records[0] not in TYPE_OF_RECORD:
+            if self.is_union and event.keys() == {"records"}:
+                return self.records[0] + BATCH_SUFFIX
             return self.records[0]
         event_type = event.get("type")
         name = RECORD_OF_TYPE.get(event_type) if isinstance(event_type, str) else None
@@ -124,7 +130,8 @@ def topic_schema(kind: str) -> TopicSchema:
         writer = AvroWriter(parsed, tag="type" if records[0] in TYPE_OF_RECORD else None)
     except UnsupportedSchema:
         writer = None
-    return TopicSchema(kind, schema_text(kind), parsed, records, is_union, writer)
+    one_record = fastavro.parse_schema(branches[0]) if kind in WAS_ONE_RECORD else None
+    return TopicSchema(kind, schema_text(kind), parsed, records, is_union, writer, one_record)
 
 
 class Codec:
@@ -176,9 +183,25 @@ class Codec:
             writer, start = schema.parsed, 0
         else:
             writer, start = self._framed_writer(schema, data)
+        try:
+            return self._read(schema, writer, data, start)
+        except CodecError:
+            if self.registry is not None or schema.one_record is None:
+                raise
+            try:  # written before the topic's schema became a union (WAS_ONE_RECORD)
+                return self._read(schema, schema.one_record, data, 0, resolve=False)
+            except CodecError:
+                pass
+            raise
+
+    def _read(self, schema: TopicSchema, writer: Any, data: bytes, start: int,
+              resolve: bool = True) -> dict[str, Any]:
+        """The value's body, from byte ``start``, read with schema ``writer`` (resolved
+        against the topic's current one unless it is that one, or ``resolve`` is false)."""
+        kind = schema.kind
         body = io.BytesIO(data)
         body.seek(start)
-        reader = None if writer is schema.parsed else schema.parsed
+        reader = None if writer is schema.parsed or not resolve else schema.parsed
         try:
             datum = fastavro.schemaless_reader(body, writer, reader, return_record_name=True)
         except EOFError:
@@ -192,8 +215,9 @@ class Codec:
             raise self._not_avro(f"{left} bytes left over after the record ending at byte "
                                  f"{body.tell()}", data)
         # A union writer names the branch; a one-record writer (a topic that has one, or a
-        # registered schema from before the topic's became a union) is that record.
-        name, record = datum if isinstance(writer, list) else (writer["name"], datum)
+        # schema from before the topic's became a union) is that record.
+        name, record = datum if isinstance(writer, list) else (
+            f"{writer.get('namespace', NAMESPACE)}.{writer['name'].rsplit('.', 1)[-1]}", datum)
         return schema.to_event(name, record)
 
     def decode_input(self, kind: str, data: bytes,
@@ -304,6 +328,10 @@ def _check_money(record: dict[str, Any], kind: str, prefix: str = "") -> None:
     for name, value in record.items():
         if isinstance(value, dict):
             _check_money(value, kind, f"{prefix}{name}.")
+        elif isinstance(value, list):  # a batch's records
+            for index, item in enumerate(value):
+                if isinstance(item, dict):
+                    _check_money(item, kind, f"{prefix}{name}[{index}].")
         elif isinstance(value, Decimal) and not (
             value.is_finite() and abs(value) < MONEY_LIMIT and value == value.quantize(MICRO)
         ):

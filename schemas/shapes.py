@@ -157,6 +157,24 @@ def packed_type(batch: dict[str, Any], inputs: dict[str, dict[str, str]]) -> str
     return packed
 
 
+def rated_usage_record() -> dict[str, Any]:
+    """The rated usage record (``RatedUsage``), checked with the branch that packs it
+    (``RatedUsageBatch``: ``records``, an array of whole ``RatedUsage`` records; several accounts
+    of one partition, so each record keeps its account_id)."""
+    rated, *packing = branches("usage_rated")
+    expected = ["records"], f"{NAMESPACE}.{rated['name']}"
+    for batch in packing:
+        items = batch["fields"][-1]["type"]
+        found = [field["name"] for field in batch["fields"]], (
+            items.get("items") if isinstance(items, dict) and items.get("type") == "array"
+            else None)
+        if not batch["name"].endswith(BATCH_SUFFIX) or found != expected:
+            raise ShapeError(f"{batch['name']}: the usage_rated topic's other branch must be "
+                             f"{rated['name']}{BATCH_SUFFIX}, with one field, records, an array "
+                             f"of {expected[1]}")
+    return rated
+
+
 def tables() -> dict[str, tuple[str, Any]]:
     """Each table of ``billing/event_shapes.py``: name -> (annotation, value)."""
     topics = Topics()
@@ -179,7 +197,7 @@ def tables() -> dict[str, tuple[str, Any]]:
     output_common, output_fields = split_common(outputs, OUTPUT_COMMON)
     snapshot = next(record for record in records(load_schema("account_state"))
                     if record["name"] == "Snapshot")
-    (rated,) = branches("usage_rated")
+    rated = rated_usage_record()
     return {
         "COMMON_FIELDS": ("dict[str, str]", {"type": "str", **common}),
         "INPUT_FIELDS": ("dict[str, dict[str, str]]", input_fields),

@@ -124,31 +124,36 @@ class SinkStats:
 
 class Route(NamedTuple):
     """Where one topic's messages go: the codec's topic kind, the table and its columns, how a
-    decoded event becomes a row, and which of a batch's rows still need inserting."""
+    decoded message becomes rows, and which of a batch's rows still need inserting."""
 
     kind: str
     table: str
     columns: tuple[str, ...]
-    to_row: Callable[[dict[str, Any], Any], tuple[Any, ...]]
+    to_rows: Callable[[dict[str, Any], Any], list[tuple[Any, ...]]]
     unique: Callable[[ClickHouseWriter, list[tuple[Any, ...]]], list[tuple[Any, ...]]]
+
+
+def _rated_usage_rows(value: dict[str, Any], _message: Any) -> list[tuple[Any, ...]]:
+    """One row per rated usage event: a ``RatedUsageBatch`` message (what the worker writes)
+    holds ``records``; a single ``RatedUsage`` message (older workers) is one."""
+    return rows_for_rated_usage(value["records"] if value.keys() == {"records"} else [value])
 
 
 ROUTES = {
     "usage_rated": Route(
-        "usage_rated", RATED_USAGE_TABLE, RATED_USAGE_COLUMNS,
-        lambda event, _record: rows_for_rated_usage([event])[0],
+        "usage_rated", RATED_USAGE_TABLE, RATED_USAGE_COLUMNS, _rated_usage_rows,
         new_rated_usage,
     ),
     "account_state": Route(
         "account_state", ACCOUNT_STATE_TABLE, ACCOUNT_STATE_COLUMNS,
-        lambda event, record: rows_for_account_state([event],
-                                                     [(record.partition, record.offset)])[0],
+        lambda event, message: rows_for_account_state([event],
+                                                      [(message.partition, message.offset)]),
         lambda _writer, rows: first_of_each_event(rows),
     ),
     "account_status": Route(
         "account_status", ACCOUNTS_CURRENT_TABLE, ACCOUNTS_CURRENT_COLUMNS,
         lambda record, message: rows_for_account_status([record],
-                                                        [(message.partition, message.offset)])[0],
+                                                        [(message.partition, message.offset)]),
         lambda _writer, rows: latest_of_each_account(rows),
     ),
 }
@@ -241,14 +246,14 @@ class ClickHouseSink:
                 batch.next_offsets[tp] = record.offset + 1
                 batch.first_offsets.setdefault(tp, record.offset)
                 try:
-                    row = route.to_row(self._decode(route.kind, record.value), record)
+                    rows = route.to_rows(self._decode(route.kind, record.value), record)
                 except Exception as error:  # a bad message must not stop the sink
                     self.stats.undecodable += 1
                     log_event(log, "sink.undecodable", logging.WARNING, topic=tp.topic,
                               partition=tp.partition, offset=record.offset,
                               error=f"{type(error).__name__}: {error}")
                     continue
-                batch.rows.setdefault(route, []).append(row)
+                batch.rows.setdefault(route, []).extend(rows)
         self.stats.messages += sum(len(records) for records in polled.values())
 
     # -- writing and committing -------------------------------------------------------------

@@ -57,8 +57,8 @@ def _load_watermark(stored: bytes) -> Watermark:
 class _Batch:
     """What one release of a partition has changed so far, handed to the commit queue at its end."""
 
-    __slots__ = ("before", "clock", "clock_key", "generation", "outputs", "partition", "states",
-                 "updated_at")
+    __slots__ = ("before", "clock", "clock_key", "generation", "outputs", "partition", "rated",
+                 "states", "updated_at")
 
     def __init__(self, partition: int, generation: int) -> None:
         self.partition = partition
@@ -67,6 +67,7 @@ class _Batch:
         self.clock_key = f"partition-{partition}".encode()
         self.clock: Watermark | None = None
         self.outputs: list[Awaitable[Any]] = []  # delivery futures
+        self.rated: list[dict[str, Any]] = []  # rated usage, sent together at the end
         # Each touched account's snapshot before the batch (None: opened in it), and the event
         # time of the last input applied to it: its account-status record is written at the end
         # of the batch if the snapshot changed.
@@ -130,6 +131,7 @@ class Apply:
             for item in released:
                 await self._apply(item, batch)
         await self._publish_statuses(batch)
+        batch.outputs += await self.publisher.rated_usage(partition, batch.rated)
         # A message is acknowledged with its last event (a batch's records may be released
         # over several batches): one still in the merge is redelivered whole.
         pending = PendingBatch(partition, [item.event for item in released if item.last],
@@ -242,6 +244,8 @@ class Apply:
             return
         self.metrics.event_applied(canonical["type"])
         batch.outputs.extend(await self.publisher.transition(key, transition))
+        if transition.rated_usage is not None:
+            batch.rated.append(transition.rated_usage)
         if canonical["type"] == "usage":
             await self._advance_watermark(batch, canonical["timestamp"])
 

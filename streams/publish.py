@@ -1,8 +1,8 @@
 """The worker's publishing job: what a batch emits, encoded and sent, as delivery futures.
 
-Outputs (``billing.account-state``), rated usage (``billing.usage-rated``), account-status
-records and watermark broadcasts go through the worker's sender (:mod:`streams.sender`: batched
-sends on the app's producer, Faust's own under Kafka transactions); dead letters, rare and keyed
+Outputs (``billing.account-state``), rated usage (``billing.usage-rated``, one message per batch
+and partition), account-status records and watermark broadcasts go through the worker's sender
+(:mod:`streams.sender`: batched sends on the app's producer); dead letters, rare and keyed
 by whatever the input carried (possibly nothing), through Faust's ``Topic.send``. Every method
 returns delivery futures, which the batch hands to the commit queue: it writes the changelog and
 acknowledges the inputs only once they are delivered (``streams/commit.py``).
@@ -22,9 +22,17 @@ from streams.metrics import WorkerMetrics
 log = logging.getLogger("billing.worker")
 
 
+# A rated usage message (``RatedUsageBatch``) packs at most this many records, and is halved while
+# its value is over RATED_BATCH_BYTES: well under Kafka's default limit of 1 MiB a message.
+RATED_BATCH_RECORDS = 1_000
+RATED_BATCH_BYTES = 512 * 1024
+
+
 class Sender(Protocol):
     async def send(self, topic: str, key: bytes, value: bytes | None,
                    partition: int | None = None) -> Awaitable[Any]: ...
+
+    async def partition_count(self, topic: str) -> int: ...
 
 
 class Publisher:
@@ -38,18 +46,41 @@ class Publisher:
         self.dead_letter_topic = app.topic(settings.topics.dead_letter)
 
     async def transition(self, key: bytes, transition: Transition) -> list[Awaitable[Any]]:
-        """A transition's outputs and rated usage, keyed by account (co-partitioned with its
-        inputs)."""
+        """A transition's outputs, keyed by account (co-partitioned with its inputs). Its rated
+        usage goes out with the batch's (:meth:`rated_usage`)."""
         deliveries = []
         for output in transition.outputs:
             self.metrics.output(output["type"])
             deliveries.append(await self.sender.send(
                 self.topics.account_state, key, self.codec.encode("account_state", output)))
-        if transition.rated_usage is not None:
-            deliveries.append(await self.sender.send(
-                self.topics.usage_rated, key,
-                self.codec.encode("usage_rated", transition.rated_usage)))
         return deliveries
+
+    async def rated_usage(self, partition: int, records: list[dict[str, Any]]
+                          ) -> list[Awaitable[Any]]:
+        """A batch's rated usage, in the order it was rated, as ``RatedUsageBatch`` messages
+        (issue 16: one message per batch, not per event; the sink expands them): at most
+        :data:`RATED_BATCH_RECORDS` records each, on the partition of the accounts (modulo the
+        topic's count, should it have fewer), keyed by the empty string since they hold several
+        accounts."""
+        if not records:
+            return []
+        topic = self.topics.usage_rated
+        partition %= await self.sender.partition_count(topic)
+        deliveries: list[Awaitable[Any]] = []
+        for start in range(0, len(records), RATED_BATCH_RECORDS):
+            await self._send_rated(topic, partition, records[start:start + RATED_BATCH_RECORDS],
+                                   deliveries)
+        return deliveries
+
+    async def _send_rated(self, topic: str, partition: int, records: list[dict[str, Any]],
+                          deliveries: list[Awaitable[Any]]) -> None:
+        value = self.codec.encode("usage_rated", {"records": records})
+        if len(value) > RATED_BATCH_BYTES and len(records) > 1:  # long ids: halve it
+            half = len(records) // 2
+            await self._send_rated(topic, partition, records[:half], deliveries)
+            await self._send_rated(topic, partition, records[half:], deliveries)
+            return
+        deliveries.append(await self.sender.send(topic, b"", value, partition))
 
     async def status(self, key: bytes, record: dict[str, Any]) -> Awaitable[Any]:
         """An account-status record (billing rules section 6)."""

@@ -84,7 +84,7 @@ class BatchSender:
         """Queue one record (``value`` None: a tombstone) for ``partition``, by default the
         key's; return its batch's delivery future."""
         if partition is None:
-            partition = partition_of(key, await self._partition_count(topic))
+            partition = partition_of(key, await self.partition_count(topic))
         tp = TP(topic, partition)
         batches = self._open.get(tp)
         if batches is None:
@@ -103,7 +103,8 @@ class BatchSender:
     def _new_batch(self) -> _OpenBatch:
         return _OpenBatch(self._producer().create_batch())
 
-    async def _partition_count(self, topic: str) -> int:
+    async def partition_count(self, topic: str) -> int:
+        """``topic``'s partitions, asked of the producer's metadata once."""
         count = self._partitions.get(topic)
         if count is None:
             count = self._partitions[topic] = len(await self._producer().partitions_for(topic))

@@ -4,8 +4,9 @@ One agent consumes the four co-partitioned input topics. Each message is decoded
 (bad input goes to ``billing.dead-letter`` with a reason, and is acknowledged), buffered in the
 :class:`~billing.merge.EventTimeMerger`, and applied to the account's state in event-time order by
 the pure ledger. The state lives in the ``accounts`` table, whose changelog topic (compacted) is
-what a restarted worker recovers from. Outputs go to ``billing.account-state``, rated usage to
-``billing.usage-rated``; both keyed by account so they stay co-partitioned with the inputs.
+what a restarted worker recovers from. Outputs go to ``billing.account-state``, keyed by account;
+rated usage to ``billing.usage-rated``, one message per batch on its accounts' partition: both
+stay co-partitioned with the inputs.
 
 Month close. Each partition tracks its watermark (largest usage time) in the ``partition_clock``
 table. When it passes a month's close time the worker broadcasts a ``close_period`` with the

@@ -236,6 +236,10 @@ def test_rated_usage_round_trips(codec: Codec) -> None:
              "cost": Decimal("0.002018"), "billed_period": "2026-01", "late": False,
              "over_limit": True, "billing_model": "prepaid", "tier": "1"}
     assert codec.decode("usage_rated", codec.encode("usage_rated", rated)) == rated
+    batch = {"records": [rated, {**rated, "event_id": "u-2", "account_id": "acct-2"}]}
+    assert codec.decode("usage_rated", codec.encode("usage_rated", batch)) == batch
+    with pytest.raises(CodecError, match=r"records\[1\]\.cost=0\.1234567 "):
+        codec.encode("usage_rated", {"records": [rated, {**rated, "cost": Decimal("0.1234567")}]})
 
 
 def test_broadcast_close_period_keeps_its_empty_account(codec: Codec) -> None:
@@ -377,6 +381,26 @@ def test_registry_subject_is_topic_value_and_ids_are_cached(registry: FakeRegist
     assert reader.decode("usage", data) == usage()
     assert reader.decode("usage", data) == usage()
     assert registry.calls[before + 1:] == [f"GET /schemas/ids/{HEADER.unpack_from(data)[1]}"]
+
+
+@pytest.mark.parametrize("kind", ["usage", "usage_rated"])
+def test_without_a_registry_a_value_of_the_one_record_before_the_union_still_reads(
+        plain: Codec, kind: str) -> None:
+    """Messages written before the topic's schema became a union with its batch record have no
+    branch byte (``schemas.WAS_ONE_RECORD``): a new sink or ``billing export`` reads them."""
+    one_record = load_schema(kind)[0]
+    event = usage() if kind == "usage" else {
+        "event_id": "u-1", "account_id": "acct-1", "timestamp": T0, "product": "deepseek-v3",
+        "quantities": {"input_tokens": 1843}, "requests": 1, "cost": Decimal("0.002018"),
+        "billed_period": "2026-01", "late": False, "over_limit": False,
+        "billing_model": "prepaid", "tier": "1"}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(one_record),
+                               {k: v for k, v in event.items() if k != "type"})
+    assert plain.decode(kind, body.getvalue()) == event
+    assert plain.decode(kind, plain.encode(kind, event)) == event
+    with pytest.raises(CodecError, match="truncated"):  # the union's error, not the record's
+        plain.decode(kind, plain.encode(kind, event)[:-1])
 
 
 def test_registry_framing_reads_data_written_with_an_older_schema(registry: FakeRegistry) -> None:

@@ -107,6 +107,16 @@ def test_a_new_event_type_needs_readers_to_upgrade_first() -> None:
     assert not allowed(state[:-1], state, "BACKWARD")  # dropping a type breaks old data
 
 
+def test_rated_usage_batches_read_what_single_records_were_and_old_readers_cannot() -> None:
+    """``RatedUsageBatch`` (issue 16) is announced like a new output type: the sink and other
+    readers on the current schema read the single ``RatedUsage`` messages older workers wrote; a
+    reader still on that one record cannot read a batch, so readers upgrade first."""
+    rated = load_schema("usage_rated")
+    assert [record["name"] for record in rated] == ["RatedUsage", "RatedUsageBatch"]
+    assert compatibility(rated, rated[0])
+    assert not compatibility(rated[0], rated)
+
+
 # --- the schemas say what the contract says ------------------------------------------------------
 
 

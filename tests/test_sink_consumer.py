@@ -194,6 +194,21 @@ def test_the_real_codec_feeds_the_sink(writer: ClickHouseWriter) -> None:
         ("inv-9", Decimal(63))]
 
 
+def test_a_rated_usage_batch_becomes_a_row_per_record(writer: ClickHouseWriter) -> None:
+    """What the worker writes (``RatedUsageBatch``), beside a single record of an older worker
+    and a batch redelivered: each event is one row, once."""
+    batch = codec.encode("usage_rated", {"records": [rated(n, cost="0.25") for n in (2, 3, 4)]})
+    consumer = FakeConsumer({
+        USAGE: [codec.encode("usage_rated", rated(1, cost="1")), batch, batch],
+        STATE: []})
+    sink = ClickHouseSink(consumer, writer, TOPICS, codec.decode, FAST)
+    drain(sink, consumer)
+    assert sink.stats.undecodable == 0 and sink.stats.messages == 3
+    assert totals(writer) == (4, Decimal("1.75"))
+    assert sink.stats.rows_by_table["rated_usage"] == 4  # the copies are not inserted
+    assert consumer.commits == [{USAGE: 3}]
+
+
 def test_account_status_goes_to_accounts_current_before_its_commit(
         writer: ClickHouseWriter) -> None:
     records = [status("a", 1), status("b", 4), status("a", 3, status="paused",
