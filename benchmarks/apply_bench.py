@@ -93,6 +93,16 @@ async def _drive(events: int, accounts: int, seed: int) -> dict[str, float]:
             if canonical["account_id"] else 0
         offset = offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
         inputs.append((_Event(topic, partition, offset), canonical))
+    # The month close a worker's watermark broadcasts (the workload ends in the next month), as
+    # read back from each partition of the control topic: this bench has no Kafka to carry it.
+    first_month = inputs[0][1]["timestamp"].strftime("%Y-%m")
+    close = {"type": "close_period", "event_id": f"watermark:{first_month}", "account_id": "",
+             "timestamp": ledger.watermark_close_time(first_month), "period": first_month}
+    for partition in range(settings.partitions):
+        offset = offsets[(topics.control, partition)] = \
+            offsets.get((topics.control, partition), -1) + 1
+        inputs.append((_Event(topics.control, partition, offset), close))
+    closes = _time_month_closes(apply)
     gc.freeze()  # the inputs built above are this bench's, not the worker's heap
     _tune_like_the_worker()
     caught_up = lambda partition: lambda topic: math.inf  # noqa: E731 (read to the end)
@@ -106,11 +116,41 @@ async def _drive(events: int, accounts: int, seed: int) -> dict[str, float]:
             await apply.release_all(caught_up)
             await asyncio.sleep(0)  # the committer's turn: one commit per release, as when busy
     await apply.release_all(caught_up)
+    while getattr(apply, "closing", False):  # a month close in batches (not in older trees)
+        await asyncio.sleep(0)
+        await apply.release_all(caught_up)
     await commits.drain(timeout=600)
     cpu, wall = _cpu_seconds() - cpu, time.perf_counter() - started
     committer.cancel()
     return {"events": len(inputs), "cpu_seconds": cpu, "wall_seconds": wall,
-            "records_sent": sender.records}
+            "records_sent": sender.records, **closes}
+
+
+def _time_month_closes(apply: Any) -> dict[str, float]:
+    """Time each release that closes a month for every account of a partition (the workload
+    ends in the next month: its watermark broadcasts the close), in place of ``apply``'s own
+    ``_release``: the agent applies nothing else meanwhile, so its wall time is a stall of the
+    worker. The dict it returns fills in as the closes happen."""
+    closes = {"close_releases": 0, "close_cpu_seconds": 0.0, "longest_close_seconds": 0.0}
+    release, close = apply._release, apply._close_partition
+    closing = [False]
+
+    async def close_partition(*args: Any) -> None:
+        closing[0] = True
+        await close(*args)
+
+    async def timed_release(*args: Any) -> None:
+        closing[0] = False
+        cpu, started = _cpu_seconds(), time.perf_counter()
+        await release(*args)
+        if closing[0]:
+            closes["close_releases"] += 1
+            closes["close_cpu_seconds"] += _cpu_seconds() - cpu
+            closes["longest_close_seconds"] = max(closes["longest_close_seconds"],
+                                                  time.perf_counter() - started)
+
+    apply._release, apply._close_partition = timed_release, close_partition
+    return closes
 
 
 def _tune_like_the_worker() -> None:
@@ -255,7 +295,9 @@ def main() -> None:
             per_event[tree].append(micros)
             print(f"run {run} {tree}: {micros:.1f} CPU µs per event ({result['events']:,} "
                   f"events, {result['records_sent'] / result['events']:.2f} records sent "
-                  f"per event, {result['wall_seconds']:.1f} s)", flush=True)
+                  f"per event, {result['wall_seconds']:.1f} s; {result['close_releases']} "
+                  f"month-close releases, {result['close_cpu_seconds']:.2f} s CPU, the longest "
+                  f"{result['longest_close_seconds']:.2f} s)", flush=True)
         for tree in trees:
             ratios[tree].append(this_round[tree] / this_round[trees[0]])
     print(f"medians over {args.runs} runs of {args.events:,} events / {args.accounts:,} accounts:")

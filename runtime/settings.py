@@ -20,6 +20,7 @@ from schemas.topics import Topics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MAX_MESSAGE_BYTES = 65536  # BILLING_MAX_MESSAGE_BYTES
+DEFAULT_CLOSE_ACCOUNTS_PER_BATCH = 2000  # BILLING_CLOSE_ACCOUNTS_PER_BATCH
 
 
 class SettingsError(ValueError):
@@ -226,6 +227,9 @@ class Settings:
     # The largest input message (key or value, bytes) the worker processes; a larger one is
     # dead-lettered (schemas.codec.check_message_size), its dead letter carrying a prefix.
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # The accounts a broadcast month close closes per batch (streams.apply): ~200 µs each, so a
+    # partition's other events, and the worker's other partitions, wait ~0.4 s at most per batch.
+    close_accounts_per_batch: int = DEFAULT_CLOSE_ACCOUNTS_PER_BATCH
     # The billing configuration and the price book (JSON or YAML); None: the rules' defaults and
     # the shipped price book (runtime.rules_files reads them).
     config_path: Path | None = None
@@ -248,6 +252,7 @@ class Settings:
             "BILLING_PARTITIONS": str(self.partitions),
             "BILLING_REPLICATION_FACTOR": str(self.replication_factor),
             "BILLING_MAX_MESSAGE_BYTES": str(self.max_message_bytes),
+            "BILLING_CLOSE_ACCOUNTS_PER_BATCH": str(self.close_accounts_per_batch),
         }
         if self.schema_registry_url:
             env["BILLING_SCHEMA_REGISTRY_URL"] = self.schema_registry_url
@@ -394,6 +399,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         clickhouse_password=clickhouse.password if clickhouse else None,
         max_message_bytes=_int(env, "BILLING_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES,
                                high=2**31 - 1),
+        close_accounts_per_batch=_int(env, "BILLING_CLOSE_ACCOUNTS_PER_BATCH",
+                                      DEFAULT_CLOSE_ACCOUNTS_PER_BATCH, high=10_000_000),
         config_path=_path(env, "BILLING_CONFIG"),
         pricebook_path=_path(env, "BILLING_PRICEBOOK"),
     )

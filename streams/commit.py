@@ -72,10 +72,13 @@ class PendingBatch:
     """A batch applied in memory, waiting for its outputs to be delivered."""
 
     partition: int
-    events: list[EventT]
+    events: list[EventT]  # to acknowledge once committed
     outputs: list[Awaitable[Any]] = field(default_factory=list)
     writes: list[TableWrite] = field(default_factory=list)
     sequence: int = 0
+    # An event of the partition, made current while the writes are written (the last of
+    # ``events`` when None): a month close's batch may have none to acknowledge.
+    current: EventT | None = None
 
 
 class CommitQueue:
@@ -96,6 +99,9 @@ class CommitQueue:
         self._batches: deque[PendingBatch] = deque()
         self._sequence = 0
         self._pending_events = 0
+        # Batches queued and not yet committed (or discarded): a month close's batch may have no
+        # event to acknowledge, so the events alone do not say the queue is empty.
+        self._uncommitted = 0
         self._work = asyncio.Event()
         self._changed = asyncio.Condition()
         self.on_commit: Callable[[int, float], None] | None = None  # (events, seconds): metrics
@@ -118,6 +124,7 @@ class CommitQueue:
             self.overlay[(table.name, key)] = (value, batch.sequence)
         self._batches.append(batch)
         self._pending_events += len(batch.events)
+        self._uncommitted += 1
         self._work.set()
 
     @property
@@ -138,7 +145,7 @@ class CommitQueue:
         async with self._changed:
             try:
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._pending_events == 0), timeout)
+                    self._changed.wait_for(lambda: self._uncommitted == 0), timeout)
             except TimeoutError:
                 log.warning("commit_drain_timeout pending_events=%d", self._pending_events)
                 return False
@@ -157,9 +164,11 @@ class CommitQueue:
         kept = deque(batch for batch in self._batches if batch.partition not in partitions)
         discarded = sum(len(batch.events) for batch in self._batches) - sum(
             len(batch.events) for batch in kept)
+        dropped = len(self._batches) - len(kept)
+        self._uncommitted -= dropped
         self._batches = kept
         self._pending_events -= discarded
-        if discarded:
+        if dropped:
             asyncio.get_running_loop().create_task(self._notify_room())
         for name_key in [name_key for name_key in self.overlay
                          if partition_of(*name_key) in partitions]:
@@ -219,6 +228,7 @@ class CommitQueue:
                 del self.overlay[name_key]
         async with self._changed:
             self._pending_events -= events
+            self._uncommitted -= len(group)
             self._changed.notify_all()
         if self.on_commit is not None:
             self.on_commit(events, asyncio.get_running_loop().time() - started)
@@ -241,7 +251,7 @@ class CommitQueue:
         A table store picks its partition (RocksDB: its database) from Faust's "current event",
         so one of the batch's events (all of one partition, by co-partitioning) is made current.
         """
-        with as_current_event(batch.events[-1]):
+        with as_current_event(batch.current if batch.current is not None else batch.events[-1]):
             if write.value is None:
                 write.table.data.pop(write.key, None)
             else:

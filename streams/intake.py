@@ -336,7 +336,7 @@ class Intake:
         resumes from the committed offsets."""
         app, idle_since = self.app, self._idle_since_settled()
         if (idle_since is None or time.monotonic() - idle_since < self.options.stuck_seconds
-                or self.commits.pending_events):
+                or self.commits.pending_events or self.apply.closing):
             return None
         inputs = [tp for tp in app.consumer.assignment() if tp.topic in self.kind_of_topic]
         if any(self._read_to_end(tp) is False for tp in inputs):

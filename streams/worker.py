@@ -271,6 +271,7 @@ class LedgerWorker:
         partitions = {tp.partition for tp in revoked}
         for partition in partitions:
             self.merger.drop_partition(partition)
+        self.apply.forget_partitions(partitions)
         discarded = self.commits.discard_partitions(partitions, self._partition_of_key)
         log.info("partitions_revoked partitions=%s drained=%s uncommitted_events_discarded=%d",
                  sorted(partitions), drained, discarded)

@@ -120,3 +120,24 @@ def test_without_later_tables_every_record_goes_out_at_once():
         committer.cancel()
 
     asyncio.run(run())
+
+
+def test_a_batch_without_events_is_drained_too():
+    """A month close's batch may acknowledge nothing (``streams/apply.py``): the drain before a
+    hand-over still waits for it to be committed."""
+    async def run() -> None:
+        accounts = _Table("accounts")
+        sender = _Sender()
+        queue = CommitQueue(sender=sender)  # type: ignore[arg-type]
+        committer = asyncio.ensure_future(queue.run())
+        batch = PendingBatch(0, [], current=_Event(3))  # type: ignore[arg-type]
+        batch.writes = [TableWrite(accounts, b"a", b"closed")]
+        queue.submit(batch, [])
+        assert queue.pending_events == 0
+        assert not await queue.drain(timeout=0.05)  # its changelog record is not delivered
+        sender.deliver_all()
+        assert await queue.drain(timeout=1.0)
+        assert accounts.data == {b"a": b"closed"}
+        committer.cancel()
+
+    asyncio.run(run())

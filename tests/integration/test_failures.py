@@ -80,8 +80,10 @@ def wait_processed(worker: WorkerProcess, total: int, processed: int, timeout: f
 
 def test_sigkill_at_ten_random_points(stack: Settings, workload: list[dict[str, Any]],
                                       expected: Expected, tmp_path: Path) -> None:
-    """SIGKILL: no shutdown, no final commit, RocksDB (the production store) left as it was."""
+    """SIGKILL: no shutdown, no final commit, RocksDB (the production store) left as it was.
+    Month closes go 50 accounts a batch (10 batches a partition), so a kill can land inside."""
     settings, app_id = isolated(stack, "sigkill")
+    settings = replace(settings, close_accounts_per_batch=50)
     publish(settings, workload)
     rng = random.Random(2026)
     total = len(workload)
