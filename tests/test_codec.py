@@ -383,24 +383,27 @@ def test_registry_subject_is_topic_value_and_ids_are_cached(registry: FakeRegist
     assert registry.calls[before + 1:] == [f"GET /schemas/ids/{HEADER.unpack_from(data)[1]}"]
 
 
-@pytest.mark.parametrize("kind", ["usage", "usage_rated"])
-def test_without_a_registry_a_value_of_the_one_record_before_the_union_still_reads(
-        plain: Codec, kind: str) -> None:
-    """Messages written before the topic's schema became a union with its batch record have no
-    branch byte (``schemas.WAS_ONE_RECORD``): a new sink or ``billing export`` reads them."""
-    one_record = load_schema(kind)[0]
-    event = usage() if kind == "usage" else {
-        "event_id": "u-1", "account_id": "acct-1", "timestamp": T0, "product": "deepseek-v3",
-        "quantities": {"input_tokens": 1843}, "requests": 1, "cost": Decimal("0.002018"),
-        "billed_period": "2026-01", "late": False, "over_limit": False,
-        "billing_model": "prepaid", "tier": "1"}
-    body = io.BytesIO()
-    fastavro.schemaless_writer(body, fastavro.parse_schema(one_record),
-                               {k: v for k, v in event.items() if k != "type"})
-    assert plain.decode(kind, body.getvalue()) == event
-    assert plain.decode(kind, plain.encode(kind, event)) == event
-    with pytest.raises(CodecError, match="truncated"):  # the union's error, not the record's
-        plain.decode(kind, plain.encode(kind, event)[:-1])
+def test_without_a_registry_a_rated_usage_of_the_one_record_before_the_union_still_reads(
+        plain: Codec) -> None:
+    """Messages older workers wrote have no branch byte (``schemas.WAS_ONE_RECORD``): a new sink
+    reads them. The usage topic has no such second reading: an old single usage value is
+    refused, as a corrupt one is."""
+    rated = {"event_id": "u-1", "account_id": "acct-1", "timestamp": T0,
+             "product": "deepseek-v3", "quantities": {"input_tokens": 1843}, "requests": 1,
+             "cost": Decimal("0.002018"), "billed_period": "2026-01", "late": False,
+             "over_limit": False, "billing_model": "prepaid", "tier": "1"}
+    for kind, event in (("usage_rated", rated), ("usage", usage())):
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, fastavro.parse_schema(load_schema(kind)[0]),
+                                   {k: v for k, v in event.items() if k != "type"})
+        if kind == "usage_rated":
+            assert plain.decode(kind, body.getvalue()) == event
+        else:
+            with pytest.raises(CodecError):
+                plain.decode(kind, body.getvalue())
+        assert plain.decode(kind, plain.encode(kind, event)) == event
+        with pytest.raises(CodecError, match="truncated"):  # the union's error, not the record's
+            plain.decode(kind, plain.encode(kind, event)[:-1])
 
 
 def test_registry_framing_reads_data_written_with_an_older_schema(registry: FakeRegistry) -> None:
