@@ -227,8 +227,8 @@ class Settings:
     # The largest input message (key or value, bytes) the worker processes; a larger one is
     # dead-lettered (schemas.codec.check_message_size), its dead letter carrying a prefix.
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    # The accounts a broadcast month close closes per batch (streams.apply): ~200 µs each, so a
-    # partition's other events, and the worker's other partitions, wait ~0.4 s at most per batch.
+    # The accounts a broadcast month close closes per batch (streams.apply): 95-200 µs each, so a
+    # partition's other events, and the worker's other partitions, wait 0.2-0.4 s per batch.
     close_accounts_per_batch: int = DEFAULT_CLOSE_ACCOUNTS_PER_BATCH
     # The billing configuration and the price book (JSON or YAML); None: the rules' defaults and
     # the shipped price book (runtime.rules_files reads them).
