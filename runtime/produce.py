@@ -54,7 +54,7 @@ from runtime.codecs import codec_for
 from runtime.kafka_security import kafka_python_security
 from runtime.rules_files import load_config, load_pricebook, load_rules, rules_options
 from runtime.settings import Settings, load_settings
-from schemas.codec import Codec, check_message_size
+from schemas.codec import Codec, check_message_size, encode_in_halves
 from schemas.registry import RegistryError
 
 # Durable and ordered: every in-sync replica has it before it counts as sent; idempotence keeps
@@ -265,14 +265,18 @@ class EventProducer:
         """Send one account's packed usage records as ``usage_batch`` messages: one, or halves
         of it while it would pass the maximum message size (each record fits alone: ``send``
         checked it)."""
-        key = account_id.encode()
-        value = self.codec.encode("usage", {"type": "usage_batch", "account_id": account_id,
-                                            "records": records})
-        if len(records) > 1 and len(value) > self.settings.max_message_bytes:
-            half = len(records) // 2
-            self._send_batch(account_id, records[:half], futures[:half])
-            self._send_batch(account_id, records[half:], futures[half:])
-            return
+        key, start = account_id.encode(), 0
+        for part, value in encode_in_halves(
+                lambda part: self.codec.encode("usage", {"type": "usage_batch",
+                                                         "account_id": account_id,
+                                                         "records": part}),
+                records, self.settings.max_message_bytes):
+            self._send_packed(key, value, part, futures[start:start + len(part)])
+            start += len(part)
+
+    def _send_packed(self, key: bytes, value: bytes, records: list[dict[str, Any]],
+                     futures: list[Future]) -> None:
+        """Send one ``usage_batch`` message; each record's future follows it."""
         try:
             sent = self._producer.send(self.settings.topics.usage, value=value, key=key,
                                        partition=None)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -216,8 +217,7 @@ class Codec:
                                  f"{body.tell()}", data)
         # A union writer names the branch; a one-record writer (a topic that has one, or a
         # schema from before the topic's became a union) is that record.
-        name, record = datum if isinstance(writer, list) else (
-            f"{writer.get('namespace', NAMESPACE)}.{writer['name'].rsplit('.', 1)[-1]}", datum)
+        name, record = datum if isinstance(writer, list) else (writer["name"], datum)
         return schema.to_event(name, record)
 
     def decode_input(self, kind: str, data: bytes,
@@ -338,6 +338,19 @@ def _check_money(record: dict[str, Any], kind: str, prefix: str = "") -> None:
             raise CodecError(f"cannot encode {prefix}{name}={value} for the {kind} topic: money "
                              "is decimal(18, 6), below 10**12 with at most 6 fractional digits",
                              prefix + name)
+
+
+def encode_in_halves(encode: Callable[[list[Any]], bytes], records: list[Any],
+                     limit: int) -> list[tuple[list[Any], bytes]]:
+    """``records`` as one batch message (``encode`` of a list of them), or, while a message would
+    be over ``limit`` bytes, as its two halves, each split again as needed; a lone record is
+    encoded whatever its size. (records, value) pairs, in order."""
+    value = encode(records)
+    if len(records) <= 1 or len(value) <= limit:
+        return [(records, value)]
+    half = len(records) // 2
+    return [*encode_in_halves(encode, records[:half], limit),
+            *encode_in_halves(encode, records[half:], limit)]
 
 
 def oversized_reason(key: bytes | None, value: bytes | None, limit: int) -> str | None:

@@ -300,9 +300,9 @@ class Apply:
                                timestamp: datetime, offset: int) -> bool:
         """A broadcast close at control ``offset``: close ``period`` for every account this
         partition owns, ``BILLING_CLOSE_ACCOUNTS_PER_BATCH`` of them per batch; True once every
-        one is. At ~200 µs an account (``apply_bench``, 100,000 accounts), one batch for a
+        one is. At 95-200 µs an account (``apply_bench``, 100,000 accounts), one batch for a
         partition of 250,000 accounts would hold the agent, the worker's other partitions and
-        the event loop for ~50 s; the default, 2,000, is ~0.4 s.
+        the event loop for 25-50 s; the default, 2,000, is 0.2-0.4 s.
 
         The accounts are listed at its first batch; no other event of the partition is applied
         before the last (they are held), so none is opened meanwhile.

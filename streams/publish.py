@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from billing.ledger import WATERMARK_CAUSE_PREFIX, Ledger, Transition
 from runtime.dead_letters import REASON_BYTES, clip_text, dead_letter_key, make_dead_letter
 from runtime.settings import Settings
+from schemas.codec import encode_in_halves
 from streams.metrics import WorkerMetrics
 
 log = logging.getLogger("billing.worker")
@@ -68,19 +69,11 @@ class Publisher:
         partition %= await self.sender.partition_count(topic)
         deliveries: list[Awaitable[Any]] = []
         for start in range(0, len(records), RATED_BATCH_RECORDS):
-            await self._send_rated(topic, partition, records[start:start + RATED_BATCH_RECORDS],
-                                   deliveries)
+            for _, value in encode_in_halves(
+                    lambda part: self.codec.encode("usage_rated", {"records": part}),
+                    records[start:start + RATED_BATCH_RECORDS], RATED_BATCH_BYTES):
+                deliveries.append(await self.sender.send(topic, b"", value, partition))
         return deliveries
-
-    async def _send_rated(self, topic: str, partition: int, records: list[dict[str, Any]],
-                          deliveries: list[Awaitable[Any]]) -> None:
-        value = self.codec.encode("usage_rated", {"records": records})
-        if len(value) > RATED_BATCH_BYTES and len(records) > 1:  # long ids: halve it
-            half = len(records) // 2
-            await self._send_rated(topic, partition, records[:half], deliveries)
-            await self._send_rated(topic, partition, records[half:], deliveries)
-            return
-        deliveries.append(await self.sender.send(topic, b"", value, partition))
 
     async def status(self, key: bytes, record: dict[str, Any]) -> Awaitable[Any]:
         """An account-status record (billing rules section 6)."""
