@@ -190,19 +190,18 @@ class Codec:
             if self.registry is not None or schema.one_record is None:
                 raise
             try:  # written before the topic's schema became a union (WAS_ONE_RECORD)
-                return self._read(schema, schema.one_record, data, 0, resolve=False)
+                return self._read(schema, schema.one_record, data, 0)
             except CodecError:
                 pass
             raise
 
-    def _read(self, schema: TopicSchema, writer: Any, data: bytes, start: int,
-              resolve: bool = True) -> dict[str, Any]:
-        """The value's body, from byte ``start``, read with schema ``writer`` (resolved
-        against the topic's current one unless it is that one, or ``resolve`` is false)."""
+    def _read(self, schema: TopicSchema, writer: Any, data: bytes, start: int) -> dict[str, Any]:
+        """The value's body, from byte ``start``, read with schema ``writer``: resolved against
+        the topic's current one unless it is that one or its own first record."""
         kind = schema.kind
         body = io.BytesIO(data)
         body.seek(start)
-        reader = None if writer is schema.parsed or not resolve else schema.parsed
+        reader = None if writer is schema.parsed or writer is schema.one_record else schema.parsed
         try:
             datum = fastavro.schemaless_reader(body, writer, reader, return_record_name=True)
         except EOFError:

@@ -29,6 +29,7 @@ from streams.publish import Publisher
 from streams.seen_table import TableSeenIds
 from streams.sender import partition_of
 from tests.test_commit_order import _Table
+from tests.test_publish import NoTopics
 
 SETTINGS = load_settings({})
 CODEC = Codec()
@@ -79,11 +80,6 @@ class _DeliveredAtOnce:
         return SETTINGS.partitions
 
 
-class _App:
-    def topic(self, name: str) -> None:
-        """No dead letters here."""
-
-
 class Worker:
     """The apply job and commit queue of one worker, on dicts, delivering at once."""
 
@@ -98,7 +94,7 @@ class Worker:
         self.ledger = Ledger(load_config(None), load_pricebook(None)).with_seen(seen)
         self.merger = EventTimeMerger(tuple(KIND_OF_TOPIC), {
             topic: KIND_RANK[kind] for topic, kind in KIND_OF_TOPIC.items()})
-        publisher = Publisher(_App(), self.sender, CODEC, SETTINGS, self.ledger,
+        publisher = Publisher(NoTopics(), self.sender, CODEC, SETTINGS, self.ledger,
                               WorkerMetrics(), "test")
         self.apply = Apply(settings, self.ledger, WorkerMetrics(), KIND_OF_TOPIC, self.merger,
                            asyncio.Lock(), publisher, self.commits, self.accounts, self.clock,
